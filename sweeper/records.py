@@ -63,3 +63,16 @@ def iter_record_paths(root: Path) -> Iterator[Path]:
         yield root
         return
     yield from sorted(root.rglob(RECORD_NAME))
+
+
+def atomic_rename_dir(tmp: Path, final: Path) -> None:
+    """Publish a fully written folder under its final name; if another process won the race, keep theirs."""
+    import shutil
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not final.exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)

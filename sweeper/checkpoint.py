@@ -1,0 +1,98 @@
+"""Checkpoints of one run: enough to resume at step k and finish exactly as an uninterrupted run.
+
+    <run_dir>/checkpoint/weights.safetensors   parameters the optimizer holds (all weights when the
+                                               method changes frozen ones, e.g. ReLoRA merges)
+    <run_dir>/checkpoint/trainer.pt            optimizer state, RNG, step, method counters
+                                               (plain tensors and numbers: loaded with weights_only)
+
+The folder is replaced atomically (write beside, then rename), so a kill mid-save leaves the
+previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+def _weights_to_save(model, optimizer, method) -> dict[str, torch.Tensor]:
+    if getattr(method, "changes_frozen_weights", False):
+        return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    return {n: p.detach().contiguous().clone() for n, p in model.named_parameters() if id(p) in held}
+
+
+def save(run_dir: Path, model, optimizer, method, step: int) -> Path:
+    final = Path(run_dir) / CHECKPOINT_DIR
+    tmp = Path(run_dir) / f".{CHECKPOINT_DIR}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(_weights_to_save(model, optimizer, method), str(tmp / "weights.safetensors"))
+    state = {"step": step, "optimizer": optimizer.state_dict(), "method": method.state_dict(),
+             "torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    torch.save(state, tmp / "trainer.pt")
+    (tmp / "step.json").write_text(json.dumps({"step": step}))
+    old = Path(run_dir) / f".{CHECKPOINT_DIR}.old-{os.getpid()}"
+    if final.exists():
+        os.rename(final, old)
+    os.rename(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def saved_step(run_dir: Path) -> int:
+    """The step of the checkpoint in run_dir, or 0 when there is none."""
+    path = Path(run_dir) / CHECKPOINT_DIR / "step.json"
+    try:
+        return int(json.loads(path.read_text())["step"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def load(run_dir: Path, model, optimizer, method) -> int:
+    """Restore weights, optimizer, RNG and method state; return the step to start from (0 if none)."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not (folder / "trainer.pt").exists():
+        return 0
+    weights = load_file(str(folder / "weights.safetensors"))
+    missing = set(weights) - set(model.state_dict())
+    if missing:
+        raise RuntimeError(f"checkpoint {folder} does not fit this model (e.g. {sorted(missing)[:3]})")
+    model.load_state_dict(weights, strict=False)
+    state = torch.load(folder / "trainer.pt", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    method.load_state_dict(state["method"])
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(state["step"])
+
+
+def truncate_metrics(metrics_path: Path, step: int) -> None:
+    """Drop log lines past `step` (written after the checkpoint a resumed run restarts from)."""
+    if not metrics_path.exists():
+        return
+    if step == 0:
+        metrics_path.unlink()
+        return
+    kept = [line for line in metrics_path.read_text().splitlines() if _step_of(line) <= step]
+    metrics_path.write_text("".join(line + "\n" for line in kept))
+
+
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line).get("step", 0)
+    except ValueError:  # a line cut by a kill mid-write: drop it
+        return float("inf")
+
+
+def remove(run_dir: Path) -> None:
+    shutil.rmtree(Path(run_dir) / CHECKPOINT_DIR, ignore_errors=True)

@@ -1,0 +1,10 @@
+"""Full fine-tuning (or full-rank pretraining): every parameter trains. The baseline of every table."""
+from . import Method, register
+
+
+@register("full")
+class Full(Method):
+    def wrap(self, model):
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model

@@ -1,0 +1,108 @@
+"""LoRA through HF PEFT: low-rank adapters on the model's target layers, the base frozen.
+
+Classification heads (model.head_modules) and, for language modelling, the full-rank modules the
+ReLoRA paper keeps trainable (model.lm_full_rank_modules: embeddings, norms, LM head) train in full
+via PEFT's `modules_to_save`. LSTM weights are not nn.Linear: they are adapted via PEFT's
+`target_parameters` (model.lora_target_parameters).
+
+`warm_start_steps > 0` trains the whole model full-rank first, then only the adapters: the LoRA
+layers are attached from the start with B = 0 (so they add nothing) and frozen until the switch,
+so one optimizer holds every parameter and no object is ever replaced.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from . import Method, MethodError, register
+
+
+def check_lora_config(cfg) -> None:
+    r = cfg.r
+    if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
+        raise MethodError(f"method.r must be a positive integer, got {r!r}")
+    if cfg.alpha is None or not float(cfg.alpha) > 0:
+        raise MethodError(f"method.alpha must be > 0, got {cfg.alpha!r}")
+    if not 0.0 <= float(cfg.dropout) < 1.0:
+        raise MethodError(f"method.dropout must be in [0, 1), got {cfg.dropout!r}")
+
+
+def lora_config(cfg, model_cfg, task: str):
+    from peft import LoraConfig
+
+    target_modules = cfg.get("target_modules") or list(model_cfg.get("lora_targets") or [])
+    target_parameters = cfg.get("target_parameters") or list(model_cfg.get("lora_target_parameters") or [])
+    if not target_modules and not target_parameters:
+        raise MethodError(f"model '{model_cfg.name}': no LoRA targets (set method.target_modules)")
+    full_rank = model_cfg.head_modules if task == "classification" else model_cfg.lm_full_rank_modules
+    return LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        # PEFT's ParamWrapper (target_parameters, e.g. LSTM weights) supports no dropout.
+        lora_dropout=0.0 if target_parameters else cfg.dropout,
+        target_modules=list(target_modules) or None,
+        target_parameters=list(target_parameters) or None,
+        use_rslora=bool(cfg.get("use_rslora", False)),
+        modules_to_save=list(full_rank) or None,
+    )
+
+
+def lora_layers(model: nn.Module):
+    from peft.tuners.lora import LoraLayer
+
+    return [m for m in model.modules() if isinstance(m, LoraLayer)]
+
+
+def check_rank_fits(model: nn.Module, r: int) -> None:
+    """A rank above a layer's smaller side is not low-rank; PEFT would accept it silently."""
+    for layer in lora_layers(model):
+        base = layer.get_base_layer()
+        sides = [layer.in_features, layer.out_features]
+        if min(sides) and r > min(sides):
+            raise MethodError(f"method.r={r} exceeds layer size {sides[0]}x{sides[1]} ({type(base).__name__})")
+
+
+@register("lora")
+class LoRA(Method):
+    def __init__(self, cfg, model_cfg, task):
+        super().__init__(cfg, model_cfg, task)
+        check_lora_config(cfg)
+        self.warm_start_steps = int(cfg.get("warm_start_steps") or 0)
+        self._lora_params: list[nn.Parameter] = []
+        self._base_params: list[nn.Parameter] = []
+        self._full_rank = False
+
+    def is_peft(self) -> bool:
+        return True
+
+    def wrap(self, model):
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config(self.cfg, self.model_cfg, self.task))
+        check_rank_fits(model, self.cfg.r)
+        self._lora_params = [p for n, p in model.named_parameters() if "lora_" in n]
+        self._base_params = [p for n, p in model.named_parameters() if not p.requires_grad]
+        self._set_phase(full_rank=self.warm_start_steps > 0)
+        return model
+
+    def _set_phase(self, full_rank: bool) -> None:
+        self._full_rank = full_rank
+        for p in self._base_params:
+            p.requires_grad_(full_rank)
+        for p in self._lora_params:
+            p.requires_grad_(not full_rank)
+
+    def optimizer_parameters(self, model):
+        # Base weights are included only when a warm start trains them; AdamW skips grad-less params.
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self.warm_start_steps > 0:
+            params += [p for p in self._lora_params if not p.requires_grad]
+        return params
+
+    def before_step(self, step, model):
+        # Checked every step (cheap), so a run resumed past the warm start lands in the right phase.
+        full_rank = step < self.warm_start_steps
+        if full_rank != self._full_rank:
+            self._set_phase(full_rank)
+
+    def summary(self):
+        return {"warm_start_steps": self.warm_start_steps}
