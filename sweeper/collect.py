@@ -43,6 +43,7 @@ NUMERIC = ["r", "alpha", "seed", "lr", "max_steps", *METRIC_FIELDS,
            *[c for names in SECTION_FIELDS.values() for c in names.values()]]
 # The headline metric per task and whether higher is better.
 PRIMARY = {"classification": ("accuracy", True), "lm": ("perplexity", False)}
+MISSING = "missing"  # cell text for a grid point without any record
 # Subfolders of a run that never hold records but may hold many files.
 _PRUNE = {"adapter", "checkpoint", "checkpoints", "report", "__pycache__", ".cache"}
 _IO_THREADS = 16  # records often live on NFS: overlap the per-file latency
@@ -197,7 +198,10 @@ def hyper_columns(df: pd.DataFrame) -> list[str]:
 
 def add_config_column(df: pd.DataFrame) -> pd.DataFrame:
     """Add ``config``: model/method[/rN][ key=value ...], the unit that seeds are averaged over."""
-    extras = hyper_columns(df) if len(df) else []
+    if df.empty:
+        df["config"] = pd.Series(dtype=str)
+        return df
+    extras = hyper_columns(df)
     labels = df["model"].astype(str) + "/" + df["method"].astype(str)
     labels = labels + df["r"].map(lambda r: "" if pd.isna(r) else f"/r{int(r)}")
     for column in extras:
@@ -239,7 +243,7 @@ def pivot(df: pd.DataFrame, task: str = "classification") -> pd.DataFrame:
     """Rows dataset, columns config, cells the seed-mean headline metric as text.
 
     "FAILED" where every run of the point failed, "0.812 (1/3 failed)" where some did,
-    "" where no record exists (not run yet, or outside the grid).
+    "missing" where no record exists although the config ran elsewhere (not run yet, or lost).
     """
     sub = df[df["task"] == task]
     if sub.empty:
@@ -250,8 +254,8 @@ def pivot(df: pd.DataFrame, task: str = "classification") -> pd.DataFrame:
     stats = grouped.agg(mean=("score", "mean"), n_ok=("_ok", "sum"), n_bad=("_bad", "sum"))
     cells = [_pivot_cell(m, int(k), int(b), digits) for m, k, b in
              zip(stats["mean"], stats["n_ok"], stats["n_bad"])]
-    table = pd.Series(cells, index=stats.index).unstack("config", fill_value="")
-    table = table.reindex(columns=config_order(sub), fill_value="")
+    table = pd.Series(cells, index=stats.index).unstack("config", fill_value=MISSING)
+    table = table.reindex(columns=config_order(sub), fill_value=MISSING)
     table.columns.name = None
     return table
 

@@ -1,0 +1,295 @@
+"""PNG plots of a sweep. Figures are built with the object API on an Agg canvas: no pyplot state,
+no display needed (cluster nodes, tests), and notebooks show the written PNGs.
+
+Every function takes the tables of sweeper.report / sweeper.collect, writes one PNG and returns
+its path. When there is nothing to draw (no ReLoRA run, no metrics.jsonl yet) the PNG says so
+instead of being absent, so a report always has the same files.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from sweeper import report
+from sweeper.collect import PRIMARY
+from sweeper.records import METRICS_NAME
+
+_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
+           "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
+_MARKERS = {"lora": "o", "relora": "s", "qlora": "^", "full": "*"}
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def placeholder(path: str | os.PathLike, message: str) -> Path:
+    fig = _figure(6, 1.5)
+    fig.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    return _save(fig, path)
+
+
+def _color_map(values) -> dict:
+    return {v: _COLORS[i % len(_COLORS)] for i, v in enumerate(sorted(set(values)))}
+
+
+# ---------------------------------------------------------------- heatmap
+
+
+def heatmap(summary: pd.DataFrame, path: str | os.PathLike, task: str = "classification") -> Path:
+    """datasets x configurations, colour = seed-mean score; failed points hatched red, missing blank."""
+    scores = report.score_matrix(summary, task)
+    if scores.empty:
+        return placeholder(path, f"no {task} results yet")
+    status = summary[summary["task"] == task].pivot(index="dataset", columns="config", values="status")
+    status = status.reindex(index=scores.index, columns=scores.columns)
+    n_rows, n_cols = scores.shape
+    fig = _figure(min(4 + 0.55 * n_cols, 40), min(2.5 + 0.28 * n_rows, 120))
+    ax = fig.add_subplot()
+    metric, higher = PRIMARY[task]
+    values = scores.to_numpy(dtype=float)
+    if not higher:  # perplexities span orders of magnitude
+        values = np.log10(values)
+    image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis" if higher else "viridis_r",
+                      interpolation="nearest")
+    fig.colorbar(image, ax=ax, label=metric if higher else f"log10 {metric}", shrink=0.8)
+    failed = status.to_numpy() == "failed"
+    for i, j in zip(*np.nonzero(failed)):
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#f4c4c4", hatch="xx", edgecolor="red", lw=0))
+    if n_rows * n_cols <= 600:  # numbers only where they stay legible
+        _annotate(ax, image, scores.to_numpy(dtype=float), failed, status.isna().to_numpy(), higher)
+    ax.set_xticks(range(n_cols), scores.columns, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n_rows), scores.index, fontsize=7 if n_rows > 40 else 9)
+    ax.set_title(f"{task}: test {metric} (seed mean); red hatched = all seeds failed, blank = missing")
+    return _save(fig, path)
+
+
+def _annotate(ax, image, values: np.ndarray, failed: np.ndarray, missing: np.ndarray, higher: bool) -> None:
+    shown = image.get_array()
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            color = "black"
+            if failed[i, j]:
+                text = "FAIL"
+            elif missing[i, j]:
+                text, color = "missing", "gray"
+            elif math.isnan(values[i, j]):
+                text, color = "n/a", "gray"
+            else:
+                text = f"{values[i, j]:.2f}" if higher else f"{values[i, j]:.3g}"
+                color = _text_color(image.cmap(image.norm(shown[i, j])))
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
+
+
+def _text_color(rgba) -> str:
+    luminance = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
+    return "black" if luminance > 0.5 else "white"
+
+
+# ---------------------------------------------------------------- score vs rank
+
+
+def score_vs_rank(summary: pd.DataFrame, path: str | os.PathLike, dataset: str | None = None) -> Path:
+    """Score against LoRA rank, one line per model/method; full fine-tuning as a dashed level.
+
+    Over all datasets: mean of the seed means, error bar = standard error across datasets.
+    For one `dataset`: the seed mean, error bar = seed std.
+    """
+    sub = summary.dropna(subset=["mean"])
+    if dataset is not None:
+        sub = sub[sub["dataset"] == dataset]
+    tasks = [t for t in PRIMARY if (sub["task"] == t).any()]
+    if not tasks:
+        return placeholder(path, "no successful runs to plot")
+    fig = _figure(6.5 * len(tasks), 4.5)
+    colors = _color_map(sub["model"])
+    for k, task in enumerate(tasks):
+        ax = fig.add_subplot(1, len(tasks), k + 1)
+        _rank_panel(ax, sub[sub["task"] == task], colors, per_dataset=dataset is not None)
+        metric, higher = PRIMARY[task]
+        ax.set_title(f"{task}" + (f" – {dataset}" if dataset else f" – mean over datasets ± s.e."))
+        ax.set_xlabel("LoRA rank r")
+        ax.set_ylabel(f"test {metric} ({'higher' if higher else 'lower'} is better)")
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _rank_panel(ax, sub: pd.DataFrame, colors: dict, per_dataset: bool) -> None:
+    line = [c.replace(f"/r{int(r)}", "") if not pd.isna(r) else c for c, r in zip(sub["config"], sub["r"])]
+    sub = sub.assign(line=line)
+    for name, group in sub.groupby("line"):
+        points = group.groupby("r" if group["r"].notna().any() else "config").agg(
+            y=("mean", "mean"), sd=("mean", "std"), n=("mean", "size"), seed_sd=("std", "mean"))
+        err = points["seed_sd"] if per_dataset else points["sd"] / np.sqrt(points["n"])
+        color = colors[group["model"].iloc[0]]
+        if group["r"].isna().all():  # full fine-tuning: no rank axis, a level to compare against
+            y, e = points["y"].iloc[0], err.fillna(0).iloc[0]
+            ax.axhline(y, color=color, ls="--", lw=1, label=f"{name}")
+            ax.axhspan(y - e, y + e, color=color, alpha=0.1)
+            continue
+        x = points.index.astype(float)
+        ax.errorbar(x, points["y"], yerr=err.fillna(0), color=color, capsize=3,
+                    marker=_MARKERS.get(group["method"].iloc[0], "o"), label=name)
+    ranks = sorted(int(r) for r in sub["r"].dropna().unique())
+    if ranks:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ranks, [str(r) for r in ranks])
+        ax.minorticks_off()
+
+
+# ---------------------------------------------------------------- training curves
+
+
+def read_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """metrics.jsonl of a run as a table; a truncated last line (run still going) is skipped."""
+    path = Path(run_dir) / METRICS_NAME
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(item, dict) and "step" in item:
+                    rows.append(item)
+    except OSError:
+        pass
+    return pd.DataFrame(rows)
+
+
+def default_curve_runs(df: pd.DataFrame, max_runs: int = 8) -> list[str]:
+    """One run per configuration (lowest seed) on the dataset with the most successful runs."""
+    ok = df[df["status"] == "ok"]
+    if ok.empty:
+        return []
+    dataset = ok["dataset"].value_counts().index[0]
+    picked = ok[ok["dataset"] == dataset].sort_values("seed").drop_duplicates("config")
+    return picked["run_id"].head(max_runs).tolist()
+
+
+def loss_curves(df: pd.DataFrame, path: str | os.PathLike, run_ids: list[str] | None = None) -> Path:
+    """Training loss against step for the chosen runs (default: default_curve_runs)."""
+    run_ids = run_ids or default_curve_runs(df)
+    fig = _figure(8, 4.5)
+    ax = fig.add_subplot()
+    drawn = 0
+    for row in df[df["run_id"].isin(run_ids)].itertuples(index=False):
+        metrics = read_metrics(row.run_dir)
+        if "loss" not in metrics:
+            continue
+        curve = metrics.dropna(subset=["loss"])
+        ax.plot(curve["step"], curve["loss"], lw=1.2, label=f"{row.dataset} {row.config} s{row.seed}")
+        drawn += 1
+    if not drawn:
+        return placeholder(path, "no metrics.jsonl with a loss for the chosen runs")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("training loss")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def relora_timeline(df: pd.DataFrame, path: str | os.PathLike, run_id: str | None = None) -> Path:
+    """Learning rate and loss of one ReLoRA run with its merge events (vertical lines)."""
+    candidates = df[(df["method"] == "relora") & (df["status"] == "ok")]
+    if run_id is not None:
+        candidates = df[df["run_id"] == run_id]
+    for row in candidates.itertuples(index=False):
+        metrics = read_metrics(row.run_dir)
+        if "lr" in metrics:
+            return _timeline(metrics, f"{row.dataset} {row.config} s{row.seed}", path)
+    return placeholder(path, "no ReLoRA run with an lr trace in metrics.jsonl")
+
+
+def _timeline(metrics: pd.DataFrame, label: str, path) -> Path:
+    fig = _figure(8, 5)
+    ax_lr, ax_loss = fig.subplots(2, 1, sharex=True)
+    lr = metrics.dropna(subset=["lr"])
+    ax_lr.plot(lr["step"], lr["lr"], color="tab:blue")
+    ax_lr.set_ylabel("learning rate")
+    if "loss" in metrics:
+        loss = metrics.dropna(subset=["loss"])
+        ax_loss.plot(loss["step"], loss["loss"], color="tab:orange")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.set_xlabel("step")
+    merges = metrics.loc[metrics["event"] == "merge", "step"].tolist() if "event" in metrics else []
+    for i, step in enumerate(merges):
+        for ax in (ax_lr, ax_loss):
+            ax.axvline(step, color="red", ls=":", lw=1, label="merge" if i == 0 and ax is ax_lr else None)
+    if len(merges):
+        ax_lr.legend(fontsize=8)
+    ax_lr.set_title(f"ReLoRA schedule: {label} ({len(merges)} merges)")
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- score vs cost
+
+
+def score_vs_cost(summary: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Per configuration, mean score over datasets against trainable parameters and seconds (log x)."""
+    per = summary.dropna(subset=["mean"]).groupby(["task", "config"], sort=False).agg(
+        model=("model", "first"), method=("method", "first"), r=("r", "first"), y=("mean", "mean"),
+        params=("trainable_params", "median"), seconds=("train_seconds", "mean")).reset_index()
+    tasks = [t for t in PRIMARY if (per["task"] == t).any()]
+    if not tasks:
+        return placeholder(path, "no successful runs to plot")
+    fig = _figure(12, 4.2 * len(tasks))
+    colors = _color_map(per["model"])
+    for k, task in enumerate(tasks):
+        rows = per[per["task"] == task]
+        for j, (column, label) in enumerate([("params", "trainable parameters"), ("seconds", "train seconds")]):
+            ax = fig.add_subplot(len(tasks), 2, 2 * k + j + 1)
+            _cost_panel(ax, rows, column, colors)
+            ax.set_xlabel(f"{label} (log)")
+            ax.set_ylabel(f"{task}: test {PRIMARY[task][0]}")
+    return _save(fig, path)
+
+
+def _cost_panel(ax, rows: pd.DataFrame, column: str, colors: dict) -> None:
+    rows = rows[rows[column] > 0]
+    if rows.empty:
+        ax.text(0.5, 0.5, "no cost recorded", ha="center", va="center", transform=ax.transAxes)
+        return
+    for (model, method), group in rows.groupby(["model", "method"]):
+        ax.scatter(group[column], group["y"], color=colors[model], marker=_MARKERS.get(method, "o"),
+                   label=f"{model}/{method}", s=40)
+        for x, y, r in zip(group[column], group["y"], group["r"]):
+            if not pd.isna(r):
+                ax.annotate(f"r{int(r)}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.legend(fontsize=7)
+
+
+# ---------------------------------------------------------------- all at once
+
+
+def write_plots(df: pd.DataFrame, summary: pd.DataFrame, out_dir: str | os.PathLike,
+                run_ids: list[str] | None = None) -> dict[str, Path]:
+    """Every plot into `out_dir`; returns file name -> path."""
+    out = Path(out_dir)
+    written = {"heatmap.png": heatmap(summary, out / "heatmap.png", "classification")}
+    if (summary["task"] == "lm").any():
+        written["heatmap_lm.png"] = heatmap(summary, out / "heatmap_lm.png", "lm")
+    written["score_vs_rank.png"] = score_vs_rank(summary, out / "score_vs_rank.png")
+    written["score_vs_cost.png"] = score_vs_cost(summary, out / "score_vs_cost.png")
+    written["loss_curves.png"] = loss_curves(df, out / "loss_curves.png", run_ids)
+    written["relora_timeline.png"] = relora_timeline(df, out / "relora_timeline.png")
+    return written
