@@ -26,7 +26,7 @@ from sweeper.records import RECORD_NAME, read_record
 # Top-level record fields copied as they are.
 TOP_FIELDS = ["run_id", "sweep", "status", "error", "error_type", "dataset", "family", "task",
               "model", "method", "r", "alpha", "seed", "lr", "max_steps",
-              "started_at", "finished_at", "host", "schema_version"]
+              "started_at", "finished_at", "wall_seconds", "host", "schema_version"]
 METRIC_FIELDS = ["accuracy", "macro_f1", "eval_loss", "perplexity", "majority_accuracy", "n_test",
                  "train_loss_final"]
 # Nested sections renamed to flat, unambiguous columns.
@@ -39,7 +39,7 @@ SECTION_FIELDS = {
 COLUMNS = (TOP_FIELDS + METRIC_FIELDS
            + [c for names in SECTION_FIELDS.values() for c in names.values()]
            + ["record_path", "run_dir"])
-NUMERIC = ["r", "alpha", "seed", "lr", "max_steps", *METRIC_FIELDS,
+NUMERIC = ["r", "alpha", "seed", "lr", "max_steps", "wall_seconds", *METRIC_FIELDS,
            *[c for names in SECTION_FIELDS.values() for c in names.values()]]
 # The headline metric per task and whether higher is better.
 PRIMARY = {"classification": ("accuracy", True), "lm": ("perplexity", False)}
@@ -202,7 +202,8 @@ def add_config_column(df: pd.DataFrame) -> pd.DataFrame:
         df["config"] = pd.Series(dtype=str)
         return df
     extras = hyper_columns(df)
-    labels = df["model"].astype(str) + "/" + df["method"].astype(str)
+    # A config that never resolved has no model/method: "?" keeps it visible in the failure listing.
+    labels = df["model"].fillna("?").astype(str) + "/" + df["method"].fillna("?").astype(str)
     labels = labels + df["r"].map(lambda r: "" if pd.isna(r) else f"/r{int(r)}")
     for column in extras:
         name = column.rsplit(".", 1)[-1]
@@ -269,7 +270,7 @@ def _pivot_cell(mean: float, n_ok: int, n_bad: int, digits: int) -> str:
 
 def failures(df: pd.DataFrame) -> pd.DataFrame:
     """One line per failed run: where, what, and the one-line error."""
-    cols = ["dataset", "config", "seed", "error_type", "error", "run_id"]
+    cols = ["dataset", "config", "seed", "status", "error_type", "error", "run_id"]
     return df.loc[df["status"] != "ok", cols].reset_index(drop=True)
 
 

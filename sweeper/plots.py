@@ -195,7 +195,7 @@ def loss_curves(df: pd.DataFrame, path: str | os.PathLike, run_ids: list[str] | 
         metrics = read_metrics(row.run_dir)
         if "loss" not in metrics:
             continue
-        curve = metrics.dropna(subset=["loss"])
+        curve = metrics.dropna(subset=["loss"]).drop_duplicates("step", keep="last")  # resumed runs
         ax.plot(curve["step"], curve["loss"], lw=1.2, label=f"{row.dataset} {row.config} s{row.seed}")
         drawn += 1
     if not drawn:

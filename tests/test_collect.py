@@ -169,3 +169,14 @@ def test_empty_frame_has_schema(tmp_path):
     df = collect.load_records(tmp_path)
     assert df.empty and {"dataset", "accuracy", "config", "score"} <= set(df.columns)
     assert collect.pivot(df).empty and collect.failures(df).empty
+
+
+def test_unresolved_config_record_is_listed_not_dropped(sweep, capsys):
+    # The worker writes this when a config does not even resolve: no dataset, model or method.
+    write_record(sweep / "runs" / "unresolved-abc", {"run_id": "unresolved-abc", "sweep": "s1", "status": "failed",
+                                                      "error": "InterpolationKeyError: x", "error_type": "X"})
+    df = collect.load_records(sweep)
+    assert len(df) == 8 and df.loc[df["run_id"] == "unresolved-abc", "config"].item() == "?/?"
+    assert "unresolved-abc" in collect.failures(df)["run_id"].tolist()
+    assert collect.main([str(sweep), "--no-write"]) == 0
+    assert "InterpolationKeyError: x" in capsys.readouterr().out

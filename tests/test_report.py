@@ -75,6 +75,9 @@ def write_sweep(root: Path) -> Path:
             write_record(run_dir, record)
             if value != "failed":
                 write_metrics(run_dir, method)
+    # what the worker writes for a config that does not resolve: no dataset, model or method
+    write_record(root / "runs" / "unresolved-1", {"run_id": "unresolved-1", "sweep": "t", "status": "failed",
+                                                  "error": "cannot resolve", "error_type": "ConfigError"})
     broken = root / "runs" / "broken-run"
     broken.mkdir(parents=True)
     (broken / "record.json").write_text('{"run_id": "broken", "status": "o')
@@ -205,7 +208,7 @@ def test_write_report_files_non_empty(df, tmp_path):
         if name.endswith(".png"):
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     failed = pd.read_csv(written["failed.csv"])
-    assert len(failed) == 3
+    assert len(failed) == 4 and "unresolved-1" in failed["run_id"].tolist()
 
 
 def test_plot_helpers(df, summary, tmp_path):
