@@ -148,6 +148,7 @@ def train(
     """Train for train_cfg.max_steps, resuming from run_dir/checkpoint when one exists."""
     optimizer = make_optimizer(method.optimizer_parameters(model), train_cfg)
     start_step = ckpt.load(run_dir, model, optimizer, method)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
     metrics_path = Path(run_dir) / METRICS_NAME
     ckpt.truncate_metrics(metrics_path, start_step)
     base_lr, max_steps = float(train_cfg.lr), int(train_cfg.max_steps)
@@ -168,7 +169,7 @@ def train(
             batch = {k: v.to(device) for k, v in collate(train_enc, rows, pad_id, task).items()}
             with autocast():
                 loss = model(**batch).loss
-            loss_value = float(loss)
+            loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise TrainingError(f"non-finite training loss {loss_value} at step {step} (lr={lr:.3g}); lower train.lr")
             loss.backward()

@@ -16,6 +16,7 @@ import re
 import socket
 import threading
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +25,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint
-from .records import write_record
+from .records import RECORD_NAME, read_record, write_record
+
+# peft 0.21 calls a transformers API deprecated in 5.x on every wrap: harmless, and it buries real output.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 # Fields that cannot change a result: excluded from the run id so that they can change freely.
 BOOKKEEPING_TRAIN_KEYS = {"log_every", "threads", "device", "eval_batch_size", "checkpoint_every", "save_adapter"}
@@ -200,6 +204,29 @@ def _unresolved_record(cfg: DictConfig, error: Exception) -> tuple[dict[str, Any
     return record, Path(str(results_dir)).absolute() / "runs" / run_id
 
 
+def finished_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The point's existing record when it need not run again (status ok; or failed, unless
+    sweeper.retry_failed), marked `skipped`; None when it must run (no record, unreadable, retry)."""
+    path = Path(run_dir) / RECORD_NAME
+    if not path.exists():
+        return None
+    try:
+        record = read_record(path)
+    except ValueError:
+        return None
+    retry = bool(OmegaConf.select(cfg, "sweeper.retry_failed", default=False, throw_on_resolution_failure=False))
+    if record["status"] == "ok" or (record["status"] == "failed" and not retry):
+        return {**record, "skipped": True, "record_path": str(path)}
+    return None
+
+
+def worker_context(started: float) -> dict[str, Any]:
+    """Where the point ran: the launcher's slot and job (sweeper.launch sets SWEEPER_SLOT / SWEEPER_JOB_ID)."""
+    return {"slot": os.environ.get("SWEEPER_SLOT"), "job_id": os.environ.get("SWEEPER_JOB_ID") or os.environ.get("SLURM_JOB_ID"),
+            "pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "threads": torch.get_num_threads(), "started_unix": round(started, 3)}
+
+
 def run_point(cfg: DictConfig, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
     from .train import Interrupted
 
@@ -209,6 +236,9 @@ def run_point(cfg: DictConfig, should_stop: Callable[[], bool] = lambda: False) 
         record = base_record(cfg, run_dir.name)
     except Exception as error:  # noqa: BLE001
         record, run_dir = _unresolved_record(cfg, error)
+    previous = finished_record(cfg, run_dir)
+    if previous is not None:  # relaunched sweep: return the existing record as it is, not rewritten
+        return previous
     if record.get("status") == "running":
         record["started_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:
@@ -223,6 +253,7 @@ def run_point(cfg: DictConfig, should_stop: Callable[[], bool] = lambda: False) 
             record.update(status="failed", error=one_line(error), error_type=type(error).__name__)
     record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record["wall_seconds"] = round(time.time() - started, 3)
+    record["worker"] = worker_context(started)
     try:
         write_record(run_dir, record)
         if record["status"] == "ok":

@@ -1,0 +1,110 @@
+"""The worker end to end on real data and tiny models: records, failures, resume, learning."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sweeper.records import atomic_write_text, iter_record_paths, read_record
+from sweeper.train import Interrupted
+from sweeper.worker import make_run_id, run_dir_of, run_point
+
+TINY = ("dataset=fortune_computers_vs_rest", "model=tiny_llama", "train.max_steps=4", "train.eval_size=64",
+        "train.batch_size=8", "train.max_length=32")
+
+
+def test_record_schema(make_cfg):
+    record = run_point(make_cfg(*TINY, "method.r=2"))
+    assert record["status"] == "ok", record["error"]
+    on_disk = read_record(Path(record["record_path"]))
+    for key in ("run_id", "sweep", "status", "error", "dataset", "family", "task", "model", "method", "r",
+                "alpha", "seed", "lr", "max_steps", "config", "metrics", "params", "cost", "train",
+                "started_at", "finished_at", "host", "schema_version"):
+        assert key in on_disk, key
+    assert on_disk["family"] == "fortune" and on_disk["r"] == 2 and on_disk["method"] == "lora"
+    metrics = on_disk["metrics"]
+    assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["macro_f1"] <= 1 and metrics["eval_loss"] > 0
+    assert metrics["n_test"] == 64 and 0 < metrics["majority_accuracy"] < 1
+    assert 0 < on_disk["params"]["trainable"] < on_disk["params"]["total"]
+    assert on_disk["cost"]["train_seconds"] > 0 and on_disk["cost"]["peak_memory_mb"] > 0
+    run_dir = Path(record["record_path"]).parent
+    assert (run_dir / "adapter" / "adapter_config.json").exists()
+    assert not (run_dir / "checkpoint").exists(), "a finished run keeps no checkpoint"
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == [], "temp files left behind"
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 4
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "record.json"
+    atomic_write_text(path, '{"old": true}')
+
+    def boom(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_text(path, '{"new": true}')
+    assert json.loads(path.read_text()) == {"old": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["record.json"]
+
+
+def test_bad_point_is_recorded_as_failed_in_one_line(make_cfg):
+    record = run_point(make_cfg(*TINY, "method.r=0"))
+    assert record["status"] == "failed"
+    assert "method.r" in record["error"] and "\n" not in record["error"]
+    assert read_record(Path(record["record_path"]))["status"] == "failed"
+
+
+def test_run_id_stable_and_sensitive(make_cfg):
+    a, b = make_cfg(*TINY, "method.r=2"), make_cfg(*TINY, "method.r=2", "train.log_every=1", "train.threads=2")
+    assert make_run_id(a) == make_run_id(b), "bookkeeping fields must not change the run id"
+    assert make_run_id(a) != make_run_id(make_cfg(*TINY, "method.r=4"))
+    assert make_run_id(a) != make_run_id(make_cfg(*TINY, "method.r=2", "train.lr=1e-3"))
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(make_cfg, tmp_path):
+    straight = run_point(make_cfg(*TINY, "method.r=2", "train.max_steps=6", "sweeper.name=a",
+                                  f"sweeper.results_dir={tmp_path}/a"))
+    cfg = make_cfg(*TINY, "method.r=2", "train.max_steps=6", "sweeper.name=b", f"sweeper.results_dir={tmp_path}/b")
+    calls = iter(range(100))
+    with pytest.raises(Interrupted):
+        run_point(cfg, should_stop=lambda: next(calls) == 2)  # stop after the 3rd step
+    assert (run_dir_of(cfg) / "checkpoint" / "weights.safetensors").exists()
+    resumed = run_point(cfg)
+    assert resumed["status"] == "ok", resumed["error"]
+    assert resumed["train"]["resumed_from_step"] == 3
+    assert resumed["metrics"] == straight["metrics"]
+
+
+def test_multirun_sweep_goes_on_past_a_failed_point(tmp_path):
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "sweeper", "-m", "dataset=glob(fortune_computers_vs_*)", "model=tiny_llama",
+           "method.r=0,2", "train.max_steps=2", "train.eval_size=32", "train.threads=1",
+           f"sweeper.results_dir={results}", f"hydra.sweep.dir={tmp_path / 'jobs'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [read_record(p) for p in iter_record_paths(results)]
+    assert len(records) == 4  # 2 datasets x 2 ranks
+    assert sorted(r["status"] for r in records) == ["failed", "failed", "ok", "ok"]
+    assert all(r["r"] == 0 for r in records if r["status"] == "failed")
+    assert proc.stdout.count("[FAILED]") == 2 and proc.stdout.count("[ok]") == 2
+
+    collect = subprocess.run([sys.executable, "-m", "sweeper.collect", str(results)], capture_output=True, text=True,
+                             timeout=300, cwd=Path(__file__).parents[1])
+    assert collect.returncode == 0, collect.stderr[-3000:]
+    assert "fortune_computers_vs_rest" in collect.stdout and "fortune_computers_vs_linux" in collect.stdout
+    assert (results / "runs.parquet").exists()
+
+
+@pytest.mark.slow
+def test_minilm_lora_learns_beyond_majority(make_cfg):
+    """A real pretrained model + LoRA learns a real task within a CPU budget."""
+    record = run_point(make_cfg("dataset=wordnet_noun_animal_vs_rest", "model=minilm", "method=lora", "method.r=8",
+                                "train.max_steps=40", "train.batch_size=16", "train.max_length=32",
+                                "train.eval_size=200", "train.threads=2"))
+    assert record["status"] == "ok", record["error"]
+    m = record["metrics"]
+    assert m["accuracy"] >= m["majority_accuracy"] + 0.15, m
