@@ -42,8 +42,8 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     ok = df["status"] == "ok"
     work = df.assign(_ok=ok, _bad=~ok)
-    good = lambda c: work[c].where(ok)  # noqa: E731  cost of failed runs would skew the means
-    work = work.assign(**{f"_{c}": good(c) for c in
+    # Cost from successful runs only: a run that died at step 3 would drag the means down.
+    work = work.assign(**{f"_{c}": work[c].where(ok) for c in
                           ["trainable_params", "total_params", "train_seconds", "peak_memory_mb"]})
     agg = work.groupby(_KEY, sort=False).agg(
         model=("model", "first"), method=("method", "first"), r=("r", "first"),
@@ -74,16 +74,9 @@ def score_matrix(summary: pd.DataFrame, task: str = "classification") -> pd.Data
     """dataset x config seed means (NaN where failed or missing), configs in canonical order."""
     sub = summary[summary["task"] == task]
     table = sub.pivot(index="dataset", columns="config", values="mean")
-    order = [c for c in sub["config"].drop_duplicates() if c in table.columns]
-    table = table.reindex(columns=_sorted_configs(sub, order))
+    table = table.reindex(columns=collect.config_order(sub))
     table.columns.name = None
     return table
-
-
-def _sorted_configs(sub: pd.DataFrame, configs: list[str]) -> list[str]:
-    keys = sub.drop_duplicates("config").set_index("config").loc[configs]
-    keys = keys.assign(_r=keys["r"].astype("Float64").fillna(float("inf")))
-    return keys.sort_values(["model", "method", "_r"], kind="stable").index.tolist()
 
 
 def seed_table(summary: pd.DataFrame, task: str = "classification") -> pd.DataFrame:

@@ -197,20 +197,6 @@ def test_markdown_and_html_render_failures(df):
     assert '<td class="failed">FAILED</td>' in page
 
 
-def test_write_report_files_non_empty(df, tmp_path):
-    written = report.write_report(df, tmp_path)
-    expected = {"summary.md", "summary.html", "points.csv", "best.csv", "configs.csv", "failed.csv",
-                "heatmap.png", "heatmap_lm.png", "score_vs_rank.png", "score_vs_cost.png",
-                "loss_curves.png", "relora_timeline.png"}
-    assert expected <= set(written)
-    for name, path in written.items():
-        assert path.exists() and path.stat().st_size > 0, name
-        if name.endswith(".png"):
-            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    failed = pd.read_csv(written["failed.csv"])
-    assert len(failed) == 4 and "unresolved-1" in failed["run_id"].tolist()
-
-
 def test_plot_helpers(df, summary, tmp_path):
     metrics = plots.read_metrics(df.loc[df["method"] == "relora", "run_dir"].iloc[0])
     assert (metrics["event"] == "merge").sum() == 2 and metrics["step"].max() == 40  # truncated line skipped
@@ -225,11 +211,22 @@ def test_report_on_empty_folder(tmp_path):
     assert all(p.stat().st_size > 0 for p in written.values())
 
 
-def test_report_cli(sweep, capsys):
+def test_report_cli_writes_every_file(sweep, capsys):
     assert report.main([str(sweep)]) == 0
     out = capsys.readouterr()
-    assert str(sweep / "report") in out.out and "broken-run" in out.err
-    assert (sweep / "report" / "summary.md").stat().st_size > 0
+    assert str(sweep / "report") in out.out and "broken-run" in out.err  # corrupt file reported
+    expected = {"summary.md", "summary.html", "points.csv", "best.csv", "configs.csv", "failed.csv",
+                "heatmap.png", "heatmap_lm.png", "score_vs_rank.png", "score_vs_cost.png",
+                "loss_curves.png", "relora_timeline.png"}
+    for name in expected:
+        path = sweep / "report" / name
+        assert path.exists() and path.stat().st_size > 0, name
+        assert name in out.out
+        if name.endswith(".png"):
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    failed = pd.read_csv(sweep / "report" / "failed.csv")
+    assert len(failed) == 4 and "unresolved-1" in failed["run_id"].tolist()
+    assert "broken-run" in (sweep / "report" / "summary.md").read_text()
 
 
 def test_notebook_executes(sweep, tmp_path, monkeypatch):
