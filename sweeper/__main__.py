@@ -10,10 +10,13 @@ from omegaconf import DictConfig
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> str:
     # Imports inside the task: submitit pickles this function, and workers should pay for torch once.
+    from .launch import stop_requested
     from .worker import run_point, summary_line
 
-    record = run_point(cfg)
-    print(summary_line(record), flush=True)
+    # stop_requested: true after SLURM's USR2 / SIGTERM inside a hydra/launcher=local|slurm job
+    # (checkpoint, then requeue); always false under Hydra's basic launcher.
+    record = run_point(cfg, should_stop=stop_requested)
+    print(("[skipped: recorded before] " if record.get("skipped") else "") + summary_line(record), flush=True)
     return record["status"]
 
 

@@ -1,0 +1,498 @@
+"""Run a planned sweep as submitit jobs (a SLURM job array, or a local queue of worker processes),
+watch it, and report each point as it finishes.
+
+    python -m sweeper -m hydra/launcher=slurm  'dataset=glob(fortune_*)' method.r=4,8
+    python -m sweeper -m hydra/launcher=local  hydra.launcher.workers=2 ...
+    ... sweeper.detach=true      submit and return; `python -m sweeper.status <results_dir>`
+    ... sweeper.chunk=10         10 grid points per job (one torch import per job)
+
+How one grid point flows (the Hydra plugin in hydra_plugins/sweeper_launcher is a thin adapter):
+
+  1. `launch()` composes each point's config, computes its run folder and decides (sweeper.sweep):
+     skip (ok record; failed record unless sweeper.retry_failed), resume (checkpoint), run.
+  2. The points to run are cut into jobs of `sweeper.chunk` points; each job is a `PointsJob`
+     (a submitit Checkpointable) submitted as one task of a SLURM array, or started by the local
+     queue on a free slot (its own GPU, or its share of the CPU threads).
+  3. In the job, each point goes through Hydra's `run_job` -> the app's task function ->
+     `sweeper.worker.run_point(cfg, should_stop=stop_requested)`, which writes record.json.
+  4. SLURM's USR2 (time limit or preemption) makes `stop_requested()` true: the training loop
+     checkpoints at the end of the step and raises `Interrupted`; the job then lets submitit requeue
+     it, and the new attempt resumes from `<run_dir>/checkpoint`. SIGTERM (scontrol requeue,
+     scancel) also checkpoints, then training goes on until SLURM kills the job.
+  5. The launcher watches record files and job states: it prints each point as it finishes (failures
+     at once) and writes a `failed` record ("job <id> CANCELLED by 0") for a point whose job died
+     without one, as soon as SLURM accounting (or the local process) says the job is gone.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import submitit
+from omegaconf import OmegaConf, open_dict
+
+from .worker import summary_line  # noqa: E402  (imports torch: the launcher plans with run ids anyway)
+
+from .sweep import (Point, chunked, log_launch, mark_started, new_launch, plan, plan_message, read_existing, summarize,
+                    write_lost_record)
+
+# ---------------------------------------------------------------- stop requests inside a job
+_STOP = {"requeue": False, "term": False}
+
+
+def stop_requested() -> bool:
+    """True once the job was asked to stop (USR2: checkpoint and requeue; SIGTERM: checkpoint)."""
+    return _STOP["requeue"] or _STOP["term"]
+
+
+def _preempt_signal() -> int:
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+
+
+def _install_stop_handlers() -> Callable[[], None]:
+    """Turn USR2/SIGTERM into flags the training loop polls between steps; return `requeue()`, which
+    runs submitit's own USR2 handler (checkpoint this job object, requeue it, exit) when we are ready."""
+    submitit_handler = signal.getsignal(_preempt_signal())
+    signal.signal(_preempt_signal(), lambda *_: _STOP.update(requeue=True))
+    signal.signal(signal.SIGTERM, lambda *_: _STOP.update(term=True))
+
+    def requeue() -> None:
+        if callable(submitit_handler):
+            submitit_handler(_preempt_signal(), None)  # exits (requeued) or raises (not requeued)
+        raise SystemExit("stop requested and no submitit handler to requeue this job")
+
+    return requeue
+
+
+class PointsJob(submitit.helpers.Checkpointable):
+    """One submitit job: a few grid points, run one after the other in this process.
+
+    submitit's checkpoint() pickles this object as it is; that is enough, because the progress
+    lives on disk (records of finished points are skipped, the current point resumes from its
+    checkpoint)."""
+
+    def __init__(self, hydra_context, task_function, config, points: Sequence[Point], singleton_state):
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+        self.points, self.singleton_state = list(points), singleton_state
+
+    def __call__(self) -> list[dict[str, Any]]:
+        from hydra.core.singleton import Singleton
+        from hydra.core.utils import setup_globals
+
+        Singleton.set_state(self.singleton_state)
+        setup_globals()
+        requeue = _install_stop_handlers()
+        job_id = _job_id()
+        os.environ["SWEEPER_JOB_ID"] = job_id or ""
+        outcomes = []
+        for i, point in enumerate(self.points):
+            if _STOP["requeue"] and i > 0:
+                requeue()  # between points: nothing to checkpoint
+            outcomes.append(self._run_point(point, job_id, requeue))
+        return outcomes
+
+    def _run_point(self, point: Point, job_id: str | None, requeue) -> dict[str, Any]:
+        from hydra.core.utils import JobStatus, run_job
+
+        from .train import Interrupted
+
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(point.overrides))
+        with open_dict(config):
+            config.hydra.job.id = job_id or f"job{point.idx}"
+            config.hydra.job.num = point.idx
+        if point.run_dir is not None:
+            mark_started(point.run_dir, job_id)
+        while True:
+            ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=config,
+                          job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+            if ret.status == JobStatus.FAILED and isinstance(ret._return_value, Interrupted):
+                if _STOP["requeue"]:
+                    requeue()
+                _STOP["term"] = False  # SIGTERM: the checkpoint is written; go on (resumes from it)
+                continue
+            break
+        if ret.status == JobStatus.COMPLETED:
+            return {"idx": point.idx, "run_id": point.run_id, "status": str(ret._return_value)}
+        return {"idx": point.idx, "run_id": point.run_id, "status": "failed",
+                "error": f"{type(ret._return_value).__name__}: {ret._return_value}"}
+
+
+def _job_id() -> str | None:
+    try:
+        return str(submitit.JobEnvironment().job_id)
+    except RuntimeError:  # not inside a submitit job
+        return None
+
+
+# ---------------------------------------------------------------- backends
+@dataclass
+class Slot:
+    index: int
+    gpu: int | None
+    threads: int
+
+
+def visible_gpus(spec: Any) -> list[int]:
+    """`auto`: CUDA_VISIBLE_DEVICES if set, else nvidia-smi's list; or an explicit list / count."""
+    if spec is None or spec == "auto":
+        env = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if env is not None:
+            return [int(x) for x in env.split(",") if x.strip().isdigit()]
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        return [int(x) for x in out.stdout.split() if x.isdigit()] if out.returncode == 0 else []
+    if isinstance(spec, int):
+        return list(range(spec))
+    return [int(x) for x in spec]
+
+
+def local_slots(workers: int | None, gpus: Any, threads: int | None) -> list[Slot]:
+    """One slot per worker: GPU k (one job per GPU; round robin if workers > GPUs), and
+    cores // workers CPU threads (SWEEPER_THREADS / OMP_NUM_THREADS)."""
+    devices = visible_gpus(gpus)
+    cores = len(os.sched_getaffinity(0))
+    n = int(workers) if workers else (len(devices) or max(1, cores // 2))
+    per = int(threads) if threads else max(1, cores // n)
+    return [Slot(k, devices[k % len(devices)] if devices else None, per) for k in range(n)]
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class LocalQueue:
+    """N worker processes on this machine (submitit LocalExecutor: USR2 on timeout, requeue)."""
+
+    kind = "local"
+
+    def __init__(self, folder: Path, params: Any):
+        self.slots = local_slots(params.get("workers"), params.get("gpus", "auto"), params.get("threads"))
+        self.executor = submitit.LocalExecutor(folder=str(folder), max_num_timeout=int(params.get("max_num_timeout", 3)))
+        self.executor.update_parameters(timeout_min=float(params.get("timeout_min", 1440)),
+                                        signal_delay_s=int(params.get("signal_delay_s", 30)))
+
+    @property
+    def capacity(self) -> int:
+        return len(self.slots)
+
+    def describe(self) -> str:
+        slots = ", ".join(f"gpu {s.gpu}" if s.gpu is not None else f"{s.threads} thread(s)" for s in self.slots)
+        return f"local queue: {len(self.slots)} worker(s) [{slots}]"
+
+    def submit(self, fn: PointsJob, slot: Slot):
+        gpu = [] if slot.gpu is None else [slot.gpu]
+        self.executor.update_parameters(visible_gpus=gpu, gpus_per_node=len(gpu))  # CUDA_VISIBLE_DEVICES
+        threads = str(slot.threads)
+        with _environ(SWEEPER_SLOT=str(slot.index), SWEEPER_THREADS=threads, OMP_NUM_THREADS=threads,
+                      MKL_NUM_THREADS=threads, TOKENIZERS_PARALLELISM="false"):
+            return self.executor.submit(fn)
+
+    def lost_reason(self, job) -> str:
+        return f"job {job.job_id} (local) ended without a result; see {job.paths.stderr}"
+
+
+def max_array_size(override: int | None = None) -> int:
+    """Tasks per job array: the cluster's MaxArraySize (`scontrol show config`), unless overridden."""
+    if override:
+        return int(override)
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    for line in out.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize" and value.strip().isdigit():
+            return int(value.strip())
+    return 1001  # SLURM's default
+
+
+# launcher config key -> submitit SlurmExecutor parameter
+_SLURM_KEYS = {"partition": "partition", "timeout_min": "time", "cpus_per_task": "cpus_per_task",
+               "gpus_per_task": "gpus_per_task", "gpus_per_node": "gpus_per_node", "gres": "gres",
+               "qos": "qos", "account": "account", "constraint": "constraint", "exclude": "exclude",
+               "nodelist": "nodelist", "array_parallelism": "array_parallelism", "signal_delay_s": "signal_delay_s",
+               "name": "job_name", "comment": "comment", "srun_args": "srun_args",
+               "additional_parameters": "additional_parameters", "stderr_to_stdout": "stderr_to_stdout"}
+
+
+class SlurmArrays:
+    """One SLURM job array per sweep (several when the grid exceeds MaxArraySize)."""
+
+    kind = "slurm"
+    capacity = None  # everything is submitted at once; SLURM (array_parallelism) does the queueing
+
+    def __init__(self, folder: Path, params: Any):
+        self.params = params
+        self.executor = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=int(params.get("max_num_timeout", 3)),
+                                               python=params.get("python"))
+        kwargs = {dst: params.get(src) for src, dst in _SLURM_KEYS.items() if params.get(src) not in (None, "", [], {})}
+        if params.get("mem_gb"):
+            kwargs["mem"] = f"{int(params.mem_gb)}GB"
+        cpus = int(params.get("cpus_per_task") or 1)
+        threads = f"export SWEEPER_THREADS={cpus} OMP_NUM_THREADS={cpus} MKL_NUM_THREADS={cpus} TOKENIZERS_PARALLELISM=false"
+        kwargs["setup"] = [threads, *(params.get("setup") or [])]
+        self.executor.update_parameters(**kwargs)
+        self.array_size = max_array_size(params.get("max_array_size"))
+
+    def describe(self) -> str:
+        p = self.executor.parameters
+        return (f"slurm: partition {p.get('partition', '(default)')}, {p.get('time')} min, "
+                f"{p.get('cpus_per_task', 1)} cpu(s)/task, at most {self.array_size} tasks per array")
+
+    def submit_all(self, fns: Sequence[PointsJob]) -> list:
+        jobs = []
+        for start in range(0, len(fns), self.array_size):
+            jobs.extend(self.executor.submit_array(list(fns[start : start + self.array_size])))
+        return jobs
+
+    def lost_reason(self, job) -> str:
+        state = job.state if job.state not in ("", None) else "UNKNOWN"
+        return f"job {job.job_id} {state}"
+
+
+# ---------------------------------------------------------------- watching
+@dataclass
+class Running:
+    job: Any
+    points: list[Point]
+    slot: Slot | None = None
+    gone_since: float | None = None  # when SLURM first said the job ended, no result file yet
+
+
+@dataclass
+class Monitor:
+    """Reports points as their records appear; settles jobs that ended."""
+
+    total: int
+    backend: Any
+    grace_s: float = 10.0  # a job the scheduler says ended gets this long for its result file to show
+    reported: set = field(default_factory=set)
+    ok: int = 0
+    failed: list = field(default_factory=list)
+
+    def check_records(self, points: Sequence[Point]) -> None:
+        for p in points:
+            if p.run_dir is None or p.idx in self.reported:
+                continue
+            path = p.run_dir / "record.json"
+            try:
+                fresh = path.stat().st_mtime >= p.since
+            except OSError:
+                continue
+            record = read_existing(p.run_dir) if fresh else None
+            if record is not None and record.get("status") in ("ok", "failed"):
+                self._report(p, record, summary_line(record))
+
+    def _report(self, point: Point, record: dict, line: str) -> None:
+        self.reported.add(point.idx)
+        if record.get("status") == "ok":
+            self.ok += 1
+        else:
+            self.failed.append((point, record.get("error")))
+        print(f"[{len(self.reported)}/{self.total}] {line}", flush=True)
+
+    def settle(self, run: Running) -> bool:
+        """True once `run`'s job is over and each of its points is reported (lost ones get a record)."""
+        job = run.job
+        if not job.done():
+            return False
+        self.check_records(run.points)
+        missing = [p for p in run.points if p.idx not in self.reported]
+        if not missing:
+            return True
+        completed = False
+        if job.paths.result_pickle.exists():
+            try:
+                outcomes = job.result()
+                completed = True
+                errors = [o.get("error") for o in outcomes if o.get("error")]
+                reason = f"job {job.job_id}: {errors[0]}" if errors else f"job {job.job_id} finished without a record"
+            except Exception as error:  # noqa: BLE001  the job raised (e.g. not requeued after a timeout)
+                lines = [line for line in str(error).splitlines() if line.strip()]
+                reason = f"job {job.job_id} failed: {lines[-1] if lines else type(error).__name__}"
+        else:
+            run.gone_since = run.gone_since or time.time()
+            if time.time() - run.gone_since < self.grace_s:
+                return False  # the result file may still be on its way (slow shared filesystem)
+            reason = self.backend.lost_reason(job)
+        for p in missing:
+            record = read_existing(p.run_dir) if completed and p.run_dir is not None else None
+            if record is not None:  # the job found it done already (another launch finished it)
+                self._report(p, record, summary_line(record))
+                continue
+            if write_lost_record(p, reason):
+                self.check_records([p])
+            if p.idx not in self.reported:  # no config or no record could be written: report anyway
+                self._report(p, {"status": "failed", "error": reason}, f"[FAILED] {p.label}: {reason}")
+        return True
+
+
+def watch(backend, jobs: list[list[Point]], make_fn: Callable[[list[Point]], PointsJob], launch: dict,
+          results_dir: Path, total: int, poll_s: float) -> Monitor:
+    """Submit (all at once, or as slots free up) and follow the jobs to the end."""
+    monitor = Monitor(total=total, backend=backend)
+    queue, active = list(jobs), []
+    if backend.capacity is None:
+        submitted = backend.submit_all([make_fn(points) for points in queue])
+        active = [Running(job, points) for job, points in zip(submitted, queue)]
+        queue = []
+        _log_jobs(launch, results_dir, active)
+    free = [] if backend.capacity is None else list(backend.slots)
+    try:
+        while queue or active:
+            started = []
+            while queue and free:
+                points = queue.pop(0)
+                slot = free.pop(0)
+                started.append(Running(backend.submit(make_fn(points), slot), points, slot))
+            if started:
+                active += started
+                _log_jobs(launch, results_dir, started)
+            for run in list(active):
+                monitor.check_records(run.points)
+                if monitor.settle(run):
+                    active.remove(run)
+                    if run.slot is not None:
+                        free.append(run.slot)
+            if queue or active:
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        if backend.kind == "local":
+            for run in active:
+                run.job.cancel(check=False)
+            print(f"\ninterrupted: cancelled {len(active)} local job(s); run the same command again to resume", flush=True)
+        else:
+            ids = sorted({str(r.job.job_id).split("_")[0] for r in active})
+            print(f"\ninterrupted: the SLURM jobs keep running (scancel {' '.join(ids)} stops them); "
+                  f"python -m sweeper.status {results_dir}", flush=True)
+        raise
+    return monitor
+
+
+def _log_jobs(launch: dict, results_dir: Path, runs: Sequence[Running]) -> None:
+    launch["jobs"] += [{"job_id": str(r.job.job_id), "run_ids": [p.run_id for p in r.points]} for r in runs]
+    log_launch(results_dir, launch, update=True)
+
+
+# ---------------------------------------------------------------- the entry point (called by the plugin)
+def launch(kind: str, params: Any, hydra_context, task_function, config, job_overrides: Sequence[Sequence[str]],
+           initial_job_idx: int) -> list:
+    """Plan, submit and (unless sweeper.detach) watch one batch of Hydra jobs; one JobReturn per job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import JobReturn, JobStatus, setup_globals
+
+    setup_globals()
+    sweep_cfg = config.get("sweeper", OmegaConf.create({}))
+    retry_failed, detach, chunk = bool(sweep_cfg.get("retry_failed")), bool(sweep_cfg.get("detach")), int(sweep_cfg.get("chunk") or 1)
+    sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+
+    items = []
+    for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+        cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+        with open_dict(cfg):
+            cfg.hydra.job.num = idx
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        items.append((idx, list(overrides), task_cfg))
+    points = plan(items, retry_failed)
+    plan_time = time.time()
+    for p in points:
+        p.since = plan_time
+    to_run = [p for p in points if p.runs]
+    results_dirs = sorted({p.results_dir for p in points if p.results_dir is not None}) or [Path(str(sweep_cfg.get("results_dir", "results")))]
+    results_dir = results_dirs[0]
+    launch_entry = new_launch(points, kind, sweep_cfg, str(sweep_dir))
+    print(f"sweep {results_dir}: {plan_message(summarize(points))}", flush=True)
+
+    finals: dict[int, str] = {p.idx: ("skipped" if not p.runs else "submitted") for p in points}
+    if to_run:
+        backend = (SlurmArrays if kind == "slurm" else LocalQueue)(sweep_dir / ".submitit" / "%j", params)
+        print(backend.describe() + f"; {len(to_run)} point(s) in jobs of {chunk}", flush=True)
+        state = Singleton.get_state()
+        make_fn = lambda pts: PointsJob(hydra_context, task_function, config, pts, state)  # noqa: E731
+        jobs = chunked(to_run, chunk)
+        for d in results_dirs:
+            log_launch(d, launch_entry)
+        if detach and kind == "slurm":
+            submitted = backend.submit_all([make_fn(pts) for pts in jobs])
+            _log_jobs(launch_entry, results_dir, [Running(j, pts) for j, pts in zip(submitted, jobs)])
+            ids = sorted({str(j.job_id).split("_")[0] for j in submitted})
+            print(f"detached: SLURM job(s) {' '.join(ids)}; follow with: python -m sweeper.status {results_dir}", flush=True)
+        elif detach:
+            _detach_local(backend, jobs, make_fn, launch_entry, results_dir, len(to_run), params, sweep_dir)
+        else:
+            t0 = time.time()
+            monitor = watch(backend, jobs, make_fn, launch_entry, results_dir, len(to_run), float(params.get("poll_s", 2.0)))
+            for p in to_run:
+                finals[p.idx] = "failed" if any(q.idx == p.idx for q, _ in monitor.failed) else "ok"
+            print(f"sweep done in {time.time() - t0:.0f}s: {monitor.ok} ok, {len(monitor.failed)} failed"
+                  + (f" (sweeper.retry_failed=true re-runs them)" if monitor.failed else "")
+                  + f"; python -m sweeper.collect {results_dir}", flush=True)
+    else:
+        for d in results_dirs:
+            log_launch(d, launch_entry)
+
+    returns = []
+    for p in points:
+        ret = JobReturn(overrides=list(p.overrides), status=JobStatus.COMPLETED)
+        ret.return_value = finals[p.idx]
+        returns.append(ret)
+    return returns
+
+
+def _detach_local(backend, jobs, make_fn, launch_entry, results_dir: Path, total: int, params, sweep_dir: Path) -> None:
+    """Fork a monitor that runs the local queue to the end, in its own session, logging to a file."""
+    log_path = sweep_dir / "monitor.log"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        launch_entry["monitor"] = {"pid": pid, "host": socket.gethostname(), "log": str(log_path)}
+        log_launch(results_dir, launch_entry, update=True)
+        print(f"detached: local queue running in process {pid} (log {log_path}); "
+              f"follow with: python -m sweeper.status {results_dir}", flush=True)
+        return
+    code = 0
+    try:
+        os.setsid()
+        fd = os.open(str(log_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        launch_entry["monitor"] = {"pid": os.getpid(), "host": socket.gethostname(), "log": str(log_path)}
+        monitor = watch(backend, jobs, make_fn, launch_entry, results_dir, total, float(params.get("poll_s", 2.0)))
+        print(f"sweep done: {monitor.ok} ok, {len(monitor.failed)} failed", flush=True)
+    except BaseException:  # noqa: BLE001
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
