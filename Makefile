@@ -21,3 +21,9 @@ test:
 
 test-fast:
 	$(PY) -m pytest -q -ra -m 'not slow and not slurm'
+
+bench:  ## every benchmark; rewrites BENCHMARKS.md (run on a quiet machine)
+	$(PY) scripts/run_benchmarks.py
+
+bench-lora-full:
+	$(PY) scripts/run_benchmarks.py --only lora_full --out /dev/stdout
