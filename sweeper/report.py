@@ -202,6 +202,8 @@ def config_table(summary: pd.DataFrame, tol: float = TIE_TOL) -> pd.DataFrame:
     for against in ("full", "majority"):
         wtl = win_tie_loss(summary, against, tol).set_index(["task", "config"])
         text = wtl["win"].astype(str) + "/" + wtl["tie"].astype(str) + "/" + wtl["loss"].astype(str)
+        # points without a score or a baseline: say so, or 0/0/0 would read as "never compared badly"
+        text = text + wtl["n_unmatched"].map(lambda n: f" ({n} n/a)" if n else "")
         per[f"vs_{against} W/T/L"] = [text.get((t, c), "") for t, c in zip(per["task"], per["config"])]
     return per.sort_values(["task", "mean_rank"], na_position="last").reset_index(drop=True)
 

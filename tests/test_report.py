@@ -183,7 +183,7 @@ def test_tie_rule():
 def test_config_table_has_cost_and_wtl(summary):
     configs = report.config_table(summary).set_index(["task", "config"])
     row = configs.loc[("classification", "m/lora/r4")]
-    assert row["vs_full W/T/L"] == "1/0/1" and row["vs_majority W/T/L"] == "2/1/0"
+    assert row["vs_full W/T/L"] == "1/0/1 (1 n/a)" and row["vs_majority W/T/L"] == "2/1/0"
     assert row["trainable_params"] == 4000 and row["train_seconds"] == pytest.approx(5.0)
     assert configs.loc[("classification", "m/lora/r8"), "failed_points"] == 1
 
