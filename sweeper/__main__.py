@@ -21,4 +21,9 @@ def main(cfg: DictConfig) -> str:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from .cli import checked_argv
+
+    sys.argv = checked_argv(sys.argv)  # one-line errors for typos, before Hydra's option listings
     main()

@@ -1,0 +1,130 @@
+"""Command-line checks before Hydra composes anything.
+
+Hydra answers `model=tiny_lama` with a page listing every option and `train.max_step=5` with a
+stack of struct errors. Here each mistake gets one line naming the culprit and the closest names:
+
+- an unknown config key (`train.max_step`) stops the command: every point would fail the same way;
+- an unknown group option (`model=tiny_llama,tiny_lama`, `dataset=glob(fortnue_*)`) fails alone:
+  it is dropped from the sweep, written as a `failed` record, and the other points run.
+"""
+from __future__ import annotations
+
+import difflib
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from .paths import CONF_DIR
+from .records import write_record
+
+GROUPS = ("dataset", "model", "method")
+
+
+@lru_cache(maxsize=None)
+def group_options(group: str) -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+
+
+@lru_cache(maxsize=None)
+def known_keys() -> frozenset[str]:
+    """Every `section.key` a command line may set: config.yaml's sections + keys of any group option."""
+    keys = set()
+    root = yaml.safe_load((CONF_DIR / "config.yaml").read_text())
+    for section, body in root.items():
+        if isinstance(body, dict) and section not in ("defaults", "hydra"):
+            keys.update(f"{section}.{k}" for k in body)
+    for group in GROUPS:
+        for path in (CONF_DIR / group).glob("*.yaml"):
+            keys.update(f"{group}.{k}" for k in (yaml.safe_load(path.read_text()) or {}))
+    return frozenset(keys)
+
+
+def _suggest(word: str, candidates) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def _parse(arg: str):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_override(arg)
+    except Exception:  # noqa: BLE001  Hydra reports its own grammar errors
+        return None
+
+
+def _check_key(key: str) -> str | None:
+    if key.split(".")[0] not in ("train", "sweeper", *GROUPS) or key.count(".") == 0:
+        return None
+    top = ".".join(key.split(".")[:2])  # nested values (dataset.caps.train) are checked at their first level
+    if top in known_keys():
+        return None
+    return f"unknown config key '{key}'{_suggest(top, known_keys())}"
+
+
+def _check_group(override) -> tuple[list[str], list[str]]:
+    """(valid values, [(name, one-line error)]) of a group override such as model=a,b or dataset=glob(x*)."""
+    from hydra.core.override_parser.types import ChoiceSweep, Glob
+
+    group, options = override.key_or_group, group_options(override.key_or_group)
+    value = override.value()
+    if isinstance(value, Glob):
+        if value.filter(list(options)):
+            return [override.input_line.split("=", 1)[1]], []  # kept as written
+        pattern = ",".join(value.include)
+        return [], [(f"{group}-glob-{pattern}", f"{group}=glob({pattern}) matches no {group}{_suggest(value.include[0].strip('*'), options)}")]
+    values = [str(v) for v in value.list] if isinstance(value, ChoiceSweep) else [str(value)]
+    good = [v for v in values if v in options]
+    errors = [(f"{group}-{v}", f"unknown {group} '{v}'{_suggest(v, options)}") for v in values if v not in options]
+    return good, errors
+
+
+def _record_failure(name: str, error: str, argv: list[str], results_dir: Path) -> None:
+    from .worker import _safe  # the same name sanitising as every run folder
+
+    run_id = "invalid-" + _safe(name)[:80]
+    write_record(results_dir / "runs" / run_id, {"run_id": run_id, "status": "failed", "error": error,
+                                                  "error_type": "ConfigError", "command": argv})
+
+
+def checked_argv(argv: list[str]) -> list[str]:
+    """argv with unknown group options removed (each recorded as failed); exits on an unknown key."""
+    out, errors, multirun = [argv[0]], [], "-m" in argv or "--multirun" in argv
+    results_dir = Path("results/main")
+    for arg in argv[1:]:
+        override = _parse(arg) if "=" in arg and not arg.startswith("-") else None
+        if override is None or override.key_or_group.startswith("hydra"):
+            out.append(arg)
+            continue
+        key = override.key_or_group
+        if key == "sweeper.results_dir":
+            results_dir = Path(str(override.value()))
+        elif key == "sweeper.name" and "sweeper.results_dir=" not in " ".join(argv):
+            results_dir = Path("results") / str(override.value())
+        if key in GROUPS:
+            good, bad = _check_group(override)
+            errors += bad
+            if bad and good and multirun:
+                arg = f"{key}={','.join(good)}"
+            elif bad:
+                arg = None
+        elif error := _check_key(key):
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2)
+        if arg is not None:
+            out.append(arg)
+    for name, error in errors:
+        print(f"[FAILED] {error}", file=sys.stderr, flush=True)
+        _record_failure(name, error, argv, results_dir)
+    if errors and not _all_groups_runnable(argv, out):
+        raise SystemExit(2)  # a group override lost every value: nothing of this command can run
+    return out
+
+
+def _all_groups_runnable(argv: list[str], out: list[str]) -> bool:
+    """False when a group override lost every value (nothing left to run for it)."""
+    given = {a.split("=")[0] for a in argv[1:] if "=" in a and a.split("=")[0] in GROUPS}
+    kept = {a.split("=")[0] for a in out[1:] if "=" in a and a.split("=")[0] in GROUPS}
+    return given == kept
