@@ -90,7 +90,7 @@ def main() -> None:
     _, load_wall, load_cpu, piv_wall, piv_cpu = min(runs)
     assert len(df) == n and not table.empty
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"""### collect + pivot, {n:,} records
+    print(f"""## collect + pivot, {n:,} records (target: < 3 s on 2 cores)
 
 Command: `.venv/bin/python scripts/bench_collect.py --n {args.n}`
 Machine: {platform.machine()}, {cores} cores available, load average {os.getloadavg()[0]:.1f}, Python {platform.python_version()}, pandas {collect.pd.__version__}
