@@ -64,6 +64,7 @@ def build(cfg, task: str, num_labels: int = 2):
 
 def fit(cfg, enc, task: str, run_dir, should_stop=lambda: False):
     model, method, tokenizer = build(cfg, task)
+    run_dir.mkdir(parents=True, exist_ok=True)
     result = train(model, method, enc, task, tokenizer.pad_token_id, cfg.train, run_dir, CPU, NO_AUTOCAST, should_stop)
     return model, method, result
 
@@ -178,7 +179,8 @@ def test_optimizer_reset_prunes_only_lora_state(make_cfg, lm_data, mode, ratio):
 # ---------------------------------------------------------------- training
 def test_loss_keeps_falling_across_three_restarts(make_cfg, lm_data, tmp_path):
     cfg = make_cfg(*TINY_LLAMA, "method=relora", "method.merge_every=12", "method.restart_warmup_steps=3",
-                   "train.max_steps=48", "train.warmup_steps=3", "train.batch_size=8", "train.lr=3e-3")
+                   "train.max_steps=48", "train.warmup_steps=3", "train.batch_size=8", "train.lr=3e-3",
+                   "train.log_every=1")
     train_enc, eval_enc = lm_data
     model, method, result = fit(cfg, train_enc, "lm", tmp_path / "run")
     merges = [e for e in result.events if e["event"] == "merge"]
