@@ -27,3 +27,6 @@ bench:  ## every benchmark; rewrites BENCHMARKS.md (run on a quiet machine)
 
 bench-lora-full:
 	$(PY) scripts/run_benchmarks.py --only lora_full --out /dev/stdout
+
+bench-relora:  ## full vs LoRA vs LoRA+warm start vs ReLoRA pretraining perplexity
+	$(PY) scripts/bench_relora.py
