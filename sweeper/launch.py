@@ -446,6 +446,7 @@ def launch(kind: str, params: Any, hydra_context, task_function, config, job_ove
             _detach_local(backend, jobs, make_fn, launch_entry, results_dir, len(to_run), params, sweep_dir)
         else:
             t0 = time.time()
+            launch_entry["monitor"] = {"pid": os.getpid(), "host": socket.gethostname(), "log": None}
             monitor = watch(backend, jobs, make_fn, launch_entry, results_dir, len(to_run), float(params.get("poll_s", 2.0)))
             for p in to_run:
                 finals[p.idx] = "failed" if any(q.idx == p.idx for q, _ in monitor.failed) else "ok"
