@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import socket
@@ -29,6 +30,9 @@ from .records import RECORD_NAME, read_record, write_record
 
 # peft 0.21 calls a transformers API deprecated in 5.x on every wrap: harmless, and it buries real output.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+# peft imports bitsandbytes (method=qlora) whenever it is installed; on CPUs with AVX512-BF16 bnb then logs
+# that an optional fused-kernel package is missing. It falls back to its own kernels: not worth a line per job.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 # Fields that cannot change a result: excluded from the run id so that they can change freely.
 BOOKKEEPING_TRAIN_KEYS = {"log_every", "threads", "device", "eval_batch_size", "checkpoint_every", "save_adapter"}
@@ -125,13 +129,18 @@ class PeakMemory:
 
 # ---------------------------------------------------------------- the point
 def _train_and_evaluate(cfg, run_dir: Path, device, autocast, should_stop) -> dict[str, Any]:
-    from .data import load_splits
+    from .data import DatasetError, load_splits
     from .methods import build_method
     from .models import build_model, count_parameters
-    from .train import encode_classification, encode_lm, evaluate, train
+    from .train import evaluate, train
 
     task = cfg.dataset.task
-    splits = load_splits(cfg.dataset)
+    try:
+        splits = load_splits(cfg.dataset)
+    except DatasetError:
+        raise
+    except Exception as error:  # an unforeseen data problem still names its dataset
+        raise DatasetError(str(cfg.dataset.name), f"{type(error).__name__}: {error}") from error
     tr = cfg.train
     if task == "lm":
         num_labels = 0
@@ -143,22 +152,11 @@ def _train_and_evaluate(cfg, run_dir: Path, device, autocast, should_stop) -> di
     trainable, total = count_parameters(model)
     pad_id = tokenizer.pad_token_id
 
-    if task == "lm":
-        train_enc = encode_lm(splits["train"], tokenizer, int(tr.max_length))
-        eval_enc = encode_lm(splits["validation"], tokenizer, int(tr.max_length))
-        eval_enc.input_ids = eval_enc.input_ids[: int(tr.eval_size)]
-    else:
-        train_enc = encode_classification(splits["train"], tokenizer, int(tr.max_length))
-        test = splits["test"].select(range(min(len(splits["test"]), int(tr.eval_size))))
-        eval_enc = encode_classification(test, tokenizer, int(tr.max_length))
+    train_enc, eval_enc = encode_splits(splits, tokenizer, tr, task)
 
     result = train(model, method, train_enc, task, pad_id, tr, run_dir, device, autocast, should_stop)
     metrics = evaluate(model, eval_enc, task, pad_id, int(tr.eval_batch_size), device, autocast)
-    metrics["train_loss_final"] = result.final_loss
-    if task != "lm":
-        counts = torch.bincount(torch.tensor(train_enc.labels), minlength=num_labels)
-        majority = int(counts.argmax())  # the train split's majority class, scored on test
-        metrics["majority_accuracy"] = sum(1 for y in eval_enc.labels if y == majority) / len(eval_enc.labels)
+    add_final_metrics(metrics, result.final_loss, train_enc, eval_enc, num_labels, task)
     if method.is_peft() and tr.get("save_adapter", True):
         model.save_pretrained(run_dir / "adapter")  # PEFT format: adapter_config.json + safetensors
     return {
@@ -169,6 +167,31 @@ def _train_and_evaluate(cfg, run_dir: Path, device, autocast, should_stop) -> di
         "cost": {"train_seconds": round(result.train_seconds, 3),
                  "examples_per_second": round(result.examples_seen / max(result.train_seconds, 1e-9), 2)},
     }
+
+
+def encode_splits(splits, tokenizer, tr, task: str):
+    """(train, eval) token ids: lm blocks of train.max_length (eval: validation), classification rows
+    (eval: the first train.eval_size test rows)."""
+    from .train import encode_classification, encode_lm
+
+    if task == "lm":
+        train_enc = encode_lm(splits["train"], tokenizer, int(tr.max_length))
+        eval_enc = encode_lm(splits["validation"], tokenizer, int(tr.max_length))
+        eval_enc.input_ids = eval_enc.input_ids[: int(tr.eval_size)]
+    else:
+        train_enc = encode_classification(splits["train"], tokenizer, int(tr.max_length))
+        test = splits["test"].select(range(min(len(splits["test"]), int(tr.eval_size))))
+        eval_enc = encode_classification(test, tokenizer, int(tr.max_length))
+    return train_enc, eval_enc
+
+
+def add_final_metrics(metrics: dict, final_loss: float, train_enc, eval_enc, num_labels: int, task: str) -> dict:
+    metrics["train_loss_final"] = final_loss
+    if task != "lm":
+        counts = torch.bincount(torch.tensor(train_enc.labels), minlength=num_labels)
+        majority = int(counts.argmax())  # the train split's majority class, scored on test
+        metrics["majority_accuracy"] = sum(1 for y in eval_enc.labels if y == majority) / len(eval_enc.labels)
+    return metrics
 
 
 def base_record(cfg: DictConfig, run_id: str) -> dict[str, Any]:
@@ -231,11 +254,7 @@ def run_point(cfg: DictConfig, should_stop: Callable[[], bool] = lambda: False) 
     from .train import Interrupted
 
     started = time.time()
-    try:
-        run_dir = run_dir_of(cfg)
-        record = base_record(cfg, run_dir.name)
-    except Exception as error:  # noqa: BLE001
-        record, run_dir = _unresolved_record(cfg, error)
+    record, run_dir = start_record(cfg)
     previous = finished_record(cfg, run_dir)
     if previous is not None:  # relaunched sweep: return the existing record as it is, not rewritten
         return previous
@@ -251,6 +270,20 @@ def run_point(cfg: DictConfig, should_stop: Callable[[], bool] = lambda: False) 
             raise
         except Exception as error:  # noqa: BLE001  one bad point must not stop the sweep
             record.update(status="failed", error=one_line(error), error_type=type(error).__name__)
+    return finish_record(record, run_dir, started)
+
+
+def start_record(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
+    """The point's record (status running; failed for a config that does not resolve) and its folder."""
+    try:
+        run_dir = run_dir_of(cfg)
+        return base_record(cfg, run_dir.name), run_dir
+    except Exception as error:  # noqa: BLE001
+        return _unresolved_record(cfg, error)
+
+
+def finish_record(record: dict[str, Any], run_dir: Path, started: float) -> dict[str, Any]:
+    """Stamp times and worker, write the record atomically, drop the checkpoint of a finished run."""
     record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record["wall_seconds"] = round(time.time() - started, 3)
     record["worker"] = worker_context(started)
