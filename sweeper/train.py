@@ -39,7 +39,10 @@ class Encoded:
 
 
 def encode_classification(split, tokenizer, max_length: int) -> Encoded:
-    enc = tokenizer(list(split["text"]), truncation=True, max_length=max_length)
+    # Tokenizers tokenise a whole text before truncating it: cap characters first so a 1 MB text
+    # costs what a short one does (a token spans far fewer than 32 characters).
+    texts = [text[: max_length * 32] for text in split["text"]]
+    enc = tokenizer(texts, truncation=True, max_length=max_length)
     return Encoded(enc["input_ids"], list(split["label"]))
 
 
