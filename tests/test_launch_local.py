@@ -1,0 +1,85 @@
+"""hydra/launcher=local: the plugin is found, each worker gets its own slot (GPU or CPU-thread share),
+and no more than `workers` jobs run at once."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sweeper.launch import local_slots, visible_gpus
+from sweeper.records import iter_record_paths, read_record
+
+REPO = Path(__file__).resolve().parents[1]
+LSTM = ["model=lstm", "train.max_steps=5", "train.eval_size=50"]
+
+
+def run_sweep(tmp_path, *overrides, timeout=400):
+    cmd = [sys.executable, "-m", "sweeper", "-m", *LSTM, f"sweeper.results_dir={tmp_path / 'results'}",
+           f"hydra.sweep.dir={tmp_path / 'jobs'}", "hydra.launcher.poll_s=0.5", *overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_plugin_is_discovered_from_the_installed_package(tmp_path):
+    # From outside the repository: only the editable install can make hydra_plugins importable here.
+    code = ("from hydra.core.plugins import Plugins; from hydra.plugins.launcher import Launcher;"
+            "print(' '.join(c.__module__ + '.' + c.__name__ for c in Plugins.instance().discover(Launcher)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "hydra_plugins.sweeper_launcher.launcher.SweeperLauncher" in proc.stdout.split()
+    assert "hydra._internal.core_plugins.basic_launcher.BasicLauncher" in proc.stdout.split()
+
+
+@pytest.mark.parametrize("name", ["local", "slurm"])
+def test_launcher_configs_compose(name):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"hydra/launcher={name}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.sweeper_launcher.launcher.SweeperLauncher"
+    assert cfg.hydra.launcher.kind == name
+
+
+def test_slots_one_gpu_each_or_a_share_of_the_cores(monkeypatch):
+    slots = local_slots(workers=None, gpus=[0, 1], threads=None)
+    assert [s.gpu for s in slots] == [0, 1]  # one job per GPU by default
+    assert [s.gpu for s in local_slots(workers=3, gpus=[4, 6], threads=2)] == [4, 6, 4]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert visible_gpus("auto") == [3, 5]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus("auto") == []
+    cores = len(os.sched_getaffinity(0))
+    cpu = local_slots(workers=2, gpus=[], threads=None)
+    assert [s.gpu for s in cpu] == [None, None]
+    assert all(s.threads == max(1, cores // 2) for s in cpu)
+
+
+def max_overlap(intervals):
+    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def test_two_workers_get_distinct_slots_and_the_cap_holds(tmp_path):
+    # gpus=[0,1] on a CPU machine still shows the assignment: CUDA_VISIBLE_DEVICES=<slot's gpu> per job.
+    proc = run_sweep(tmp_path, "dataset=fortune_computers_vs_rest,fortune_art_vs_rest", "method.r=2,4",
+                     "hydra/launcher=local", "hydra.launcher.workers=2", "hydra.launcher.gpus=[0,1]",
+                     "hydra.launcher.threads=1")
+    assert "local queue: 2 worker(s) [gpu 0, gpu 1]" in proc.stdout
+    records = [read_record(p) for p in iter_record_paths(tmp_path / "results")]
+    assert len(records) == 4 and all(r["status"] == "ok" for r in records), [r.get("error") for r in records]
+    workers = [r["worker"] for r in records]
+    assert {w["slot"] for w in workers} == {"0", "1"}
+    assert all(w["cuda_visible_devices"] == w["slot"] for w in workers)  # slot k -> gpu k here
+    assert all(w["threads"] == 1 for w in workers)
+    assert len({w["job_id"] for w in workers}) == 4  # chunk=1: one process per point
+    intervals = [(w["started_unix"], w["started_unix"] + r["wall_seconds"]) for w, r in zip(workers, records)]
+    assert max_overlap(intervals) <= 2
+    sweep = json.loads((tmp_path / "results" / "sweep.json").read_text())
+    assert sweep["launches"][0]["counts"]["to_run"] == 4 and len(sweep["launches"][0]["jobs"]) == 4
