@@ -83,6 +83,7 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float
 
 def build_method(method_cfg, model_cfg, task: str) -> Method:
     from . import full, lora  # noqa: F401  (registration)
+    from . import qlora  # noqa: F401  (registration; bitsandbytes is imported only when a qlora model is built)
 
     try:
         from . import relora  # noqa: F401

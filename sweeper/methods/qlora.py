@@ -1,0 +1,130 @@
+"""QLoRA (Dettmers et al., 2023): the frozen base in 4-bit NF4, LoRA adapters on top in float32.
+
+The models are built in float32 by sweeper.models.build_model; `wrap` then swaps the base's
+nn.Linear layers for bitsandbytes `Linear4bit` (weights packed two 4-bit codes per uint8 byte,
+one absmax per block of 64, `quant_state` on the weight), calls PEFT's
+`prepare_model_for_kbit_training` and attaches LoRA as the `lora` method does. Quantising after the
+build keeps models.py untouched and works for every model family (config-built or pretrained).
+
+Which layers: `quantize: all_linear` (default, the QLoRA setup: every Linear of the frozen base)
+or `targets` (only the LoRA target layers). Heads and the full-rank modules that train under LoRA
+(model.head_modules / lm_full_rank_modules, e.g. `score`, `lm_head`) stay float32: they train.
+
+bitsandbytes >= 0.47 runs 4-bit layers on x86-64 CPU (dequantise + float32 matmul), so a tiny
+QLoRA run is testable without a GPU. torchao's NF4 tensor would also work on CPU, but PEFT's LoRA
+dispatches bitsandbytes' Linear4bit to its own 4-bit LoRA layer (merge/unmerge dequantise right)
+and `prepare_model_for_kbit_training` knows it; with torchao both would be ours to get right.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import MethodError, register
+from .lora import LoRA
+
+QUANT_TYPES = ("nf4", "fp4")
+QUANTIZE_SCOPES = ("all_linear", "targets")
+COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _name_matches(name: str, patterns) -> bool:
+    # PEFT's rule for target_modules / modules_to_save given as names: the module path ends with it.
+    return any(name == p or name.endswith("." + p) for p in patterns)
+
+
+def linear_layers_to_quantize(model: nn.Module, scope: str, targets, keep_full) -> list[str]:
+    """Names of the nn.Linear modules to quantise; never a trainable head (or anything inside one)."""
+    names = []
+    for name, module in model.named_modules():
+        if type(module) is not nn.Linear:  # exactly nn.Linear: not an already-quantised subclass
+            continue
+        parts = name.split(".")
+        if any(_name_matches(".".join(parts[: i + 1]), keep_full) for i in range(len(parts))):
+            continue
+        if scope == "targets" and not _name_matches(name, targets):
+            continue
+        names.append(name)
+    return names
+
+
+def to_linear4bit(linear: nn.Linear, quant_type: str, double_quant: bool, compute_dtype) -> nn.Module:
+    """A bitsandbytes Linear4bit holding `linear`'s weight quantised; the bias stays as it is."""
+    import bitsandbytes as bnb
+
+    device = linear.weight.device
+    q = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                          compute_dtype=compute_dtype, compress_statistics=double_quant,
+                          quant_type=quant_type, device="meta")
+    q.weight = bnb.nn.Params4bit(linear.weight.data.to("cpu", torch.float32), requires_grad=False,
+                                 quant_type=quant_type, compress_statistics=double_quant)
+    if linear.bias is not None:
+        q.bias = nn.Parameter(linear.bias.data, requires_grad=False)
+    # On CPUs with AVX512-BF16, bnb repacks the weight at the first no-grad eval forward for a bf16 kernel:
+    # irreversible while training goes on, bf16 numerics (eval != train forward), machine-dependent
+    # results, and it asserts out_features % 32 == 0. The dequantise + float32 matmul path avoids all four.
+    q.support_avx512bf16_for_cpu = False
+    q = q.to(device)  # Params4bit quantises on its first move to a device (CPU included)
+    if not getattr(q.weight, "bnb_quantized", False):
+        raise MethodError(f"bitsandbytes did not quantise a {linear.in_features}x{linear.out_features} layer on {device}")
+    return q
+
+
+def quantize_model(model: nn.Module, names: list[str], quant_type: str, double_quant: bool, compute_dtype) -> nn.Module:
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, to_linear4bit(getattr(parent, child), quant_type, double_quant, compute_dtype))
+    # PEFT reads this flag to give Linear4bit its 4-bit LoRA layer (transformers sets it when it loads in 4-bit).
+    model.is_loaded_in_4bit = True
+    return model
+
+
+def is_4bit(module: nn.Module) -> bool:
+    import bitsandbytes as bnb
+
+    return isinstance(module, bnb.nn.Linear4bit)
+
+
+@register("qlora")
+class QLoRA(LoRA):
+    def __init__(self, cfg, model_cfg, task):
+        super().__init__(cfg, model_cfg, task)
+        if self.warm_start_steps:
+            raise MethodError(f"method.warm_start_steps={self.warm_start_steps}: a 4-bit base cannot train full-rank; use method=lora")
+        self.quant_type = str(cfg.get("quant_type", "nf4"))
+        if self.quant_type not in QUANT_TYPES:
+            raise MethodError(f"method.quant_type must be one of {', '.join(QUANT_TYPES)}, got {self.quant_type!r}")
+        self.scope = str(cfg.get("quantize", "all_linear"))
+        if self.scope not in QUANTIZE_SCOPES:
+            raise MethodError(f"method.quantize must be one of {', '.join(QUANTIZE_SCOPES)}, got {self.scope!r}")
+        name = str(cfg.get("compute_dtype", "float32"))
+        if name not in COMPUTE_DTYPES:
+            raise MethodError(f"method.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {name!r}")
+        self.compute_dtype = COMPUTE_DTYPES[name]
+        self.double_quant = bool(cfg.get("double_quant", True))
+        self.quantized_layers: list[str] = []
+
+    def quantize_base(self, model: nn.Module) -> nn.Module:
+        """Quantise the frozen base in place (also used alone, e.g. to rebuild the base an adapter reloads onto)."""
+        targets = self.cfg.get("target_modules") or list(self.model_cfg.get("lora_targets") or [])
+        keep_full = list(self.model_cfg.head_modules or []) + list(self.model_cfg.lm_full_rank_modules or [])
+        names = linear_layers_to_quantize(model, self.scope, targets, keep_full)
+        if not names:
+            raise MethodError(f"model '{self.model_cfg.name}': no nn.Linear layers to quantise (method.quantize={self.scope})")
+        self.quantized_layers = names
+        return quantize_model(model, names, self.quant_type, self.double_quant, self.compute_dtype)
+
+    def wrap(self, model):
+        from peft import prepare_model_for_kbit_training
+
+        model = self.quantize_base(model)
+        # Freezes the base, keeps non-4-bit weights in float32; checkpointing trades compute for activations.
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=bool(self.cfg.get("gradient_checkpointing", False)),
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+        return super().wrap(model)
+
+    def summary(self):
+        return {**super().summary(), "quant_type": self.quant_type, "double_quant": self.double_quant,
+                "quantized_layers": len(self.quantized_layers)}

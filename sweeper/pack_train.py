@@ -1,0 +1,177 @@
+"""The packed training loop: K points step together through one forward/backward of the shared base.
+
+Each point keeps what it would have alone: its batches (`batch_rows(seed, step)`), its own AdamW,
+lr schedule, grad clipping and `max_steps`; its loss is computed on its own rows only, so the
+gradient of the summed loss with respect to adapter k is exactly the gradient of loss k.
+A point whose loss turns non-finite fails alone (left out of the backward); a point whose
+budget ends leaves the pack (evaluated and recorded at once) while the others go on.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from types import SimpleNamespace
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .pack_lora import PackContext, Slice
+from .train import Interrupted, TrainingError, batch_rows, collate
+
+
+# ---------------------------------------------------------------- batches and losses
+def concat_batches(batches: list[dict], keys: list[int], pad_id: int, task: str) -> tuple[dict, list[Slice]]:
+    """One batch of the K batches' rows, right-padded to the widest; and who owns which rows."""
+    width = max(b["input_ids"].shape[1] for b in batches)
+
+    def pad(t, value):
+        return F.pad(t, (0, width - t.shape[1]), value=value)
+
+    out = {"input_ids": torch.cat([pad(b["input_ids"], pad_id) for b in batches]),
+           "attention_mask": torch.cat([pad(b["attention_mask"], 0) for b in batches])}
+    if task == "lm":
+        out["labels"] = torch.cat([pad(b["labels"], -100) for b in batches])
+    else:
+        out["labels"] = torch.cat([b["labels"] for b in batches])
+    slices = [Slice(k, b["input_ids"].shape[0], b["input_ids"].shape[1]) for k, b in zip(keys, batches)]
+    return out, slices
+
+
+def point_loss(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
+    """The loss HF computes for one point: next-token CE over non-masked labels, or CE over labels."""
+    if task == "lm":
+        return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                               ignore_index=-100)
+    return F.cross_entropy(logits.float(), labels)
+
+
+def own_logits(logits: torch.Tensor, num_labels: int, task: str) -> torch.Tensor:
+    # Heads of a pack may differ in size; the narrower ones are zero-padded: keep a point's own columns.
+    return logits if task == "lm" else logits[..., :num_labels]
+
+
+class AdapterView(nn.Module):
+    """One point's model seen through the packed base: `view(**batch)` runs the base with every row
+    given to adapter `key` and returns `.loss` / `.logits` like the point's own PEFT model, so
+    sweeper.train.evaluate scores it unchanged."""
+
+    def __init__(self, base: nn.Module, ctx: PackContext, key: int, num_labels: int, task: str):
+        super().__init__()
+        self.__dict__["_base"] = base  # not a registered submodule: the view owns no parameters
+        self.ctx, self.key, self.num_labels, self.task = ctx, key, num_labels, task
+
+    def train(self, mode: bool = True):
+        self._base.train(mode)
+        return super().train(mode)
+
+    def forward(self, input_ids, attention_mask, labels=None):
+        self.ctx.slices = [Slice(self.key, input_ids.shape[0], input_ids.shape[1])]
+        logits = own_logits(self._base(input_ids=input_ids, attention_mask=attention_mask).logits, self.num_labels, self.task)
+        loss = point_loss(logits, labels, self.task) if labels is not None else None
+        return SimpleNamespace(loss=loss, logits=logits)
+
+
+# ---------------------------------------------------------------- the loop
+def set_lrs(members, step: int) -> dict[int, float]:
+    lrs = {}
+    for m in members:
+        m.method.before_step(step, m.peft)
+        lrs[m.key] = float(m.cfg.train.lr) * m.method.lr_scale(step, m.cfg.train)
+        for group in m.optimizer.param_groups:
+            group["lr"] = lrs[m.key]
+    return lrs
+
+
+def forward_losses(base, members, step: int, ctx: PackContext, pad_id: int, task: str, device, autocast):
+    """Losses of the running points at `step`, one packed forward."""
+    batches = []
+    for m in members:
+        rows = batch_rows(len(m.train_enc.input_ids), int(m.cfg.train.batch_size), step, int(m.cfg.train.seed))
+        batches.append(collate(m.train_enc, rows, pad_id, task))
+    batch, ctx.slices = concat_batches(batches, [m.key for m in members], pad_id, task)
+    batch = {k: v.to(device) for k, v in batch.items()}
+    with autocast():
+        logits = base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    losses, start = [], 0
+    for m, s in zip(members, ctx.slices):
+        rows = slice(start, start + s.rows)
+        losses.append(point_loss(own_logits(logits[rows], m.num_labels, task), batch["labels"][rows], task))
+        start += s.rows
+    return losses
+
+
+def optimizer_step(m, step: int, loss_value: float, lr: float) -> None:
+    tr = m.cfg.train
+    if tr.grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for g in m.optimizer.param_groups for p in g["params"]], float(tr.grad_clip))
+    m.optimizer.step()
+    m.optimizer.zero_grad(set_to_none=True)
+    done = step + 1
+    for event in m.method.after_step(step, m.peft, m.optimizer):
+        m.events.append({"step": done, **event})
+        m.log.write(json.dumps({"step": done, **event}) + "\n")
+    if done % int(tr.log_every) == 0 or done == m.max_steps:
+        m.log.write(json.dumps({"step": done, "loss": round(loss_value, 6), "lr": lr}) + "\n")
+        m.log.flush()
+    m.final_loss = loss_value
+
+
+def train_packed(base, members, ctx: PackContext, task: str, pad_id: int, device, autocast,
+                 on_done: Callable, on_fail: Callable, save_checkpoint: Callable,
+                 should_stop: Callable[[], bool] = lambda: False) -> None:
+    """Step every member from its start_step to its max_steps; call on_done(m) as each finishes."""
+    active = [m for m in members if m.start_step < m.max_steps]
+    for m in members:
+        if m not in active:
+            on_done(m)
+    if not active:
+        return
+    step, last = min(m.start_step for m in active), max(m.max_steps for m in active)
+    bar = tqdm(total=last, initial=step, desc=f"pack of {len(active)}", unit="step", file=sys.stderr,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0, leave=False)
+    base.train()
+    while active:
+        running = [m for m in active if m.start_step <= step]
+        t0 = time.perf_counter()
+        try:
+            lrs = set_lrs(running, step)
+            losses = forward_losses(base, running, step, ctx, pad_id, task, device, autocast)
+            kept = []
+            for m, loss in zip(running, losses):
+                value = float(loss.detach())
+                if math.isfinite(value):
+                    kept.append((m, loss, value))
+                else:  # this point alone fails; the others' gradients do not depend on its rows
+                    on_fail(m, TrainingError(f"non-finite training loss {value} at step {step} (lr={lrs[m.key]:.3g}); lower train.lr"))
+            if kept:
+                torch.stack([loss for _, loss, _ in kept]).sum().backward()
+            for m, _, value in kept:
+                optimizer_step(m, step, value, lrs[m.key])
+        except Exception as error:  # noqa: BLE001  a failure of the shared pass: its points fail
+            for m in running:
+                if not m.finished:
+                    on_fail(m, error)
+            kept = []
+        share = (time.perf_counter() - t0) / max(1, len(running))  # the step's time, split evenly
+        for m, _, _ in kept:
+            m.seconds += share
+        step += 1
+        bar.update(1)
+        active = [m for m in active if not m.finished]
+        for m in [m for m in active if step == m.max_steps]:
+            on_done(m)
+        active = [m for m in active if not m.finished]
+        stop = should_stop()
+        for m in active:
+            every = int(m.cfg.train.get("checkpoint_every") or 0)
+            if m.start_step < step and (stop or (every and step % every == 0)):
+                save_checkpoint(m, step)
+        if stop and active:
+            bar.close()
+            raise Interrupted(f"stopped at step {step}; checkpoints written for {len(active)} packed points")
+    bar.close()
