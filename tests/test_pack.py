@@ -1,0 +1,124 @@
+"""Packed adapters: K points on one base match K separate runs; failures stay alone; adapters reload."""
+import json
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+import torch
+
+from sweeper.pack import can_pack, group_points, run_packed
+from sweeper.records import read_record
+from sweeper.train import Interrupted
+from sweeper.worker import run_point
+
+SMALL = ("model=tiny_llama", "train.eval_size=48", "train.batch_size=8", "train.max_length=32", "train.log_every=1")
+# Three datasets (one with 4 classes: heads of different sizes share a pack), different ranks and budgets.
+POINTS = [("fortune_computers_vs_rest", 2, 6), ("fortune_cookie_vs_rest", 4, 4), ("wordnet_pos", 2, 5)]
+# CPU float32: the packed base matmul runs over the concatenated batch, so sums may round differently.
+LOSS_TOL = 1e-5
+
+
+def point(make_cfg, where, dataset, r, steps, *extra):
+    return make_cfg(*SMALL, f"dataset={dataset}", f"method.r={r}", f"train.max_steps={steps}",
+                    f"sweeper.results_dir={where}", *extra)
+
+
+def losses(record):
+    path = Path(record["record_path"]).with_name("metrics.jsonl")
+    return [json.loads(line)["loss"] for line in path.read_text().splitlines() if "loss" in json.loads(line)]
+
+
+def assert_same_result(alone, packed):
+    assert alone["status"] == packed["status"] == "ok", (alone.get("error"), packed.get("error"))
+    la, lp = losses(alone), losses(packed)
+    assert len(la) == len(lp) == alone["max_steps"]
+    assert max(abs(a - b) for a, b in zip(la, lp)) <= LOSS_TOL, (la, lp)
+    ma, mp = alone["metrics"], packed["metrics"]
+    assert ma.keys() == mp.keys()
+    for key in ma:
+        assert ma[key] == pytest.approx(mp[key], abs=LOSS_TOL), key
+    assert alone["params"] == packed["params"]
+
+
+def test_packed_matches_separate_runs(make_cfg, tmp_path):
+    torch.set_num_threads(1)
+    alone = [run_point(point(make_cfg, tmp_path / "alone", *p)) for p in POINTS]
+    packed = run_packed([point(make_cfg, tmp_path / "packed", *p) for p in POINTS])
+    for a, p in zip(alone, packed):
+        assert_same_result(a, p)
+        assert a["run_id"] == p["run_id"], "packing is bookkeeping: the run id must not change"
+        assert set(a) <= set(p) and p["pack"]["size"] == 3
+        on_disk = read_record(Path(p["record_path"]))
+        assert on_disk["status"] == "ok" and on_disk["train"]["steps"] == p["max_steps"]
+        assert (Path(p["record_path"]).parent / "adapter" / "adapter_config.json").exists()
+        assert not (Path(p["record_path"]).parent / "checkpoint").exists()
+
+
+def test_failed_points_fail_alone(make_cfg, tmp_path):
+    torch.set_num_threads(1)
+    cfgs = [point(make_cfg, tmp_path, "fortune_computers_vs_rest", 2, 3),
+            point(make_cfg, tmp_path, "fortune_cookie_vs_rest", 2, 3, "dataset.label_field=no_such_column"),
+            point(make_cfg, tmp_path, "fortune_art_vs_rest", 1000, 3),   # rank above the 128-wide layers
+            point(make_cfg, tmp_path, "fortune_food_vs_rest", 2, 3, "train.lr=1e30")]  # loss goes non-finite
+    assert len(group_points(cfgs, size=4)) == 1, "all four share one pack"
+    ok, bad_data, bad_rank, nan = run_packed(cfgs)
+    assert ok["status"] == "ok", ok["error"]
+    for record, words in ((bad_data, "no_such_column"), (bad_rank, "method.r=1000"), (nan, "non-finite")):
+        assert record["status"] == "failed" and words in record["error"] and "\n" not in record["error"], record["error"]
+        assert read_record(Path(record["record_path"]))["status"] == "failed"
+    alone = run_point(point(make_cfg, tmp_path / "alone", "fortune_computers_vs_rest", 2, 3))
+    assert_same_result(alone, ok)  # its neighbours' failures did not touch it
+
+
+def test_packed_adapter_reloads_with_peft(make_cfg, tmp_path):
+    from peft import PeftModel
+
+    from sweeper.data import load_splits
+    from sweeper.models import build_model
+    from sweeper.train import evaluate
+    from sweeper.worker import encode_splits
+
+    torch.set_num_threads(1)
+    cfgs = [point(make_cfg, tmp_path, *p) for p in POINTS[:2]]
+    records = run_packed(cfgs)
+    cfg, record = cfgs[1], records[1]
+    assert record["status"] == "ok", record["error"]
+    torch.manual_seed(int(cfg.train.seed))  # the base as run_point builds it
+    base, tokenizer = build_model(cfg.model, "classification", 2)
+    model = PeftModel.from_pretrained(base, Path(record["record_path"]).parent / "adapter")
+    _, eval_enc = encode_splits(load_splits(cfg.dataset), tokenizer, cfg.train, "classification")
+    metrics = evaluate(model, eval_enc, "classification", tokenizer.pad_token_id, 64, torch.device("cpu"), nullcontext)
+    assert metrics["accuracy"] == record["metrics"]["accuracy"]
+    assert metrics["eval_loss"] == pytest.approx(record["metrics"]["eval_loss"], abs=LOSS_TOL)
+
+
+def test_interrupted_pack_resumes_to_the_same_result(make_cfg, tmp_path):
+    torch.set_num_threads(1)
+    points = [("fortune_computers_vs_rest", 2, 5), ("fortune_cookie_vs_rest", 2, 3)]
+    straight = run_packed([point(make_cfg, tmp_path / "a", *p) for p in points])
+    cfgs = [point(make_cfg, tmp_path / "b", *p) for p in points]
+    calls = iter(range(100))
+    with pytest.raises(Interrupted):
+        run_packed(cfgs, should_stop=lambda: next(calls) == 1)  # stop after the 2nd packed step
+    resumed = run_packed(cfgs)
+    for a, b in zip(straight, resumed):
+        assert b["train"]["resumed_from_step"] == 2
+        assert_same_result(a, b)
+
+
+def test_can_pack_and_grouping(make_cfg):
+    base = make_cfg(*SMALL, "dataset=fortune_computers_vs_rest")
+    assert can_pack(base, make_cfg(*SMALL, "dataset=wordnet_pos", "method.r=4", "train.lr=1e-3", "train.max_steps=9"))
+    assert not can_pack(base, make_cfg(*SMALL, "dataset=fortune_computers_vs_rest", "train.seed=1")), \
+        "a randomly initialised base depends on the seed"
+    assert not can_pack(base, make_cfg(*SMALL, "dataset=fortune_computers_vs_rest", "train.max_length=64"))
+    assert not can_pack(base, make_cfg(*SMALL, "dataset=fortune_computers_vs_rest", "model=tiny_mistral"))
+    assert not can_pack(base, make_cfg(*SMALL, "dataset=fortune_computers_vs_rest", "method=relora"))
+    assert not can_pack(base, make_cfg(*SMALL, "dataset=fortune_computers_vs_rest", "method.warm_start_steps=2"))
+    assert not can_pack(base, make_cfg(*SMALL, "dataset=fortune_computers_vs_rest", "method=qlora"))
+    smol = ("model=smollm2", "dataset=fortune_computers_vs_rest")
+    assert can_pack(make_cfg(*smol), make_cfg(*smol, "train.seed=3")), "a pretrained base does not depend on the seed"
+    cfgs = [make_cfg(*SMALL, f"dataset={d}") for d in ("fortune_art_vs_rest", "fortune_law_vs_rest", "fortune_kids_vs_rest")]
+    cfgs.insert(1, make_cfg(*SMALL, "dataset=fortune_art_vs_rest", "method=relora"))
+    assert group_points(cfgs, size=2) == [[0, 2], [1], [3]]
+    assert group_points(cfgs, size=1) == [[0], [1], [2], [3]]
