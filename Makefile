@@ -30,3 +30,6 @@ bench-lora-full:
 
 bench-relora:  ## full vs LoRA vs LoRA+warm start vs ReLoRA pretraining perplexity
 	$(PY) scripts/bench_relora.py
+
+data:  ## rebuild data/pools from Debian packages (network); CI never runs this
+	$(PY) scripts/build_pools.py

@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 
 from sweeper import paths
@@ -102,6 +103,17 @@ def text_key(texts: pd.Series) -> pd.Series:
         pa.array(texts, type=pa.large_string())  # arrow kernels: 50x faster than Python re here
     keys = pc.utf8_lower(pc.utf8_trim_whitespace(pc.replace_substring_regex(arr, r"\s+", " ")))
     return pd.Series(keys, index=texts.index, dtype=pd.ArrowDtype(pa.large_string())).astype("str")
+
+
+def member(values: pd.Series, wanted) -> np.ndarray:
+    """values.isin(wanted) as a bool array, via arrow: pandas' isin on arrow strings builds one
+    Python scalar per wanted value (seconds over a catalogue)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = pa.array(values.to_numpy(dtype=object), type=pa.large_string())
+    hit = pc.is_in(arr, value_set=pa.array([str(w) for w in wanted], type=pa.large_string()))
+    return hit.fill_null(False).to_numpy(zero_copy_only=False)
 
 
 @lru_cache(maxsize=64)
@@ -190,7 +202,7 @@ def materialise(spec: Any, cache_dir: Path | None = None) -> Path:
 
     from sweeper.data_build import build_frames  # deferred: only needed on a cold cache
 
-    frames, meta = build_frames(spec)
+    frames, meta = build_frames(spec, hf_cache=folder.parent / "hf")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -286,6 +298,6 @@ def check_splits(name: str, frames: Mapping[str, pd.DataFrame], label_names: lis
             shown = ", ".join(str(label_names[i]) for i in unseen[:10])
             raise DatasetError(name, f"labels in {split} unseen in train: {shown}")
     keys = {s: df["_key"] if "_key" in df else text_key(df["text"]) for s, df in frames.items()}
-    leaked = int(keys["test"].isin(set(keys["train"])).sum())
+    leaked = int(member(keys["test"], set(keys["train"])).sum())
     if leaked:
         raise DatasetError(name, f"{leaked} test texts also occur in train")

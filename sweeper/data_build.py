@@ -12,19 +12,19 @@ import numpy as np
 import pandas as pd
 
 from sweeper.data import (DEFAULT_CAPS, SPLITS, DatasetError, check_splits, factorized,
-                          file_splits, read_pool, text_key)
+                          file_splits, member, read_pool, text_key)
 
 EVAL_FRACTIONS = {"validation": 0.1, "test": 0.2}  # carved from train when no caps are given
 
 
-def build_frames(spec: dict) -> tuple[dict[str, pd.DataFrame], dict]:
+def build_frames(spec: dict, hf_cache: Path | None = None) -> tuple[dict[str, pd.DataFrame], dict]:
     name = spec["name"]
     if spec["source"] == "pool":
         given = {"all": read_pool(name, spec)}
     elif spec["source"] == "files":
         given = {split: read_file(name, path) for split, path in file_splits(name, spec)}
     else:
-        given = read_hub(name, spec)
+        given = read_hub(name, spec, hf_cache)
     if spec["task"] == "classification":
         check_label_values(name, spec, given)
     given = {s: select_rows(name, spec, df) for s, df in given.items()}
@@ -54,7 +54,7 @@ def read_file(name: str, path: Path) -> pd.DataFrame:
     raise DatasetError(name, f"unsupported file type {path.suffix!r} ({path}); use csv, tsv, jsonl, json or parquet")
 
 
-def read_hub(name: str, spec: Mapping) -> dict[str, pd.DataFrame]:
+def read_hub(name: str, spec: Mapping, hf_cache: Path | None) -> dict[str, pd.DataFrame]:
     """Anything `datasets.load_dataset(path, name)` opens: a hub id, or a local folder/file."""
     import datasets
 
@@ -62,7 +62,8 @@ def read_hub(name: str, spec: Mapping) -> dict[str, pd.DataFrame]:
         raise DatasetError(name, "source 'hub' needs `path` (a hub id or a local folder/file)")
     splits = spec.get("splits") or {s: s for s in SPLITS}  # ours -> theirs
     try:
-        dd = datasets.load_dataset(spec["path"], spec.get("config"), **spec.get("load_kwargs", {}))
+        dd = datasets.load_dataset(spec["path"], spec.get("config"), cache_dir=hf_cache and str(hf_cache),
+                                   **spec.get("load_kwargs", {}))
     except Exception as e:
         raise DatasetError(name, f"load_dataset({spec['path']!r}) failed: {type(e).__name__}: {e}") from None
     out = {ours: dd[theirs].to_pandas() for ours, theirs in splits.items() if theirs in dd}
@@ -83,31 +84,38 @@ def select_rows(name: str, spec: Mapping, df: pd.DataFrame) -> pd.DataFrame:
     used) and, for pools, a per-class sample of at most what the caps can take, so the rest of
     the work touches thousands of rows, not the whole pool. Columns: text, _key (+ y, _split)."""
     pool = df.attrs.get("pool")
+    column(name, df, spec["text_field"], "text")
+    if spec.get("split_field"):
+        column(name, df, spec["split_field"], "split")
     mask = np.ones(len(df), dtype=bool)
     for col, want in (spec.get("where") or {}).items():
         column(name, df, col, "where")
         codes, uniques = factorized(df, col, pool)
         mask &= isin(name, uniques, col, want)[codes]
-    y = None
+    y_code = None
     if spec["task"] == "classification":
         column(name, df, spec["label_field"], "label")
         codes, uniques = factorized(df, spec["label_field"], pool)
-        y = derived_labels(spec, pd.Series(uniques, dtype=object))[codes]  # per distinct value
-        mask &= y != ""
+        derived = derived_labels(spec, pd.Series(uniques, dtype=object))  # per distinct value
+        classes, names = pd.factorize(np.where(derived == "", None, derived).astype(object))
+        y_code = classes[codes]  # -1: a row the task does not use
+        mask &= y_code >= 0
     idx = np.flatnonzero(mask)
-    if y is not None and pool:
-        idx = sample_rows(spec, y[idx], idx, df["_dup"].to_numpy()[idx])
-    sub = df.iloc[idx]
+    if y_code is not None and pool:
+        idx = sample_rows(spec, y_code[idx], idx, df["_dup"].to_numpy()[idx])
+    needed = [c for c in (spec["text_field"], "_key", spec.get("split_field")) if c and c in df]
+    sub = df[needed].iloc[idx]  # take only the columns we use: pools carry several
     text = column(name, sub, spec["text_field"], "text").astype(str)
     if "_key" not in sub:  # pool texts are clean already; files may carry stray blanks
         text = text.str.strip()
     out = pd.DataFrame({"text": text, "_key": sub["_key"] if "_key" in sub else text_key(text)})
     if spec.get("transform") == "mask_proper_nouns":
         out["text"] = mask_proper_nouns(out["text"], read_pool(name, spec)["text"])
-    if y is not None:
-        out["y"] = y[idx]
+    if y_code is not None:
+        out["y"] = np.asarray(names, dtype=object)[y_code[idx]]
     if spec.get("split_field"):
         out["_split"] = column(name, sub, spec["split_field"], "split").astype(str)
+    out = out.astype(object)  # Python strings: pandas ops on small object frames beat arrow ones
     return out[out["text"].str.len() > 0].reset_index(drop=True)
 
 
@@ -128,12 +136,22 @@ def check_label_values(name: str, spec: Mapping, given: dict[str, pd.DataFrame])
     seen = set()
     for df in given.values():
         column(name, df, col, "label")
-        uniques = pd.Series(factorized(df, col, df.attrs.get("pool"))[1], dtype=object)
-        seen |= set(uniques.str.split(sep).explode()) if sep else set(uniques)
+        pool = df.attrs.get("pool")
+        seen |= _pool_values(*pool, col, sep) if pool else label_values(factorized(df, col)[1], sep)
     unknown = [str(v) for v in wanted if str(v) not in seen]
     if unknown:
         raise DatasetError(name, f"unknown label value(s) {', '.join(unknown)} in column "
                                  f"'{col}'; known: {', '.join(sorted(seen - {''})[:30])}")
+
+
+def label_values(uniques, sep: str | None) -> frozenset[str]:
+    values = pd.Series(np.asarray(uniques, dtype=object))
+    return frozenset(values.str.split(sep).explode() if sep else values)
+
+
+@lru_cache(maxsize=64)
+def _pool_values(path: str, digest: str, col: str, sep: str | None) -> frozenset[str]:
+    return label_values(factorized(None, col, (path, digest))[1], sep)
 
 
 def has_value(raw: pd.Series, value: str, sep: str) -> pd.Series:
@@ -155,11 +173,10 @@ def derived_labels(spec: Mapping, raw: pd.Series) -> np.ndarray:
     return np.where(raw.isin(chosen), raw, "") if chosen else raw.to_numpy(dtype=object)
 
 
-def sample_rows(spec: Mapping, y: np.ndarray, idx: np.ndarray, dup: np.ndarray) -> np.ndarray:
+def sample_rows(spec: Mapping, codes: np.ndarray, idx: np.ndarray, dup: np.ndarray) -> np.ndarray:
     """Per class, a seeded sample big enough for the caps (class proportions kept unless
     balanced); rows whose text repeats elsewhere are all kept so dedupe still sees conflicts."""
     total = sum({**DEFAULT_CAPS, **(spec.get("caps") or {})}.values())
-    codes, _ = pd.factorize(y)
     frac = min(1.0, 1.25 * total / max(1, len(idx)))
     rng = np.random.default_rng(spec["seed"])
     keep = [idx[dup]]
@@ -205,7 +222,7 @@ def lm_frames(name: str, spec: Mapping, given: dict[str, pd.DataFrame]) -> dict[
             frames = {"train": train.iloc[:cut], "validation": train.iloc[cut:]}
     frames = {s: df.drop_duplicates("_key") for s, df in frames.items()}
     held_keys = set(frames["validation"]["_key"])
-    frames["train"] = frames["train"][~frames["train"]["_key"].isin(held_keys)]
+    frames["train"] = frames["train"][~member(frames["train"]["_key"], held_keys)]
     return {s: df[["text"]].reset_index(drop=True) for s, df in frames.items()}
 
 
@@ -217,11 +234,11 @@ def dedupe(df: pd.DataFrame) -> pd.DataFrame:
         return df
     n_labels = df[dup].groupby("_key")["y"].nunique()
     conflicted = set(n_labels[n_labels > 1].index)
-    return df[~df["_key"].isin(conflicted)].drop_duplicates("_key")
+    return df[~member(df["_key"], conflicted)].drop_duplicates("_key")
 
 
 def classification_frames(name: str, spec: Mapping, given: dict[str, pd.DataFrame]):
-    counts = pd.concat(given.values())["y"].value_counts()
+    counts = given.get("all", given.get("train"))["y"].value_counts()  # classes come from train
     if spec["rule"] == "one_vs_rest":
         names = [spec.get("negative_name", "rest"), str(spec["positive"])]
     else:
@@ -230,8 +247,15 @@ def classification_frames(name: str, spec: Mapping, given: dict[str, pd.DataFram
     if spec["rule"] != "multiclass" and small:
         raise DatasetError(name, f"class(es) {', '.join(small)} have fewer than min_count="
                                  f"{spec['min_count']} rows")
-    names = names or sorted(c for c in counts.index if counts[c] >= spec["min_count"])
-    frames = split_frames(spec, {s: df[df["y"].isin(names)] for s, df in given.items()})
+    numeric = all(str(c).lstrip("-").isdigit() for c in counts.index)  # "2" before "10"
+    names = names or sorted((c for c in counts.index if counts[c] >= spec["min_count"]),
+                            key=lambda c: (int(c), c) if numeric else (0, c))
+    for split in [s for s in given if s not in ("all", "train")]:  # given eval files
+        unseen = sorted(set(given[split]["y"]) - set(names))
+        if unseen:
+            raise DatasetError(name, f"labels in {split} unseen in train: {', '.join(unseen[:10])} "
+                                     f"(a class needs min_count={spec['min_count']} train rows)")
+    frames = split_frames(spec, {s: df[member(df["y"], names)] for s, df in given.items()})
     index = {n: i for i, n in enumerate(names)}
     out = {s: pd.DataFrame({"text": df["text"].to_numpy(), "label": df["y"].map(index).to_numpy(),
                             "_key": df["_key"].to_numpy()}) for s, df in frames.items()}
@@ -248,15 +272,16 @@ def split_frames(spec: Mapping, given: dict[str, pd.DataFrame]) -> dict[str, pd.
     evals = {s: dedupe(df) for s, df in given.items() if s != "train"}
     held = set().union(*(set(df["_key"]) for df in evals.values()))
     train = dedupe(given["train"])
-    train = train[~train["_key"].isin(held)].sample(frac=1, random_state=seed)
+    train = train[~member(train["_key"], held)].sample(frac=1, random_state=seed)
     missing = [s for s in ("test", "validation") if s not in evals]
     if missing:
         n = len(train)
         want = {s: (caps or {}).get(s) or max(1, round(n * EVAL_FRACTIONS[s])) for s in missing}
-        want["train"] = (caps or {}).get("train") or n
+        want["train"] = (caps or {}).get("train") or max(1, n - sum(want.values()))
         carved = stratified(train, want, spec["balance"], 1, seed)
         evals.update({s: carved[s] for s in missing})
-        train = carved["train"]
+        taken = set().union(*(set(carved[s]["_key"]) for s in missing))
+        train = carved["train"] if (caps or {}).get("train") else train[~member(train["_key"], taken)]
     frames = {"train": train, **evals}
     return {s: trim(frames[s], (caps or {}).get(s), seed) for s in SPLITS}
 
@@ -284,10 +309,16 @@ def stratified(df: pd.DataFrame, caps: dict[str, int], balance: bool, min_count:
 
 
 def trim(df: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
-    """At most `cap` rows, shrinking every class in proportion (each keeps >= 1 row); shuffled."""
+    """At most `cap` rows, shrinking every class in proportion (largest remainders get the
+    spare rows; each class keeps >= 1); shuffled."""
     if cap is not None and len(df) > cap:
-        keep = df.groupby("y")["y"].transform("size").map(lambda s: max(1, math.floor(s * cap / len(df))))
-        rank = df.groupby("y").cumcount()
-        df = df[rank < keep]
+        sizes = df["y"].value_counts().sort_index()
+        share = sizes * cap / len(df)
+        keep = share.astype(int).clip(lower=1)
+        spare = cap - keep.sum()
+        if spare > 0:
+            order = (share - share.astype(int)).sort_values(ascending=False, kind="stable").index
+            keep[order[:spare]] += 1
+        df = df[df.groupby("y").cumcount().to_numpy() < df["y"].map(keep).to_numpy()]
         df = df.sample(frac=1, random_state=seed).head(cap)
     return df.sample(frac=1, random_state=seed).reset_index(drop=True)
