@@ -25,7 +25,7 @@ import pandas as pd
 
 from sweeper import paths
 
-FORMAT_VERSION = 1  # bump when materialisation changes, so old caches are not reused
+FORMAT_VERSION = 2  # bump when materialisation changes, so old caches are not reused
 SPLITS = ("train", "validation", "test")
 DEFAULT_CAPS = {"train": 2000, "validation": 300, "test": 500}
 CUSTOM_DIR = paths.REPO_ROOT / "data" / "custom"  # drop-in files: data/custom/<name>.csv|jsonl|parquet
