@@ -12,18 +12,20 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import pandas as pd
 
 from sweeper import paths
+
+if TYPE_CHECKING:
+    import datasets
 
 FORMAT_VERSION = 2  # bump when materialisation changes, so old caches are not reused
 SPLITS = ("train", "validation", "test")
@@ -71,7 +73,13 @@ def load_spec(name: str) -> dict:
                 "path": str(path)}
     import yaml  # specs are plain YAML; OmegaConf.load is 20x slower for the same dict
 
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise DatasetError(name, f"unreadable spec {path}: {type(e).__name__}: {e}") from None
+    if not isinstance(spec, dict):
+        raise DatasetError(name, f"spec {path} is not a mapping of fields")
+    return spec
 
 
 def as_dict(spec: Any) -> dict:
@@ -80,7 +88,7 @@ def as_dict(spec: Any) -> dict:
         from omegaconf import OmegaConf
 
         return OmegaConf.to_container(spec, resolve=True)
-    return json.loads(json.dumps(dict(spec), default=list))
+    return json.loads(json.dumps(dict(spec), default=str))  # Paths -> str; tuples -> lists
 
 
 # ---------------------------------------------------------------- inputs
@@ -226,7 +234,7 @@ def read_meta(folder: Path) -> dict:
     return json.loads((folder / "meta.json").read_text())
 
 
-def load_splits(spec: Mapping, cache_dir: Path | None = None) -> "datasets.DatasetDict":  # noqa: F821
+def load_splits(spec: Mapping, cache_dir: Path | None = None) -> "datasets.DatasetDict":
     """classification: splits train/validation/test, columns `text` (str) and `label` (int),
     and the label names available as ds["train"].features["label"].names (ClassLabel).
     lm: splits train/validation with a `text` column."""

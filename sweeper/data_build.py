@@ -3,8 +3,8 @@ stratified capped splits. Called by sweeper.data.materialise on a cold cache onl
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
@@ -87,7 +87,7 @@ def select_rows(name: str, spec: Mapping, df: pd.DataFrame) -> pd.DataFrame:
     column(name, df, spec["text_field"], "text")
     if spec.get("split_field"):
         column(name, df, spec["split_field"], "split")
-    mask = np.ones(len(df), dtype=bool)
+    mask = np.array(df[spec["text_field"]].notna(), dtype=bool)  # a null text is no example
     for col, want in (spec.get("where") or {}).items():
         column(name, df, col, "where")
         codes, uniques = factorized(df, col, pool)
@@ -109,8 +109,9 @@ def select_rows(name: str, spec: Mapping, df: pd.DataFrame) -> pd.DataFrame:
     if "_key" not in sub:  # pool texts are clean already; files may carry stray blanks
         text = text.str.strip()
     out = pd.DataFrame({"text": text, "_key": sub["_key"] if "_key" in sub else text_key(text)})
-    if spec.get("transform") == "mask_proper_nouns":
-        out["text"] = mask_proper_nouns(out["text"], read_pool(name, spec)["text"])
+    if spec.get("transform") == "mask_proper_nouns":  # names are learnt from the whole corpus
+        corpus = read_pool(name, spec)["text"] if spec["source"] == "pool" else df[spec["text_field"]]
+        out["text"] = mask_proper_nouns(out["text"], corpus.astype(str))
     if y_code is not None:
         out["y"] = np.asarray(names, dtype=object)[y_code[idx]]
     if spec.get("split_field"):
@@ -290,6 +291,8 @@ def stratified(df: pd.DataFrame, caps: dict[str, int], balance: bool, min_count:
     """Per class: take a share of rows (equalised when `balance`), cut test, validation, then
     train in proportion to the caps (>= 1 row of each class per split), then trim to the caps."""
     groups = {c: g for c, g in df.groupby("y", sort=True)}
+    if not groups:  # nothing left: check_splits reports the empty split
+        return {s: df.iloc[:0] for s in caps}
     total = sum(caps.values())
     n = {c: len(g) for c, g in groups.items()}
     if balance:

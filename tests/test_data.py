@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweeper import data, paths
+from sweeper import paths
 from sweeper.data import DatasetError, load_spec, load_splits, resolve_dataset_name, spec_names
 
 
@@ -203,3 +203,21 @@ def test_listing_cli(tmp_path, capsys):
     row = next(line.split() for line in out if line.startswith("fortune_computers_vs_rest "))
     assert row[1:4] == ["fortune", "classification", "2"] and float(row[7]) == pytest.approx(0.5, abs=0.05)
     assert main(["--glob", "no_such_*"]) == 1
+
+
+def test_drop_in_custom_file(tmp_path, monkeypatch):
+    monkeypatch.setattr("sweeper.data.CUSTOM_DIR", tmp_path)
+    write_csv(tmp_path / "my_reviews.csv", review_rows(90))
+    assert resolve_dataset_name("my_reviews") == tmp_path / "my_reviews.csv"
+    ds = load_splits(load_spec("my_reviews"), tmp_path / "cache")
+    assert sum(len(ds[s]) for s in ds) == 90 and len(ds["train"].features["label"].names) == 3
+
+
+def test_unknown_where_value_and_lm_from_files(tmp_path):
+    spec = {**load_spec("wordnet_noun_supersense"), "name": "bad", "where": {"pos": "nounz"}}
+    with pytest.raises(DatasetError, match=r"^dataset 'bad': unknown value\(s\) nounz in where column 'pos'"):
+        load_splits(spec, tmp_path)
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"text": f"line {i}"}) + "\n" for i in range(50)))
+    ds = load_splits({"name": "corpus", "family": "custom", "task": "lm", "source": "files",
+                      "path": str(tmp_path / "corpus.jsonl")}, tmp_path / "cache")
+    assert (len(ds["train"]), len(ds["validation"])) == (45, 5)
