@@ -33,3 +33,10 @@ bench-relora:  ## full vs LoRA vs LoRA+warm start vs ReLoRA pretraining perplexi
 
 data:  ## rebuild data/pools from Debian packages (network); CI never runs this
 	$(PY) scripts/build_pools.py
+
+slurm-up:  ## start a local single-node SLURM (root; Debian/Ubuntu)
+	bash scripts/slurm-local.sh up
+slurm-down:
+	bash scripts/slurm-local.sh down
+bench-chunking:
+	$(PY) scripts/bench_chunking.py

@@ -390,9 +390,15 @@ def watch(backend, jobs: list[list[Point]], make_fn: Callable[[list[Point]], Poi
     return monitor
 
 
+def _save(launch: dict, update: bool = True) -> None:
+    """Write the launch entry to sweep.json in every results folder the grid writes to."""
+    for results_dir in launch["results_dirs"]:
+        log_launch(Path(results_dir), launch, update=update)
+
+
 def _log_jobs(launch: dict, results_dir: Path, runs: Sequence[Running]) -> None:
     launch["jobs"] += [{"job_id": str(r.job.job_id), "run_ids": [p.run_id for p in r.points]} for r in runs]
-    log_launch(results_dir, launch, update=True)
+    _save(launch)
 
 
 # ---------------------------------------------------------------- the entry point (called by the plugin)
@@ -426,6 +432,7 @@ def launch(kind: str, params: Any, hydra_context, task_function, config, job_ove
     results_dirs = sorted({p.results_dir for p in points if p.results_dir is not None}) or [Path(str(sweep_cfg.get("results_dir", "results")))]
     results_dir = results_dirs[0]
     launch_entry = new_launch(points, kind, sweep_cfg, str(sweep_dir))
+    launch_entry["results_dirs"] = [str(d) for d in results_dirs]
     print(f"sweep {results_dir}: {plan_message(summarize(points))}", flush=True)
 
     finals: dict[int, str] = {p.idx: ("skipped" if not p.runs else "submitted") for p in points}
@@ -435,8 +442,7 @@ def launch(kind: str, params: Any, hydra_context, task_function, config, job_ove
         state = Singleton.get_state()
         make_fn = lambda pts: PointsJob(hydra_context, task_function, config, pts, state)  # noqa: E731
         jobs = chunked(to_run, chunk)
-        for d in results_dirs:
-            log_launch(d, launch_entry)
+        _save(launch_entry, update=False)
         if detach and kind == "slurm":
             submitted = backend.submit_all([make_fn(pts) for pts in jobs])
             _log_jobs(launch_entry, results_dir, [Running(j, pts) for j, pts in zip(submitted, jobs)])
@@ -454,8 +460,7 @@ def launch(kind: str, params: Any, hydra_context, task_function, config, job_ove
                   + (f" (sweeper.retry_failed=true re-runs them)" if monitor.failed else "")
                   + f"; python -m sweeper.collect {results_dir}", flush=True)
     else:
-        for d in results_dirs:
-            log_launch(d, launch_entry)
+        _save(launch_entry, update=False)
 
     returns = []
     for p in points:
@@ -470,15 +475,18 @@ def _detach_local(backend, jobs, make_fn, launch_entry, results_dir: Path, total
     log_path = sweep_dir / "monitor.log"
     sys.stdout.flush()
     sys.stderr.flush()
+    ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid:
-        launch_entry["monitor"] = {"pid": pid, "host": socket.gethostname(), "log": str(log_path)}
-        log_launch(results_dir, launch_entry, update=True)
+        os.close(ready_w)
+        os.read(ready_r, 1)  # the child has recorded itself in sweep.json (or died: EOF)
+        os.close(ready_r)
         print(f"detached: local queue running in process {pid} (log {log_path}); "
               f"follow with: python -m sweeper.status {results_dir}", flush=True)
         return
     code = 0
     try:
+        os.close(ready_r)
         os.setsid()
         fd = os.open(str(log_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -486,6 +494,9 @@ def _detach_local(backend, jobs, make_fn, launch_entry, results_dir: Path, total
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         launch_entry["monitor"] = {"pid": os.getpid(), "host": socket.gethostname(), "log": str(log_path)}
+        _save(launch_entry)
+        os.write(ready_w, b"1")
+        os.close(ready_w)
         monitor = watch(backend, jobs, make_fn, launch_entry, results_dir, total, float(params.get("poll_s", 2.0)))
         print(f"sweep done: {monitor.ok} ok, {len(monitor.failed)} failed", flush=True)
     except BaseException:  # noqa: BLE001
