@@ -40,3 +40,6 @@ slurm-down:
 	bash scripts/slurm-local.sh down
 bench-chunking:
 	$(PY) scripts/bench_chunking.py
+
+bench-pack:  ## packed adapters throughput; qlora/lora/full memory on SmolLM2
+	$(PY) scripts/bench_pack.py

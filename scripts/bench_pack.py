@@ -1,0 +1,310 @@
+"""Benchmark: K LoRA points packed on one base vs one after another vs one process each; and the
+peak memory of QLoRA vs LoRA vs full fine-tuning on SmolLM2-135M. CPU; prints a markdown snippet.
+
+    .venv/bin/python scripts/bench_pack.py                # ~10 min on 2 cores
+    .venv/bin/python scripts/bench_pack.py --quick        # smoke run, ~3 min
+
+Throughput = training examples (K x steps x batch) / wall seconds of the whole mode, each mode in
+fresh processes (imports, model builds, data loading and evaluation included: what a sweep pays),
+and / training-loop seconds only (records' cost.train_seconds). Memory runs each method in its own
+process: peak RSS of the training phase (after the model is built), and the whole point's peak.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DATASETS = ["fortune_art_vs_rest", "fortune_computers_vs_rest", "fortune_cookie_vs_rest", "fortune_food_vs_rest",
+            "fortune_kids_vs_rest", "fortune_law_vs_rest", "fortune_linux_vs_rest", "fortune_love_vs_rest"]
+
+
+# ---------------------------------------------------------------- configs
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def point_overrides(args, model: str, i: int, results: str) -> list[str]:
+    steps, length = (args.smol_steps, args.smol_length) if model == "smollm2" else (args.tiny_steps, args.tiny_length)
+    return [f"dataset={DATASETS[i % len(DATASETS)]}", f"model={model}", "method=lora", f"train.max_steps={steps}",
+            f"train.batch_size={args.batch}", f"train.max_length={length}", f"train.eval_size={args.eval_size}",
+            f"train.threads={args.threads}", "train.save_adapter=false", f"sweeper.results_dir={results}"]
+
+
+# ---------------------------------------------------------------- child modes (one process each)
+def child_packed(args) -> dict:
+    from sweeper.pack import run_packed
+
+    cfgs = [compose(point_overrides(args, args.model, i, args.results)) for i in range(args.k)]
+    return summarise(run_packed(cfgs))
+
+
+def child_sequential(args) -> dict:
+    from sweeper.worker import run_point
+
+    indices = range(args.k) if args.index is None else [args.index]
+    return summarise([run_point(compose(point_overrides(args, args.model, i, args.results))) for i in indices])
+
+
+def summarise(records: list[dict]) -> dict:
+    bad = [r.get("error") for r in records if r["status"] != "ok"]
+    if bad:
+        raise SystemExit(f"bench point failed: {bad[0]}")
+    return {"examples": sum(r["max_steps"] * r["config"]["train"]["batch_size"] for r in records),
+            "train_seconds": sum(r["cost"]["train_seconds"] for r in records),
+            "peak_mb": max(r["cost"]["peak_memory_mb"] for r in records)}
+
+
+def memory_cfg(args):
+    overrides = [o for o in point_overrides(args, "smollm2", 1, args.results) if not o.startswith("method=")]
+    return compose(overrides + [f"method={args.method}"])
+
+
+class AnonPeak:
+    """Peak anonymous resident memory (statm resident - shared), sampled every 10 ms. Anonymous, not
+    RSS: from_pretrained maps the safetensors file, and a file page qlora has read stays resident
+    (counted in RSS) after the float32 tensor on it is freed."""
+
+    def __init__(self):
+        self.peak, self._stop = self.now(), threading.Event()
+
+    @staticmethod
+    def now() -> int:
+        with open("/proc/self/statm") as f:
+            fields = f.read().split()
+        return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
+
+    def _run(self):
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self.now())
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.now())
+
+
+def release_freed_memory() -> None:
+    # glibc keeps freed blocks (e.g. the float32 weights qlora replaced) in its heap; trim so that
+    # "memory once built" is what is alive, not what was once allocated.
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def child_memory(args) -> dict:
+    """One method on SmolLM2, training phase, nothing else run in this process before: anonymous
+    memory above the bare process (imports and data done) once the model is built, and its peak
+    while training."""
+    import gc
+
+    from sweeper.data import load_splits
+    from sweeper.methods import build_method
+    from sweeper.models import build_model, count_parameters
+    from sweeper.train import train
+    from sweeper.worker import encode_splits, setup_runtime
+
+    cfg = memory_cfg(args)
+    device, autocast = setup_runtime(cfg.train)
+    splits = load_splits(cfg.dataset)
+    release_freed_memory()
+    bare = AnonPeak.now()
+    model, tokenizer = build_model(cfg.model, "classification", 2)
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        tensor.data = tensor.data.clone()  # off the file mapping: every method's weights in anonymous memory
+    method = build_method(cfg.method, cfg.model, "classification")
+    model = method.wrap(model)
+    train_enc, _ = encode_splits(splits, tokenizer, cfg.train, "classification")
+    release_freed_memory()
+    built = AnonPeak.now()
+    weights = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+    with AnonPeak() as memory, tempfile.TemporaryDirectory() as run_dir:
+        result = train(model, method, train_enc, "classification", tokenizer.pad_token_id, cfg.train,
+                       Path(run_dir), device, autocast)
+    mb = 2**20
+    return {"method": args.method, "trainable": count_parameters(model)[0], "weights_mb": round(weights / mb, 1),
+            "built_mb": round((built - bare) / mb, 1), "train_peak_mb": round((memory.peak - bare) / mb, 1),
+            "s_per_step": round(result.train_seconds / result.steps, 3)}
+
+
+def child_memory_point(args) -> dict:
+    """The same method as a whole grid point (run_point): the record's peak_memory_mb (process RSS)."""
+    from sweeper.worker import run_point
+
+    record = run_point(memory_cfg(args))
+    if record["status"] != "ok":
+        raise SystemExit(f"bench point failed: {record['error']}")
+    return {"point_peak_mb": record["cost"]["peak_memory_mb"]}
+
+
+# ---------------------------------------------------------------- parent
+def run_child(args, mode: str, **extra) -> tuple[dict, float]:
+    cmd = [sys.executable, __file__, "--child", mode, "--k", str(args.k), "--threads", str(args.threads),
+           "--batch", str(args.batch), "--eval-size", str(args.eval_size), "--tiny-steps", str(args.tiny_steps),
+           "--smol-steps", str(args.smol_steps), "--tiny-length", str(args.tiny_length),
+           "--smol-length", str(args.smol_length)]
+    for key, value in extra.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1]), wall
+
+
+def throughput(args, model: str, tmp: Path) -> dict:
+    packed, packed_wall = run_child(args, "packed", model=model, results=tmp / f"{model}-packed")
+    seq, seq_wall = run_child(args, "sequential", model=model, results=tmp / f"{model}-seq")
+    each_wall, each_train = 0.0, 0.0
+    for i in range(args.k):
+        one, wall = run_child(args, "sequential", model=model, results=tmp / f"{model}-each", index=i)
+        each_wall += wall
+        each_train += one["train_seconds"]
+    n = packed["examples"]
+    return {"model": model, "examples": n,
+            "e2e": {"packed": n / packed_wall, "sequential": n / seq_wall, "each": n / each_wall},
+            "loop": {"packed": n / packed["train_seconds"], "sequential": n / seq["train_seconds"], "each": n / each_train},
+            "peak_mb": {"packed": packed["peak_mb"], "sequential": seq["peak_mb"]}}
+
+
+def warm_data_cache() -> None:
+    from sweeper.data import load_splits
+    from sweeper.models import smollm2_dir
+
+    for name in DATASETS:
+        load_splits(compose([f"dataset={name}"]).dataset)
+    smollm2_dir()  # converts the GGUF once if the cache is missing
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import bitsandbytes
+    import torch
+
+    return (f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; "
+            f"torch {torch.__version__}, bitsandbytes {bitsandbytes.__version__}")
+
+
+def markdown(args, rows: list[dict], memory: list[dict], header: str, seconds: float) -> str:
+    argv = " ".join(sys.argv[1:])
+    out = [f"### Packed adapters and QLoRA memory (`scripts/bench_pack.py`)", "",
+           f"Command: `.venv/bin/python scripts/bench_pack.py{' ' + argv if argv else ''}` ({seconds / 60:.1f} min)  ",
+           f"Machine: {header}; torch threads {args.threads} per process", ""]
+    if rows:
+        out += [f"K={args.k} LoRA points (8 fortune datasets, r=8, batch {args.batch}, eval {args.eval_size} rows); "
+                "examples/s = K x steps x batch / seconds. *End to end*: wall time of the mode (fresh processes: imports, "
+                "model builds, data, evaluation). *Loop*: training-loop seconds only.", "",
+                "| model | steps x len | mode | e2e ex/s | loop ex/s | packed speed-up e2e | loop | peak MB |",
+                "|---|---|---|---|---|---|---|---|"]
+        for row in rows:
+            steps, length = ((args.smol_steps, args.smol_length) if row["model"] == "smollm2"
+                             else (args.tiny_steps, args.tiny_length))
+            for mode, label in (("packed", f"packed (1 pass, K={args.k})"), ("sequential", "one after another, 1 process"),
+                                ("each", "one process each")):
+                e2e, loop = row["e2e"][mode], row["loop"][mode]
+                ratio = "" if mode == "packed" else f"{row['e2e']['packed'] / e2e:.2f}x"
+                ratio_loop = "" if mode == "packed" else f"{row['loop']['packed'] / loop:.2f}x"
+                peak = row["peak_mb"].get(mode, "")
+                out.append(f"| {row['model']} | {steps} x {length} | {label} | {e2e:.1f} | {loop:.1f} | {ratio} | "
+                           f"{ratio_loop} | {peak} |")
+        out.append("")
+    if memory:
+        out += [f"SmolLM2-135M classification, batch {args.batch} x {args.smol_length} tokens, {args.smol_steps} steps, "
+                "AdamW, float32 compute. *Memory* columns: anonymous "
+                "resident memory above the bare process (imports and data loaded), weights copied off the safetensors "
+                "mapping; *whole point*: the record's peak_memory_mb (process RSS of run_point, including the float32 "
+                "load that qlora then quantises and file pages that stay mapped):", "",
+                "| method | trainable params | weights MB | memory once built MB | peak memory training MB | peak RSS whole point MB | s/step |",
+                "|---|---|---|---|---|---|---|"]
+        for m in memory:
+            out.append(f"| {m['method']} | {m['trainable']:,} | {m['weights_mb']} | {m['built_mb']} | {m['train_peak_mb']} | "
+                       f"{m['point_peak_mb']} | {m['s_per_step']} |")
+        full = next((m for m in memory if m["method"] == "full"), None)
+        if full:
+            out += ["", "Training-phase peak relative to full: " + ", ".join(
+                f"{m['method']} {m['train_peak_mb'] / full['train_peak_mb']:.2f}" for m in memory)]
+    return "\n".join(out)
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--eval-size", type=int, default=32)
+    p.add_argument("--tiny-steps", type=int, default=20)
+    p.add_argument("--tiny-length", type=int, default=64)
+    p.add_argument("--smol-steps", type=int, default=3)
+    p.add_argument("--smol-length", type=int, default=32)
+    p.add_argument("--models", default="tiny_llama,smollm2")
+    p.add_argument("--memory-methods", default="full,lora,qlora", help="empty to skip the memory table")
+    p.add_argument("--quick", action="store_true", help="K=4, fewer steps: a smoke run")
+    # child-process options
+    p.add_argument("--child", choices=["packed", "sequential", "memory", "memory_point"])
+    p.add_argument("--model")
+    p.add_argument("--results")
+    p.add_argument("--index", type=int)
+    p.add_argument("--method")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.k, args.tiny_steps, args.smol_steps = 4, 6, 2
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(argv if argv is not None else sys.argv[1:])
+    if args.child:
+        import logging
+        logging.disable(logging.WARNING)
+        child = {"packed": child_packed, "sequential": child_sequential, "memory": child_memory,
+                 "memory_point": child_memory_point}[args.child]
+        print(json.dumps(child(args)))
+        return 0
+    start = time.perf_counter()
+    header = machine()
+    warm_data_cache()
+    rows, memory = [], []
+    with tempfile.TemporaryDirectory(prefix="bench_pack-") as tmp:
+        for model in [m for m in args.models.split(",") if m]:
+            rows.append(throughput(args, model, Path(tmp)))
+            print(f"# {model}: done", file=sys.stderr)
+        for method in [m for m in args.memory_methods.split(",") if m]:
+            row = run_child(args, "memory", method=method, results=Path(tmp) / f"mem-{method}")[0]
+            row.update(run_child(args, "memory_point", method=method, results=Path(tmp) / f"mem-point-{method}")[0])
+            memory.append(row)
+            print(f"# memory {method}: done", file=sys.stderr)
+    print(markdown(args, rows, memory, header, time.perf_counter() - start))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
