@@ -74,7 +74,7 @@ def load_spec(name: str) -> dict:
     import yaml  # specs are plain YAML; OmegaConf.load is 20x slower for the same dict
 
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        spec = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise DatasetError(name, f"unreadable spec {path}: {type(e).__name__}: {e}") from None
     if not isinstance(spec, dict):
