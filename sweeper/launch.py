@@ -208,6 +208,9 @@ class LocalQueue:
                       MKL_NUM_THREADS=threads, TOKENIZERS_PARALLELISM="false"):
             return self.executor.submit(fn)
 
+    def ended(self, job) -> bool:
+        return job.done()
+
     def lost_reason(self, job) -> str:
         return f"job {job.job_id} (local) ended without a result; see {job.paths.stderr}"
 
@@ -261,13 +264,34 @@ class SlurmArrays:
                 f"{p.get('cpus_per_task', 1)} cpu(s)/task, at most {self.array_size} tasks per array")
 
     def submit_all(self, fns: Sequence[PointsJob]) -> list:
+        self._submitted, self._squeue_at, self._queued = time.time(), 0.0, set()
         jobs = []
         for start in range(0, len(fns), self.array_size):
             jobs.extend(self.executor.submit_array(list(fns[start : start + self.array_size])))
         return jobs
 
+    def ended(self, job) -> bool:
+        """Result file, or a final state in sacct; without accounting (state UNKNOWN), a job that
+        squeue no longer lists a minute after submission has ended too (else we would wait forever)."""
+        if job.done():
+            return True
+        if job.state.upper() != "UNKNOWN" or time.time() - self._submitted < 60:
+            return False
+        if time.time() - self._squeue_at > 30:
+            try:
+                out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                return False
+            if out.returncode != 0:
+                return False
+            self._queued, self._squeue_at = set(out.stdout.split()), time.time()
+        array = str(job.job_id).split("_")[0]  # a pending array shows as 123_[4-9%2]
+        return job.job_id not in self._queued and not any(q.startswith(array + "_[") for q in self._queued)
+
     def lost_reason(self, job) -> str:
-        state = job.state if job.state not in ("", None) else "UNKNOWN"
+        state = job.state
+        if state.upper() == "UNKNOWN":
+            return f"job {job.job_id} left the queue without a result (state unknown: is SLURM accounting on?)"
         return f"job {job.job_id} {state}"
 
 
@@ -315,7 +339,7 @@ class Monitor:
     def settle(self, run: Running) -> bool:
         """True once `run`'s job is over and each of its points is reported (lost ones get a record)."""
         job = run.job
-        if not job.done():
+        if not self.backend.ended(job):
             return False
         self.check_records(run.points)
         missing = [p for p in run.points if p.idx not in self.reported]

@@ -83,3 +83,41 @@ def test_two_workers_get_distinct_slots_and_the_cap_holds(tmp_path):
     assert max_overlap(intervals) <= 2
     sweep = json.loads((tmp_path / "results" / "sweep.json").read_text())
     assert sweep["launches"][0]["counts"]["to_run"] == 3 and len(sweep["launches"][0]["jobs"]) == 3
+
+
+# ---------------------------------------------------------------- the SLURM backend, without a cluster
+def slurm_backend(tmp_path, **params):
+    from omegaconf import OmegaConf
+
+    from sweeper.launch import SlurmArrays
+
+    return SlurmArrays(tmp_path / "%j", OmegaConf.create({"timeout_min": 30, "max_array_size": 4, **params}))
+
+
+def test_slurm_options_reach_the_sbatch_script(tmp_path):
+    backend = slurm_backend(tmp_path, partition="gpu", cpus_per_task=4, gpus_per_task=1, mem_gb=8, qos="high",
+                            account="lab", constraint="a100", array_parallelism=3, signal_delay_s=120,
+                            additional_parameters={"mail-type": "END"}, setup=["module load cuda"])
+    script = backend.executor._make_submission_file_text("CMD", "uid")
+    for line in ["#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=4", "#SBATCH --gpus-per-task=1",
+                 "#SBATCH --mem=8GB", "#SBATCH --qos=high", "#SBATCH --account=lab", "#SBATCH --constraint=a100",
+                 "#SBATCH --time=30", "#SBATCH --signal=USR2@120", "#SBATCH --mail-type=END", "module load cuda",
+                 "export SWEEPER_THREADS=4 OMP_NUM_THREADS=4"]:
+        assert line in script, line
+
+
+def test_slurm_grid_larger_than_max_array_size_is_split(tmp_path, monkeypatch):
+    backend = slurm_backend(tmp_path)
+    arrays = []
+    monkeypatch.setattr(backend.executor, "submit_array", lambda fns: arrays.append(list(fns)) or list(fns))
+    assert backend.submit_all(list(range(10))) == list(range(10))
+    assert [len(a) for a in arrays] == [4, 4, 2]
+
+
+def test_max_array_size_comes_from_scontrol(monkeypatch):
+    from sweeper import launch
+
+    fake = subprocess.CompletedProcess([], 0, stdout="KillWait = 5 sec\nMaxArraySize            = 1001\n")
+    monkeypatch.setattr(launch.subprocess, "run", lambda *a, **k: fake)
+    assert launch.max_array_size() == 1001
+    assert launch.max_array_size(50) == 50
