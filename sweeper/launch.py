@@ -39,10 +39,9 @@ from typing import Any, Callable, Sequence
 import submitit
 from omegaconf import OmegaConf, open_dict
 
-from .worker import summary_line  # noqa: E402  (imports torch: the launcher plans with run ids anyway)
-
 from .sweep import (Point, chunked, log_launch, mark_started, new_launch, plan, plan_message, read_existing, summarize,
                     write_lost_record)
+from .worker import summary_line  # imports torch: the launcher needs run ids (worker.run_dir_of) anyway
 
 # ---------------------------------------------------------------- stop requests inside a job
 _STOP = {"requeue": False, "term": False}
@@ -478,8 +477,9 @@ def launch(kind: str, params: Any, hydra_context, task_function, config, job_ove
             t0 = time.time()
             launch_entry["monitor"] = {"pid": os.getpid(), "host": socket.gethostname(), "log": None}
             monitor = watch(backend, jobs, make_fn, launch_entry, results_dir, len(to_run), float(params.get("poll_s", 2.0)))
+            failed = {q.idx for q, _ in monitor.failed}
             for p in to_run:
-                finals[p.idx] = "failed" if any(q.idx == p.idx for q, _ in monitor.failed) else "ok"
+                finals[p.idx] = "failed" if p.idx in failed else "ok"
             print(f"sweep done in {time.time() - t0:.0f}s: {monitor.ok} ok, {len(monitor.failed)} failed"
                   + (f" (sweeper.retry_failed=true re-runs them)" if monitor.failed else "")
                   + f"; python -m sweeper.collect {results_dir}", flush=True)
