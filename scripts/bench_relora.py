@@ -167,6 +167,8 @@ def main(argv=None) -> int:
           f"({unk:.1%} of eval tokens are UNK).")
     for name, extra in per_method.items():
         print(f"- {name}: `{' '.join(extra)}`")
+    print(f"\nAll rows start from the same weights and see the same batches at train.lr; ReLoRA's LoRA phase runs at "
+          f"train.lr * method.lr_multiplier ({m.method.lr_multiplier}), as in the paper.")
     print(f"\n{table(results)}\n\nReLoRA / full perplexity ratio: {ratio:.3f}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"args": vars(a), "shared": shared, "methods": per_method,
