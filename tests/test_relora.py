@@ -194,6 +194,8 @@ def test_loss_keeps_falling_across_three_restarts(make_cfg, lm_data, tmp_path):
     summary = method.summary()
     assert summary["merges"] == 3 and len(summary["lr_schedule"]) == 48
     assert summary["lr_schedule"][12] == 0.0 and summary["lr_schedule"][24] == 0.0
+    base = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n and "original_module" not in n)
+    assert 0 < summary["low_rank_trainable"] < base
 
 
 CLASSIFY_TEXTS = ["the cat sat on the mat", "a dog ran in the park", "stocks fell sharply today",

@@ -163,6 +163,14 @@ class ReLoRA(LoRA):
         # A saved PEFT adapter would be wrong for ReLoRA: the merges live in the base weights.
         return False
 
+    def wrap(self, model):
+        model = super().wrap(model)
+        # The record's params.trainable is counted right after wrap, i.e. in the warm start when there
+        # is one; this is the count of the ReLoRA phase (LoRA factors + full-rank modules_to_save).
+        self.low_rank_trainable = sum(p.numel() for n, p in model.named_parameters()
+                                      if "lora_" in n or "modules_to_save" in n)
+        return model
+
     def is_merge_step(self, done: int, max_steps: int) -> bool:
         """Merge after optimizer step number `done` (1-based)? Not at the very end: no restart follows."""
         past_warm = done - self.warm_start_steps
@@ -197,7 +205,8 @@ class ReLoRA(LoRA):
     def summary(self):
         out = {"merges": self.merges, "warm_start_steps": self.warm_start_steps, "merge_every": self.merge_every,
                "restart_warmup_steps": self.restart_warmup_steps, "optimizer_reset": self.optimizer_reset,
-               "prune_ratio": self.prune_ratio, "lr_multiplier": self.lr_multiplier}
+               "prune_ratio": self.prune_ratio, "lr_multiplier": self.lr_multiplier,
+               "low_rank_trainable": getattr(self, "low_rank_trainable", None)}
         if self._schedule_args is not None:
             # The LR of every step (4 significant digits): metrics.jsonl logs it only every
             # train.log_every steps, too coarse to see restart warmups of a few steps.
