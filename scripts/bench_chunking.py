@@ -66,7 +66,7 @@ def run_mode(root: Path, points: int, chunk: int, workers: int, steps: int) -> d
     ok = [r for r in records if r["status"] == "ok"]
     train = sum(r["cost"]["train_seconds"] for r in ok)
     return {"chunk": chunk, "jobs": -(-points // chunk), "points": len(records), "ok": len(ok), "wall": wall,
-            "train": train, "point_wall": sum(r["wall_seconds"] for r in ok), "cpu": cpu}
+            "train": train, "point_wall": sum(r["wall_seconds"] for r in ok), "cpu": cpu, "load": os.getloadavg()[0]}
 
 
 def main() -> None:
@@ -83,16 +83,15 @@ def main() -> None:
             row = run_mode(Path(tmp), args.points, chunk, args.workers, args.steps)
             rows.append(row)
             print(f"chunk={chunk}: {row['ok']}/{row['points']} ok in {row['wall']:.1f}s", file=sys.stderr, flush=True)
-    load = os.getloadavg()[0]
     print(f"\n### Chunking: {args.points} points, one process per point vs {args.chunk} per process\n")
     print(f"Local queue, {args.workers} workers x 1 thread, tiny LSTM + LoRA, {args.steps} steps, 50 test examples; "
-          f"{os.cpu_count()} cores, load average {load:.1f} at the end. `make bench-chunking`.\n")
+          f"{os.cpu_count()} cores. `make bench-chunking`.\n")
     print("| points per job | jobs | sweep wall (s) | sum of train_seconds (s) | wall / train | "
-          "sum of point wall (s) | CPU, whole tree (s) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+          "sum of point wall (s) | CPU, whole tree (s) | load avg at end |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['chunk']} | {r['jobs']} | {r['wall']:.1f} | {r['train']:.1f} | {r['wall'] / max(r['train'], 1e-9):.0f}x "
-              f"| {r['point_wall']:.1f} | {r['cpu']:.1f} |")
+              f"| {r['point_wall']:.1f} | {r['cpu']:.1f} | {r['load']:.1f} |")
     speedup = rows[0]["wall"] / rows[1]["wall"]
     print(f"\nChunking by {args.chunk} makes the sweep {speedup:.1f}x faster in wall time and uses "
           f"{rows[0]['cpu'] / max(rows[1]['cpu'], 1e-9):.1f}x less CPU: each process pays the imports "
