@@ -409,7 +409,7 @@ def watch(backend, jobs: list[list[Point]], make_fn: Callable[[list[Point]], Poi
             ids = sorted({str(r.job.job_id).split("_")[0] for r in active})
             print(f"\ninterrupted: the SLURM jobs keep running (scancel {' '.join(ids)} stops them); "
                   f"python -m sweeper.status {results_dir}", flush=True)
-        raise
+        raise SystemExit(130) from None  # no traceback: the message says it all
     return monitor
 
 
