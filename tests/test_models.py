@@ -69,3 +69,17 @@ def test_full_trains_everything():
     model = build_method(cfg.method, cfg.model, "classification").wrap(model)
     trainable, total = count_parameters(model)
     assert trainable == total
+
+
+def test_lora_warm_start_switches_phase_and_counts_the_adapter():
+    cfg = compose_cfg("model=tiny_llama", "method=lora", "method.warm_start_steps=2")
+    model, _ = build_model(cfg.model, "classification", 2)
+    method = build_method(cfg.method, cfg.model, "classification")
+    model = method.wrap(model)
+    low_rank, total = count_parameters(model)
+    assert low_rank < 0.25 * total and not method.is_peft()  # the adapter alone would miss the warm start
+    method.before_step(0, model)
+    assert count_parameters(model)[0] > 0.9 * total - low_rank
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
+    method.before_step(2, model)
+    assert count_parameters(model)[0] == low_rank

@@ -72,7 +72,8 @@ class LoRA(Method):
         self._full_rank = False
 
     def is_peft(self) -> bool:
-        return True
+        # A warm start changes the base weights: the adapter alone would not reproduce the model.
+        return self.warm_start_steps == 0
 
     def wrap(self, model):
         from peft import get_peft_model
@@ -81,7 +82,8 @@ class LoRA(Method):
         check_rank_fits(model, self.cfg.r)
         self._lora_params = [p for n, p in model.named_parameters() if "lora_" in n]
         self._base_params = [p for n, p in model.named_parameters() if not p.requires_grad]
-        self._set_phase(full_rank=self.warm_start_steps > 0)
+        # Left in the low-rank phase, so the record's trainable count is the adapter's;
+        # before_step(0) switches a warm-started run to full rank.
         return model
 
     def _set_phase(self, full_rank: bool) -> None:
@@ -92,11 +94,11 @@ class LoRA(Method):
             p.requires_grad_(not full_rank)
 
     def optimizer_parameters(self, model):
-        # Base weights are included only when a warm start trains them; AdamW skips grad-less params.
-        params = [p for p in model.parameters() if p.requires_grad]
+        # With a warm start the optimizer holds every weight from the start (it never gets new
+        # parameter objects); AdamW skips those without a gradient in the current phase.
         if self.warm_start_steps > 0:
-            params += [p for p in self._lora_params if not p.requires_grad]
-        return params
+            return list(model.parameters())
+        return [p for p in model.parameters() if p.requires_grad]
 
     def before_step(self, step, model):
         # Checked every step (cheap), so a run resumed past the warm start lands in the right phase.
