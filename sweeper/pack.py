@@ -60,6 +60,8 @@ def pack_key(cfg: DictConfig) -> str | None:
     if model.get("source") == "config":
         shared_train["seed"] = train.get("seed")  # a randomly initialised base depends on the seed
     shared_method = {k: v for k, v in method.items() if k not in PER_POINT_METHOD_KEYS}
+    if method.get("quantize") == "targets":
+        shared_method["target_modules"] = method.get("target_modules")  # they decide which base layers are 4-bit
     return json.dumps([task, model, shared_method, shared_train], sort_keys=True, default=str)
 
 

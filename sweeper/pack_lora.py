@@ -59,6 +59,14 @@ def lora_dropout(x: torch.Tensor, p: float, width: int, generator: torch.Generat
     return torch.cat([head * noise.div_(1 - p), x[:, width:]], dim=1)
 
 
+def split_rows(x: torch.Tensor, ctx: PackContext) -> tuple[torch.Tensor, ...]:
+    """x's rows (dim 0) per slice of the pack context."""
+    sizes = [s.rows for s in ctx.slices]
+    if sum(sizes) != x.shape[0]:
+        raise RuntimeError(f"pack context covers {sum(sizes)} rows, the batch has {x.shape[0]}")
+    return x.split(sizes, dim=0)
+
+
 class MultiLoRALinear(nn.Module):
     """A LoRA target holding K adapters: base(x) once, plus adapter k's delta on its rows."""
 
@@ -76,20 +84,18 @@ class MultiLoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         result = self.base(x, *args, **kwargs)
-        deltas, start = [], 0
-        for s in self.ctx.slices:
-            xs = x[start : start + s.rows]
-            start += s.rows
+        deltas = []
+        # split, not K slices: the backward of one split is one cat; K slices would each scatter into
+        # a zero tensor the size of the whole batch (K^2 work, measured 15% of a K=8 step).
+        for s, xs in zip(self.ctx.slices, split_rows(x, self.ctx)):
             adapter = self.meta.get(s.key)
             if adapter is None:  # this point has no LoRA on this layer
-                deltas.append(torch.zeros(result[start - s.rows : start].shape, dtype=result.dtype, device=result.device))
+                deltas.append(torch.zeros((*xs.shape[:-1], result.shape[-1]), dtype=result.dtype, device=result.device))
                 continue
             xs = xs.to(adapter.lora_A.weight.dtype)
             if self.training:
                 xs = lora_dropout(xs, adapter.dropout, s.width, adapter.generator)
             deltas.append((adapter.lora_B(adapter.lora_A(xs)) * adapter.scaling).to(result.dtype))
-        if start != x.shape[0]:
-            raise RuntimeError(f"pack context covers {start} rows, the batch has {x.shape[0]}")
         return result + torch.cat(deltas, dim=0)
 
 
@@ -106,11 +112,10 @@ class SlicedModules(nn.Module):
         self.copies[str(key)] = module
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        outs, start = [], 0
-        for s in self.ctx.slices:
+        outs = []
+        for s, xs in zip(self.ctx.slices, split_rows(x, self.ctx)):
             module = self.copies[str(s.key)] if str(s.key) in self.copies else self.base
-            outs.append(module(x[start : start + s.rows], *args, **kwargs))
-            start += s.rows
+            outs.append(module(xs, *args, **kwargs))
         width = max(o.shape[-1] for o in outs)
         if any(o.shape[-1] != width for o in outs):  # heads of different sizes (2 vs 5 labels): pad
             outs = [F.pad(o, (0, width - o.shape[-1])) for o in outs]
@@ -158,12 +163,17 @@ def share_frozen_weights(peft_model, shared: dict[str, nn.Parameter]) -> int:
     Returns the number of tensors shared."""
     count = 0
     for name, param in peft_model.base_model.model.named_parameters():
-        if param.requires_grad or "lora_" in name or "modules_to_save" in name or "original_module" in name:
+        if param.requires_grad or "lora_" in name or "modules_to_save" in name:
             continue
-        other = shared.get(name.replace(".base_layer", ""))
+        # PEFT keeps the untouched original of a module trained in full (a head, embeddings): shared
+        # when equal; a classification head legitimately differs (its own seed and label count).
+        original = ".original_module" in name
+        other = shared.get(name.replace(".base_layer", "").replace(".original_module", ""))
         if other is None or other.shape != param.shape or other.dtype != param.dtype:
             continue
         if not torch.equal(param.data, other.data.to(param.device)):
+            if original:
+                continue
             raise ValueError(f"frozen weight {name} differs from the pack's base (different seed for a randomly initialised model?)")
         param.data = other.data
         count += 1

@@ -97,12 +97,9 @@ def forward_losses(base, members, step: int, ctx: PackContext, pad_id: int, task
     batch = {k: v.to(device) for k, v in batch.items()}
     with autocast():
         logits = base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    losses, start = [], 0
-    for m, s in zip(members, ctx.slices):
-        rows = slice(start, start + s.rows)
-        losses.append(point_loss(own_logits(logits[rows], m.num_labels, task), batch["labels"][rows], task))
-        start += s.rows
-    return losses
+    sizes = [s.rows for s in ctx.slices]
+    return [point_loss(own_logits(lg, m.num_labels, task), lb, task)
+            for m, lg, lb in zip(members, logits.split(sizes), batch["labels"].split(sizes))]
 
 
 def optimizer_step(m, step: int, loss_value: float, lr: float) -> None:
