@@ -56,6 +56,8 @@ def pack_key(cfg: DictConfig) -> str | None:
         return None  # relora/full change the base; a warm start trains it
     if model.get("arch") == "lstm" or model.get("lora_target_parameters"):
         return None  # LoRA on target_parameters (LSTM weights) is not an nn.Linear delta
+    if method.get("gradient_checkpointing"):
+        return None  # recomputation restores the global RNG, not each adapter's dropout generator
     shared_train = {k: v for k, v in train.items() if k not in PER_POINT_TRAIN_KEYS}
     if model.get("source") == "config":
         shared_train["seed"] = train.get("seed")  # a randomly initialised base depends on the seed
@@ -176,9 +178,14 @@ class Pack:
 
     # ------------------------------------------------------------ setup
     def load_data(self, m: Member) -> None:
-        from .data import load_splits
+        from .data import DatasetError, load_splits
 
-        m.splits = load_splits(m.cfg.dataset)
+        try:
+            m.splits = load_splits(m.cfg.dataset)
+        except DatasetError:
+            raise
+        except Exception as error:  # as run_point: an unforeseen data problem still names its dataset
+            raise DatasetError(str(m.cfg.dataset.name), f"{type(error).__name__}: {error}") from error
         m.num_labels = 0 if self.task == "lm" else m.splits["train"].features["label"].num_classes
 
     def build_base(self, m: Member) -> None:

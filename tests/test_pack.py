@@ -122,6 +122,8 @@ def test_can_pack_and_grouping(make_cfg):
     assert not can_pack(make_cfg(*SMALL, "dataset=wordnet_pos", "method=qlora", "method.quantize=targets"),
                         make_cfg(*SMALL, "dataset=wordnet_pos", "method=qlora", "method.quantize=targets",
                                  "method.target_modules=[q_proj]")), "targets decide which base layers are 4-bit"
+    assert not can_pack(qlora, make_cfg(*SMALL, "dataset=fortune_computers_vs_rest", "method=qlora",
+                                        "method.gradient_checkpointing=true"))
     smol = ("model=smollm2", "dataset=fortune_computers_vs_rest")
     assert can_pack(make_cfg(*smol), make_cfg(*smol, "train.seed=3")), "a pretrained base does not depend on the seed"
     cfgs = [make_cfg(*SMALL, f"dataset={d}") for d in ("fortune_art_vs_rest", "fortune_law_vs_rest", "fortune_kids_vs_rest")]

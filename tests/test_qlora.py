@@ -109,6 +109,16 @@ def test_qlora_points_pack_like_they_run_alone(make_cfg, tmp_path):
         assert a["metrics"]["eval_loss"] == pytest.approx(p["metrics"]["eval_loss"], abs=1e-5)
 
 
+def test_qlora_with_gradient_checkpointing_matches_without(make_cfg, tmp_path):
+    """Recomputing activations in backward changes memory, not the result (dropout RNG is restored)."""
+    torch.set_num_threads(1)
+    plain = run_point(make_cfg(*SMALL, "train.max_steps=3", f"sweeper.results_dir={tmp_path}/a"))
+    ckpt = run_point(make_cfg(*SMALL, "train.max_steps=3", "method.gradient_checkpointing=true",
+                              f"sweeper.results_dir={tmp_path}/b"))
+    assert plain["status"] == ckpt["status"] == "ok", (plain["error"], ckpt["error"])
+    assert ckpt["metrics"]["eval_loss"] == pytest.approx(plain["metrics"]["eval_loss"], abs=1e-5)
+
+
 def test_qlora_config_errors(make_cfg):
     with pytest.raises(MethodError, match="warm_start_steps"):
         build_method(make_cfg(*SMALL, "method.warm_start_steps=3").method, make_cfg(*SMALL).model, "classification")
