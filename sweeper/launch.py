@@ -91,12 +91,53 @@ class PointsJob(submitit.helpers.Checkpointable):
         requeue = _install_stop_handlers()
         job_id = _job_id()
         os.environ["SWEEPER_JOB_ID"] = job_id or ""
-        outcomes = []
-        for i, point in enumerate(self.points):
-            if _STOP["requeue"] and i > 0:
+        outcomes: list[dict[str, Any]] = []
+        for group in self._groups():
+            if _STOP["requeue"] and outcomes:
                 requeue()  # between points: nothing to checkpoint
-            outcomes.append(self._run_point(point, job_id, requeue))
+            if len(group) == 1:
+                outcomes.append(self._run_point(group[0], job_id, requeue))
+            else:
+                outcomes.extend(self._run_pack(group, job_id, requeue))
         return outcomes
+
+    def _groups(self) -> list[list[Point]]:
+        """Points one by one; with sweeper.pack=K, packable LoRA points of this job in packs of <= K."""
+        pack = int(self.config.get("sweeper", {}).get("pack") or 1)
+        if pack <= 1 or len(self.points) == 1:
+            return [[p] for p in self.points]
+        from .pack import group_points
+
+        cfgs = [self._task_config(p) for p in self.points]
+        return [[self.points[i] for i in idx] for idx in group_points(cfgs, size=pack)]
+
+    def _task_config(self, point: Point):
+        from hydra.core.hydra_config import HydraConfig
+
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(point.overrides))
+        with open_dict(config):
+            config.hydra.job.num = point.idx
+        HydraConfig.instance().set_config(config)
+        return OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+
+    def _run_pack(self, points: list[Point], job_id: str | None, requeue) -> list[dict[str, Any]]:
+        """K points on one shared base, one forward per step (sweeper.pack; docs/packing.md)."""
+        from .pack import run_packed
+        from .train import Interrupted
+
+        cfgs = [self._task_config(p) for p in points]
+        for p in points:
+            if p.run_dir is not None:
+                mark_started(p.run_dir, job_id)
+        while True:
+            try:
+                records = run_packed(cfgs, should_stop=stop_requested)
+                break
+            except Interrupted:  # checkpoints written; the next attempt resumes every member
+                if _STOP["requeue"]:
+                    requeue()
+                _STOP["term"] = False
+        return [{"idx": p.idx, "run_id": p.run_id, "status": r["status"]} for p, r in zip(points, records)]
 
     def _run_point(self, point: Point, job_id: str | None, requeue) -> dict[str, Any]:
         from hydra.core.utils import JobStatus, run_job
@@ -435,6 +476,7 @@ def launch(kind: str, params: Any, hydra_context, task_function, config, job_ove
     setup_globals()
     sweep_cfg = config.get("sweeper", OmegaConf.create({}))
     retry_failed, detach, chunk = bool(sweep_cfg.get("retry_failed")), bool(sweep_cfg.get("detach")), int(sweep_cfg.get("chunk") or 1)
+    chunk = max(chunk, int(sweep_cfg.get("pack") or 1))  # a pack trains inside one job: K points per job at least
     sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
     sweep_dir.mkdir(parents=True, exist_ok=True)
 

@@ -121,3 +121,14 @@ def test_max_array_size_comes_from_scontrol(monkeypatch):
     monkeypatch.setattr(launch.subprocess, "run", lambda *a, **k: fake)
     assert launch.max_array_size() == 1001
     assert launch.max_array_size(50) == 50
+
+
+def test_pack_trains_points_of_one_job_on_one_base(tmp_path):
+    """sweeper.pack=3 on the local queue: three datasets, one job, one pack; a bad rank fails alone."""
+    proc = run_sweep(tmp_path, "hydra/launcher=local", "hydra.launcher.workers=1", "model=tiny_llama",
+                     "dataset=fortune_computers_vs_rest,fortune_cookie_vs_rest,fortune_art_vs_rest",
+                     "method.r=2", "train.max_steps=3", "train.eval_size=32", "sweeper.pack=3")
+    records = [read_record(p) for p in iter_record_paths(tmp_path / "results")]
+    assert sorted(r["status"] for r in records) == ["ok"] * 3, proc.stdout[-2000:]
+    assert {r["pack"]["size"] for r in records} == {3}
+    assert len({r["worker"]["pid"] for r in records}) == 1, "a pack trains in one process"
