@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.launch import local_slots, visible_gpus
+from sweeper.backends import local_slots, visible_gpus
 from sweeper.records import iter_record_paths, read_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def test_two_workers_get_distinct_slots_and_the_cap_holds(tmp_path):
 def slurm_backend(tmp_path, **params):
     from omegaconf import OmegaConf
 
-    from sweeper.launch import SlurmArrays
+    from sweeper.backends import SlurmArrays
 
     return SlurmArrays(tmp_path / "%j", OmegaConf.create({"timeout_min": 30, "max_array_size": 4, **params}))
 
@@ -115,16 +115,16 @@ def test_slurm_grid_larger_than_max_array_size_is_split(tmp_path, monkeypatch):
 
 
 def test_max_array_size_comes_from_scontrol(monkeypatch):
-    from sweeper import launch
+    from sweeper import backends
 
     fake = subprocess.CompletedProcess([], 0, stdout="KillWait = 5 sec\nMaxArraySize            = 1001\n")
-    monkeypatch.setattr(launch.subprocess, "run", lambda *a, **k: fake)
-    assert launch.max_array_size() == 1001
-    assert launch.max_array_size(50) == 50
+    monkeypatch.setattr(backends.subprocess, "run", lambda *a, **k: fake)
+    assert backends.max_array_size() == 1001
+    assert backends.max_array_size(50) == 50
 
 
 def test_pack_trains_points_of_one_job_on_one_base(tmp_path):
-    """sweeper.pack=3 on the local queue: three datasets, one job, one pack; a bad rank fails alone."""
+    """sweeper.pack=3 on the local queue: three datasets, one job, one pack, one record each."""
     proc = run_sweep(tmp_path, "hydra/launcher=local", "hydra.launcher.workers=1", "model=tiny_llama",
                      "dataset=fortune_computers_vs_rest,fortune_cookie_vs_rest,fortune_art_vs_rest",
                      "method.r=2", "train.max_steps=3", "train.eval_size=32", "sweeper.pack=3")

@@ -104,11 +104,11 @@ def test_grid_is_one_job_array_and_collects(tmp_path):
 
 @pytest.fixture(scope="module")
 def disrupted(tmp_path_factory):
-    """A 2-task array: task 0 is preempted (USR2) mid-training, task 1 is cancelled (scancel)."""
+    """A 2-task array: task 1 is cancelled (scancel) at once, task 0 is preempted (USR2) mid-training."""
     root = tmp_path_factory.mktemp("disrupted")
     log = open(root / "launcher.log", "w")
     launcher = subprocess.Popen(sweep_cmd(root, "dataset=fortune_computers_vs_rest,fortune_art_vs_rest",
-                                          "method.r=2", "train.max_steps=150"),
+                                          "method.r=2", "train.max_steps=300"),
                                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
     try:
         jobs = wait_for(lambda: len(jobs_of(root)) == 2 and jobs_of(root), 120, "the array's submission")
@@ -118,11 +118,12 @@ def disrupted(tmp_path_factory):
             files = list(runs.glob(f"{dataset}-*/metrics.jsonl"))
             return files and len(files[0].read_text().splitlines()) >= 2
 
-        wait_for(lambda: training("fortune_computers_vs_rest"), 240, "task 0 to train")
-        subprocess.run(["scancel", "--signal=USR2", jobs["fortune_computers_vs_rest"]], check=True, timeout=30)
-        wait_for(lambda: training("fortune_art_vs_rest"), 240, "task 1 to train")
+        # Task 1 is cancelled as soon as it is submitted: on a quiet machine it could otherwise
+        # finish its few hundred LSTM steps before the test gets to it.
         cancelled_at = time.time()
         subprocess.run(["scancel", jobs["fortune_art_vs_rest"]], check=True, timeout=30)
+        wait_for(lambda: training("fortune_computers_vs_rest"), 240, "task 0 to train")
+        subprocess.run(["scancel", "--signal=USR2", jobs["fortune_computers_vs_rest"]], check=True, timeout=30)
         lost = wait_for(lambda: records(root).get("fortune_art_vs_rest"), 120, "the cancelled task's record")
         reported_s = time.time() - cancelled_at
         launcher.wait(timeout=420)
@@ -141,9 +142,9 @@ def test_preempted_task_resumes_from_its_checkpoint_with_equal_metrics(disrupted
     root, recs, _, _, output = disrupted
     resumed = recs["fortune_computers_vs_rest"]
     assert resumed["status"] == "ok", resumed.get("error")
-    assert 0 < resumed["train"]["resumed_from_step"] < 150, output[-2000:]
-    assert resumed["train"]["steps"] == 150
-    straight = run_point(make_cfg(*LSTM, "dataset=fortune_computers_vs_rest", "method.r=2", "train.max_steps=150"))
+    assert 0 < resumed["train"]["resumed_from_step"] < 300, output[-2000:]
+    assert resumed["train"]["steps"] == 300
+    straight = run_point(make_cfg(*LSTM, "dataset=fortune_computers_vs_rest", "method.r=2", "train.max_steps=300"))
     assert straight["status"] == "ok" and straight["train"]["resumed_from_step"] == 0
     assert resumed["metrics"] == straight["metrics"]
 
