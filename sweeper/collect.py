@@ -362,18 +362,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    missing = [p for p in args.paths if not Path(p).exists()]
+def load_for_cli(paths: list[str]) -> "pd.DataFrame | int":
+    """Records for a command-line reader, or its exit code (2: no such path, 1: no records yet)."""
+    missing = [p for p in paths if not Path(p).exists()]
     if missing:
         print(f"error: no such path: {', '.join(missing)}", file=sys.stderr)
         return 2
-    df = load_records(*args.paths, warn=False)
+    df = load_records(*paths, warn=False)
     if df.attrs["skipped"]:
         print(format_skipped(df.attrs["skipped"]), file=sys.stderr)
     if df.empty:
-        print(f"no records found under {', '.join(args.paths)} (sweep not started yet?)", file=sys.stderr)
+        print(f"no records found under {', '.join(paths)} (sweep not started yet?)", file=sys.stderr)
         return 1
+    return df
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    df = load_for_cli(args.paths)
+    if isinstance(df, int):
+        return df
     print(pivot_markdown(df))
     if not args.no_write:
         written = write_outputs(df, args.out or default_out_dir(args.paths))

@@ -316,16 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    missing = [p for p in args.paths if not Path(p).exists()]
-    if missing:
-        print(f"error: no such path: {', '.join(missing)}", file=sys.stderr)
-        return 2
-    df = collect.load_records(*args.paths, warn=False)
-    if df.attrs["skipped"]:
-        print(collect.format_skipped(df.attrs["skipped"]), file=sys.stderr)
-    if df.empty:
-        print(f"no records found under {', '.join(args.paths)}", file=sys.stderr)
-        return 1
+    df = collect.load_for_cli(args.paths)
+    if isinstance(df, int):
+        return df
     out = Path(args.out) if args.out else collect.default_out_dir(args.paths) / "report"
     written = write_report(df, out, tol=args.tie, run_ids=args.runs)
     print(f"report for {len(df)} runs written to {out}/:")
