@@ -176,8 +176,17 @@ class SlurmArrays:
         if state.upper() == "UNKNOWN":  # submitit's cached state may predate the end: ask sacct once more
             try:
                 state = job.get_info(mode="force").get("State") or state
-            except Exception:  # noqa: BLE001  no accounting: say so below
+            except Exception:  # noqa: BLE001  no accounting: said below
                 pass
-        if state.upper() == "UNKNOWN":
-            return f"job {job.job_id} left the queue without a result (state unknown: is SLURM accounting on?)"
-        return f"job {job.job_id} {state}"
+        if state.upper() != "UNKNOWN":
+            return f"job {job.job_id} {state}"
+        try:
+            out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", str(job.job_id), "-o", "JobID"],
+                                 capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            out = None
+        if out is not None and out.returncode == 0 and not out.stdout.strip():
+            # Accounting works but never saw this task: it left the pending array without starting,
+            # which only scancel does (SLURM keeps no record of a pending array task cancelled alone).
+            return f"job {job.job_id} CANCELLED before it started (removed from the pending array)"
+        return f"job {job.job_id} left the queue without a result (state unknown: is SLURM accounting on?)"

@@ -157,3 +157,25 @@ def test_cancelled_task_is_reported_failed_in_bounded_time(disrupted):
     assert reported_s < 90
     assert f"[FAILED] fortune_art_vs_rest lstm lora r=2: job {job} CANCELLED" in output
     assert recs["fortune_computers_vs_rest"]["status"] == "ok"  # the other task's record is intact
+
+
+def test_pending_array_task_cancelled_alone_is_named_cancelled():
+    """SLURM keeps no record of a pending array task cancelled on its own: not in squeue, scontrol
+    or sacct. The launcher must still say what happened, not 'state unknown'."""
+    from sweeper.backends import SlurmArrays
+
+    array = subprocess.run(["sbatch", "--parsable", "--array=0-1", "--begin=now+1hour", "-o", "/dev/null",
+                            "-J", "sweeper-test-pending", "--wrap", "true"],
+                           capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    try:
+        subprocess.run(["scancel", f"{array}_1"], check=True, timeout=30)
+
+        class Lost:  # what submitit knows of such a task: nothing
+            job_id, state = f"{array}_1", "UNKNOWN"
+
+            def get_info(self, mode):
+                return {}
+
+        assert SlurmArrays.lost_reason(None, Lost()) == f"job {array}_1 CANCELLED before it started (removed from the pending array)"
+    finally:
+        subprocess.run(["scancel", array], timeout=30)
