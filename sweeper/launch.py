@@ -19,7 +19,7 @@ How one grid point flows (the Hydra plugin in hydra_plugins/sweeper_launcher is 
      checkpoints at the end of the step and raises `Interrupted`; the job then lets submitit requeue
      it, and the new attempt resumes from `<run_dir>/checkpoint`. SIGTERM (scontrol requeue,
      scancel) also checkpoints, then training goes on until SLURM kills the job.
-  5. The launcher watches record files and job states: it prints each point as it finishes (failures
+  5. The launcher watches record files and job states (sweeper.monitor): it prints each point as it finishes (failures
      at once) and writes a `failed` record ("job <id> CANCELLED by 0") for a point whose job died
      without one, as soon as SLURM accounting (or the local process) says the job is gone.
 """
@@ -30,17 +30,15 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import submitit
 from omegaconf import OmegaConf, open_dict
 
-from .backends import LocalQueue, Slot, SlurmArrays
-from .sweep import (Point, chunked, log_launch, mark_started, new_launch, plan, plan_message, read_existing, summarize,
-                    write_lost_record)
-from .worker import summary_line  # imports torch: the launcher needs run ids (worker.run_dir_of) anyway
+from .backends import LocalQueue, SlurmArrays
+from .monitor import Running, log_jobs, save_launch, watch
+from .sweep import Point, chunked, mark_started, new_launch, plan, plan_message, summarize
 
 # ---------------------------------------------------------------- stop requests inside a job
 _STOP = {"requeue": False, "term": False}
@@ -171,136 +169,6 @@ def _job_id() -> str | None:
         return None
 
 
-# ---------------------------------------------------------------- watching
-@dataclass
-class Running:
-    job: Any
-    points: list[Point]
-    slot: Slot | None = None
-    gone_since: float | None = None  # when SLURM first said the job ended, no result file yet
-
-
-@dataclass
-class Monitor:
-    """Reports points as their records appear; settles jobs that ended."""
-
-    total: int
-    backend: Any
-    grace_s: float = 10.0  # a job the scheduler says ended gets this long for its result file to show
-    reported: set = field(default_factory=set)
-    ok: int = 0
-    failed: list = field(default_factory=list)
-
-    def check_records(self, points: Sequence[Point]) -> None:
-        for p in points:
-            if p.run_dir is None or p.idx in self.reported:
-                continue
-            path = p.run_dir / "record.json"
-            try:
-                fresh = path.stat().st_mtime >= p.since
-            except OSError:
-                continue
-            record = read_existing(p.run_dir) if fresh else None
-            if record is not None and record.get("status") in ("ok", "failed"):
-                self._report(p, record, summary_line(record))
-
-    def _report(self, point: Point, record: dict, line: str) -> None:
-        self.reported.add(point.idx)
-        if record.get("status") == "ok":
-            self.ok += 1
-        else:
-            self.failed.append((point, record.get("error")))
-        print(f"[{len(self.reported)}/{self.total}] {line}", flush=True)
-
-    def settle(self, run: Running) -> bool:
-        """True once `run`'s job is over and each of its points is reported (lost ones get a record)."""
-        job = run.job
-        if not self.backend.ended(job):
-            return False
-        self.check_records(run.points)
-        missing = [p for p in run.points if p.idx not in self.reported]
-        if not missing:
-            return True
-        completed = False
-        if job.paths.result_pickle.exists():
-            try:
-                outcomes = job.result()
-                completed = True
-                errors = [o.get("error") for o in outcomes if o.get("error")]
-                reason = f"job {job.job_id}: {errors[0]}" if errors else f"job {job.job_id} finished without a record"
-            except Exception as error:  # noqa: BLE001  the job raised (e.g. not requeued after a timeout)
-                lines = [line for line in str(error).splitlines() if line.strip()]
-                reason = f"job {job.job_id} failed: {lines[-1] if lines else type(error).__name__}"
-        else:
-            run.gone_since = run.gone_since or time.time()
-            if time.time() - run.gone_since < self.grace_s:
-                return False  # the result file may still be on its way (slow shared filesystem)
-            reason = self.backend.lost_reason(job)
-        for p in missing:
-            record = read_existing(p.run_dir) if completed and p.run_dir is not None else None
-            if record is not None:  # the job found it done already (another launch finished it)
-                self._report(p, record, summary_line(record))
-                continue
-            if write_lost_record(p, reason):
-                self.check_records([p])
-            if p.idx not in self.reported:  # no config or no record could be written: report anyway
-                self._report(p, {"status": "failed", "error": reason}, f"[FAILED] {p.label}: {reason}")
-        return True
-
-
-def watch(backend, jobs: list[list[Point]], make_fn: Callable[[list[Point]], PointsJob], launch: dict,
-          results_dir: Path, total: int, poll_s: float) -> Monitor:
-    """Submit (all at once, or as slots free up) and follow the jobs to the end."""
-    monitor = Monitor(total=total, backend=backend)
-    queue, active = list(jobs), []
-    if backend.capacity is None:
-        submitted = backend.submit_all([make_fn(points) for points in queue])
-        active = [Running(job, points) for job, points in zip(submitted, queue)]
-        queue = []
-        _log_jobs(launch, results_dir, active)
-    free = [] if backend.capacity is None else list(backend.slots)
-    try:
-        while queue or active:
-            started = []
-            while queue and free:
-                points = queue.pop(0)
-                slot = free.pop(0)
-                started.append(Running(backend.submit(make_fn(points), slot), points, slot))
-            if started:
-                active += started
-                _log_jobs(launch, results_dir, started)
-            for run in list(active):
-                monitor.check_records(run.points)
-                if monitor.settle(run):
-                    active.remove(run)
-                    if run.slot is not None:
-                        free.append(run.slot)
-            if queue or active:
-                time.sleep(poll_s)
-    except KeyboardInterrupt:
-        if backend.kind == "local":
-            for run in active:
-                run.job.cancel(check=False)
-            print(f"\ninterrupted: cancelled {len(active)} local job(s); run the same command again to resume", flush=True)
-        else:
-            ids = sorted({str(r.job.job_id).split("_")[0] for r in active})
-            print(f"\ninterrupted: the SLURM jobs keep running (scancel {' '.join(ids)} stops them); "
-                  f"python -m sweeper.status {results_dir}", flush=True)
-        raise SystemExit(130) from None  # no traceback: the message says it all
-    return monitor
-
-
-def _save(launch: dict, update: bool = True) -> None:
-    """Write the launch entry to sweep.json in every results folder the grid writes to."""
-    for results_dir in launch["results_dirs"]:
-        log_launch(Path(results_dir), launch, update=update)
-
-
-def _log_jobs(launch: dict, results_dir: Path, runs: Sequence[Running]) -> None:
-    launch["jobs"] += [{"job_id": str(r.job.job_id), "run_ids": [p.run_id for p in r.points]} for r in runs]
-    _save(launch)
-
-
 # ---------------------------------------------------------------- the entry point (called by the plugin)
 def launch(kind: str, params: Any, hydra_context, task_function, config, job_overrides: Sequence[Sequence[str]],
            initial_job_idx: int) -> list:
@@ -343,10 +211,10 @@ def launch(kind: str, params: Any, hydra_context, task_function, config, job_ove
         state = Singleton.get_state()
         make_fn = lambda pts: PointsJob(hydra_context, task_function, config, pts, state)  # noqa: E731
         jobs = chunked(to_run, chunk)
-        _save(launch_entry, update=False)
+        save_launch(launch_entry, update=False)
         if detach and kind == "slurm":
             submitted = backend.submit_all([make_fn(pts) for pts in jobs])
-            _log_jobs(launch_entry, results_dir, [Running(j, pts) for j, pts in zip(submitted, jobs)])
+            log_jobs(launch_entry, results_dir, [Running(j, pts) for j, pts in zip(submitted, jobs)])
             ids = sorted({str(j.job_id).split("_")[0] for j in submitted})
             print(f"detached: SLURM job(s) {' '.join(ids)}; follow with: python -m sweeper.status {results_dir}", flush=True)
         elif detach:
@@ -362,7 +230,7 @@ def launch(kind: str, params: Any, hydra_context, task_function, config, job_ove
                   + (" (sweeper.retry_failed=true re-runs them)" if monitor.failed else "")
                   + f"; python -m sweeper.collect {results_dir}", flush=True)
     else:
-        _save(launch_entry, update=False)
+        save_launch(launch_entry, update=False)
 
     returns = []
     for p in points:
@@ -396,7 +264,7 @@ def _detach_local(backend, jobs, make_fn, launch_entry, results_dir: Path, total
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         launch_entry["monitor"] = {"pid": os.getpid(), "host": socket.gethostname(), "log": str(log_path)}
-        _save(launch_entry)
+        save_launch(launch_entry)
         os.write(ready_w, b"1")
         os.close(ready_w)
         monitor = watch(backend, jobs, make_fn, launch_entry, results_dir, total, float(params.get("poll_s", 2.0)))

@@ -262,8 +262,6 @@ def test_bad_config_is_a_one_line_error(make_cfg, override, field):
 
 
 # ---------------------------------------------------------------- a Hydra grid beside lora and full
-@pytest.mark.skipif(not (REPO / "conf" / "dataset" / "fortune_computers_vs_rest.yaml").exists(),
-                    reason="dataset fortune_computers_vs_rest not in the catalogue yet")
 def test_relora_in_a_hydra_grid_beside_lora_and_full(tmp_path):
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "sweeper", "-m", "dataset=fortune_computers_vs_rest", *TINY_LLAMA,
