@@ -135,7 +135,7 @@ def test_killed_sweep_relaunched_completes_only_the_missing_points(tmp_path):
         os.killpg(first.pid, signal.SIGKILL)  # the launcher, its job controllers and workers
         first.wait(timeout=30)
     done = records(tmp_path)
-    assert 1 <= len(done) < 3, (tmp_path / "first.log").read_text()[-2000:]
+    assert 0 < len(done) < 3, (tmp_path / "first.log").read_text()[-2000:]
     proc = run(sweep_cmd(tmp_path, three, "method.r=2", "hydra.launcher.workers=1", "sweeper.chunk=3"))
     assert f"skipping {len(done)} already ok" in proc.stdout and f"running {3 - len(done)}" in proc.stdout
     after = records(tmp_path)

@@ -230,8 +230,9 @@ def test_report_cli_writes_every_file(sweep, capsys):
 
 
 def test_notebook_executes(sweep, tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    import nbclient  # pinned dev dependencies: a missing one must fail, not skip
+    import nbformat
+
     # The venv's kernelspec first, whatever a user-level "python3" kernel points at.
     monkeypatch.setenv("JUPYTER_PATH", os.path.join(sys.prefix, "share", "jupyter"))
     monkeypatch.setenv("SWEEPER_RESULTS", str(sweep))
