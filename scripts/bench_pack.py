@@ -9,6 +9,7 @@ fresh processes (imports, model builds, data loading and evaluation included: wh
 and / training-loop seconds only (records' cost.train_seconds). Memory runs each method in its own
 process: peak RSS of the training phase (after the model is built), and the whole point's peak.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,52 +26,66 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-DATASETS = ["fortune_art_vs_rest", "fortune_computers_vs_rest", "fortune_cookie_vs_rest", "fortune_food_vs_rest",
-            "fortune_kids_vs_rest", "fortune_law_vs_rest", "fortune_linux_vs_rest", "fortune_love_vs_rest"]
+from sweeper.config import compose  # noqa: E402
+
+DATASETS = [
+    "fortune_art_vs_rest",
+    "fortune_computers_vs_rest",
+    "fortune_cookie_vs_rest",
+    "fortune_food_vs_rest",
+    "fortune_kids_vs_rest",
+    "fortune_law_vs_rest",
+    "fortune_linux_vs_rest",
+    "fortune_love_vs_rest",
+]
 
 
 # ---------------------------------------------------------------- configs
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
-
-
 def point_overrides(args, model: str, i: int, results: str) -> list[str]:
     steps, length = (args.smol_steps, args.smol_length) if model == "smollm2" else (args.tiny_steps, args.tiny_length)
-    return [f"dataset={DATASETS[i % len(DATASETS)]}", f"model={model}", "method=lora", f"train.max_steps={steps}",
-            f"train.batch_size={args.batch}", f"train.max_length={length}", f"train.eval_size={args.eval_size}",
-            f"train.threads={args.threads}", "train.save_adapter=false", f"sweeper.results_dir={results}"]
+    return [
+        f"dataset={DATASETS[i % len(DATASETS)]}",
+        f"model={model}",
+        "method=lora",
+        f"train.max_steps={steps}",
+        f"train.batch_size={args.batch}",
+        f"train.max_length={length}",
+        f"train.eval_size={args.eval_size}",
+        f"train.threads={args.threads}",
+        "train.save_adapter=false",
+        f"sweeper.results_dir={results}",
+    ]
 
 
 # ---------------------------------------------------------------- child modes (one process each)
 def child_packed(args) -> dict:
-    from sweeper.pack import run_packed
+    from sweeper.train.pack import run_packed
 
-    cfgs = [compose(point_overrides(args, args.model, i, args.results)) for i in range(args.k)]
+    cfgs = [compose(*point_overrides(args, args.model, i, args.results)) for i in range(args.k)]
     return summarise(run_packed(cfgs))
 
 
 def child_sequential(args) -> dict:
-    from sweeper.worker import run_point
+    from sweeper.train import run_point
 
     indices = range(args.k) if args.index is None else [args.index]
-    return summarise([run_point(compose(point_overrides(args, args.model, i, args.results))) for i in indices])
+    return summarise([run_point(compose(*point_overrides(args, args.model, i, args.results))) for i in indices])
 
 
 def summarise(records: list[dict]) -> dict:
     bad = [r.get("error") for r in records if r["status"] != "ok"]
     if bad:
         raise SystemExit(f"bench point failed: {bad[0]}")
-    return {"examples": sum(r["max_steps"] * r["config"]["train"]["batch_size"] for r in records),
-            "train_seconds": sum(r["cost"]["train_seconds"] for r in records),
-            "peak_mb": max(r["cost"]["peak_memory_mb"] for r in records)}
+    return {
+        "examples": sum(r["max_steps"] * r["config"]["train"]["batch_size"] for r in records),
+        "train_seconds": sum(r["cost"]["train_seconds"] for r in records),
+        "peak_mb": max(r["cost"]["peak_memory_mb"] for r in records),
+    }
 
 
 def memory_cfg(args):
     overrides = [o for o in point_overrides(args, "smollm2", 1, args.results) if not o.startswith("method=")]
-    return compose(overrides + [f"method={args.method}"])
+    return compose(*overrides, f"method={args.method}")
 
 
 class AnonPeak:
@@ -119,16 +134,16 @@ def child_memory(args) -> dict:
     """One method on SmolLM2, training phase, nothing else run in this process before: anonymous
     memory above the bare process (imports and data done) once the model is built, and its peak
     while training."""
-    import gc
 
     from sweeper.data import load_splits
-    from sweeper.methods import build_method
-    from sweeper.models import build_model, count_parameters
-    from sweeper.train import train
-    from sweeper.worker import encode_splits, setup_runtime
+    from sweeper.train.batches import encode_splits
+    from sweeper.train.loop import train
+    from sweeper.train.methods import build_method
+    from sweeper.train.models import build_model, count_parameters
+    from sweeper.train.runtime import setup_runtime
 
     cfg = memory_cfg(args)
-    device, autocast = setup_runtime(cfg.train)
+    runtime = setup_runtime(cfg.train)
     splits = load_splits(cfg.dataset)
     release_freed_memory()
     bare = AnonPeak.now()
@@ -142,17 +157,30 @@ def child_memory(args) -> dict:
     built = AnonPeak.now()
     weights = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
     with AnonPeak() as memory, tempfile.TemporaryDirectory() as run_dir:
-        result = train(model, method, train_enc, "classification", tokenizer.pad_token_id, cfg.train,
-                       Path(run_dir), device, autocast)
+        result = train(
+            model=model,
+            method=method,
+            train_enc=train_enc,
+            task="classification",
+            pad_id=tokenizer.pad_token_id,
+            train_cfg=cfg.train,
+            run_dir=Path(run_dir),
+            runtime=runtime,
+        )
     mb = 2**20
-    return {"method": args.method, "trainable": count_parameters(model)[0], "weights_mb": round(weights / mb, 1),
-            "built_mb": round((built - bare) / mb, 1), "train_peak_mb": round((memory.peak - bare) / mb, 1),
-            "s_per_step": round(result.train_seconds / result.steps, 3)}
+    return {
+        "method": args.method,
+        "trainable": count_parameters(model)[0],
+        "weights_mb": round(weights / mb, 1),
+        "built_mb": round((built - bare) / mb, 1),
+        "train_peak_mb": round((memory.peak - bare) / mb, 1),
+        "s_per_step": round(result.train_seconds / result.steps, 3),
+    }
 
 
 def child_memory_point(args) -> dict:
     """The same method as a whole grid point (run_point): the record's peak_memory_mb (process RSS)."""
-    from sweeper.worker import run_point
+    from sweeper.train import run_point
 
     record = run_point(memory_cfg(args))
     if record["status"] != "ok":
@@ -162,15 +190,38 @@ def child_memory_point(args) -> dict:
 
 # ---------------------------------------------------------------- parent
 def run_child(args, mode: str, **extra) -> tuple[dict, float]:
-    cmd = [sys.executable, __file__, "--child", mode, "--k", str(args.k), "--threads", str(args.threads),
-           "--batch", str(args.batch), "--eval-size", str(args.eval_size), "--tiny-steps", str(args.tiny_steps),
-           "--smol-steps", str(args.smol_steps), "--tiny-length", str(args.tiny_length),
-           "--smol-length", str(args.smol_length)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--k",
+        str(args.k),
+        "--threads",
+        str(args.threads),
+        "--batch",
+        str(args.batch),
+        "--eval-size",
+        str(args.eval_size),
+        "--tiny-steps",
+        str(args.tiny_steps),
+        "--smol-steps",
+        str(args.smol_steps),
+        "--tiny-length",
+        str(args.tiny_length),
+        "--smol-length",
+        str(args.smol_length),
+    ]
     for key, value in extra.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
@@ -186,8 +237,12 @@ def one_round(args, model: str, tmp: Path) -> dict:
         one, wall = run_child(args, "sequential", model=model, results=tmp / "each", index=i)
         each_wall += wall
         each_loop += one["train_seconds"]
-    return {"examples": packed["examples"], "packed": (packed_wall, packed["train_seconds"], packed["peak_mb"]),
-            "sequential": (seq_wall, seq["train_seconds"], seq["peak_mb"]), "each": (each_wall, each_loop, "")}
+    return {
+        "examples": packed["examples"],
+        "packed": (packed_wall, packed["train_seconds"], packed["peak_mb"]),
+        "sequential": (seq_wall, seq["train_seconds"], seq["peak_mb"]),
+        "each": (each_wall, each_loop, ""),
+    }
 
 
 def throughput(args, model: str, tmp: Path) -> dict:
@@ -195,18 +250,21 @@ def throughput(args, model: str, tmp: Path) -> dict:
     rounds = [one_round(args, model, tmp / f"{model}-{r}") for r in range(args.repeats)]
     n = rounds[0]["examples"]
     modes = ("packed", "sequential", "each")
-    return {"model": model, "examples": n,
-            "e2e": {m: n / min(r[m][0] for r in rounds) for m in modes},
-            "loop": {m: n / min(r[m][1] for r in rounds) for m in modes},
-            "peak_mb": {m: rounds[0][m][2] for m in modes}}
+    return {
+        "model": model,
+        "examples": n,
+        "e2e": {m: n / min(r[m][0] for r in rounds) for m in modes},
+        "loop": {m: n / min(r[m][1] for r in rounds) for m in modes},
+        "peak_mb": {m: rounds[0][m][2] for m in modes},
+    }
 
 
 def warm_data_cache() -> None:
     from sweeper.data import load_splits
-    from sweeper.models import smollm2_dir
+    from sweeper.train.models import smollm2_dir
 
     for name in DATASETS:
-        load_splits(compose([f"dataset={name}"]).dataset)
+        load_splits(compose(f"dataset={name}").dataset)
     smollm2_dir()  # converts the GGUF once if the cache is missing
 
 
@@ -219,49 +277,74 @@ def machine() -> str:
     import bitsandbytes
     import torch
 
-    return (f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; "
-            f"torch {torch.__version__}, bitsandbytes {bitsandbytes.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; "
+        f"torch {torch.__version__}, bitsandbytes {bitsandbytes.__version__}"
+    )
 
 
 def markdown(args, rows: list[dict], memory: list[dict], header: str, seconds: float) -> str:
     argv = " ".join(sys.argv[1:])
-    out = [f"### Packed adapters and QLoRA memory (`scripts/bench_pack.py`)", "",
-           f"Command: `.venv/bin/python scripts/bench_pack.py{' ' + argv if argv else ''}` ({seconds / 60:.1f} min)  ",
-           f"Machine: {header}; torch threads {args.threads} per process", ""]
+    out = [
+        "### Packed adapters and QLoRA memory (`scripts/bench_pack.py`)",
+        "",
+        f"Command: `.venv/bin/python scripts/bench_pack.py{' ' + argv if argv else ''}` ({seconds / 60:.1f} min)  ",
+        f"Machine: {header}; torch threads {args.threads} per process",
+        "",
+    ]
     if rows:
-        out += [f"K={args.k} LoRA points (8 fortune datasets, r=8, batch {args.batch}, eval {args.eval_size} rows); "
-                "examples/s = K x steps x batch / seconds, fastest of "
-                f"{args.repeats} interleaved rounds. *End to end*: wall time of the mode (fresh processes: imports, "
-                "model builds, data, evaluation). *Loop*: training-loop seconds only.", "",
-                "| model | steps x len | mode | e2e ex/s | loop ex/s | packed speed-up e2e | packed speed-up loop | peak MB |",
-                "|---|---|---|---|---|---|---|---|"]
+        out += [
+            f"K={args.k} LoRA points (8 fortune datasets, r=8, batch {args.batch}, eval {args.eval_size} rows); "
+            "examples/s = K x steps x batch / seconds, fastest of "
+            f"{args.repeats} interleaved rounds. *End to end*: wall time of the mode (fresh processes: imports, "
+            "model builds, data, evaluation). *Loop*: training-loop seconds only.",
+            "",
+            "| model | steps x len | mode | e2e ex/s | loop ex/s | packed speed-up e2e | packed speed-up loop | peak MB |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for row in rows:
-            steps, length = ((args.smol_steps, args.smol_length) if row["model"] == "smollm2"
-                             else (args.tiny_steps, args.tiny_length))
-            for mode, label in (("packed", f"packed (1 pass, K={args.k})"), ("sequential", "one after another, 1 process"),
-                                ("each", "one process each")):
+            steps, length = (
+                (args.smol_steps, args.smol_length)
+                if row["model"] == "smollm2"
+                else (args.tiny_steps, args.tiny_length)
+            )
+            for mode, label in (
+                ("packed", f"packed (1 pass, K={args.k})"),
+                ("sequential", "one after another, 1 process"),
+                ("each", "one process each"),
+            ):
                 e2e, loop = row["e2e"][mode], row["loop"][mode]
                 ratio = "" if mode == "packed" else f"{row['e2e']['packed'] / e2e:.2f}x"
                 ratio_loop = "" if mode == "packed" else f"{row['loop']['packed'] / loop:.2f}x"
                 peak = row["peak_mb"].get(mode, "")
-                out.append(f"| {row['model']} | {steps} x {length} | {label} | {e2e:.1f} | {loop:.1f} | {ratio} | "
-                           f"{ratio_loop} | {peak} |")
+                out.append(
+                    f"| {row['model']} | {steps} x {length} | {label} | {e2e:.1f} | {loop:.1f} | {ratio} | "
+                    f"{ratio_loop} | {peak} |"
+                )
         out.append("")
     if memory:
-        out += [f"SmolLM2-135M classification, batch {args.batch} x {args.smol_length} tokens, {args.smol_steps} steps, "
-                "AdamW, float32 compute. *Memory* columns: anonymous "
-                "resident memory above the bare process (imports and data loaded), weights copied off the safetensors "
-                "mapping; *whole point*: the record's peak_memory_mb (process RSS of run_point, including the float32 "
-                "load that qlora then quantises and file pages that stay mapped):", "",
-                "| method | trainable params | weights MB | memory once built MB | peak memory training MB | peak RSS whole point MB | s/step |",
-                "|---|---|---|---|---|---|---|"]
+        out += [
+            f"SmolLM2-135M classification, batch {args.batch} x {args.smol_length} tokens, {args.smol_steps} steps, "
+            "AdamW, float32 compute. *Memory* columns: anonymous "
+            "resident memory above the bare process (imports and data loaded), weights copied off the safetensors "
+            "mapping; *whole point*: the record's peak_memory_mb (process RSS of run_point, including the float32 "
+            "load that qlora then quantises and file pages that stay mapped):",
+            "",
+            "| method | trainable params | weights MB | memory once built MB | peak memory training MB | peak RSS whole point MB | s/step |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for m in memory:
-            out.append(f"| {m['method']} | {m['trainable']:,} | {m['weights_mb']} | {m['built_mb']} | {m['train_peak_mb']} | "
-                       f"{m['point_peak_mb']} | {m['s_per_step']} |")
+            out.append(
+                f"| {m['method']} | {m['trainable']:,} | {m['weights_mb']} | {m['built_mb']} | {m['train_peak_mb']} | "
+                f"{m['point_peak_mb']} | {m['s_per_step']} |"
+            )
         full = next((m for m in memory if m["method"] == "full"), None)
         if full:
-            out += ["", "Training-phase peak relative to full: " + ", ".join(
-                f"{m['method']} {m['train_peak_mb'] / full['train_peak_mb']:.2f}" for m in memory)]
+            out += [
+                "",
+                "Training-phase peak relative to full: "
+                + ", ".join(f"{m['method']} {m['train_peak_mb'] / full['train_peak_mb']:.2f}" for m in memory),
+            ]
     return "\n".join(out)
 
 
@@ -295,9 +378,14 @@ def main(argv=None) -> int:
     args = parse(argv if argv is not None else sys.argv[1:])
     if args.child:
         import logging
+
         logging.disable(logging.WARNING)
-        child = {"packed": child_packed, "sequential": child_sequential, "memory": child_memory,
-                 "memory_point": child_memory_point}[args.child]
+        child = {
+            "packed": child_packed,
+            "sequential": child_sequential,
+            "memory": child_memory,
+            "memory_point": child_memory_point,
+        }[args.child]
         print(json.dumps(child(args)))
         return 0
     start = time.perf_counter()

@@ -15,6 +15,7 @@ the --vocab most frequent training tokens and maps the rest to one UNK id (4096 
 Austen tokens), so the compute goes to the transformer blocks where the methods differ. Perplexity is
 over that compact vocabulary: compare rows of one table, not with other benchmarks.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,9 +51,20 @@ def parse_args(argv=None):
 # ---------------------------------------------------------------- configs
 def shared_overrides(a) -> list[str]:
     warmup = max(1, a.steps // 20)
-    return ["dataset=austen_lm", "model=tiny_llama", f"train.max_steps={a.steps}", f"train.lr={a.lr}",
-            "train.batch_size=16", "train.max_length=64", f"train.warmup_steps={warmup}", "train.min_lr_ratio=0.1",
-            "train.eval_size=400", "train.log_every=10", f"train.threads={a.threads}", "train.seed=0"]
+    return [
+        "dataset=austen_lm",
+        "model=tiny_llama",
+        f"train.max_steps={a.steps}",
+        f"train.lr={a.lr}",
+        "train.batch_size=16",
+        "train.max_length=64",
+        f"train.warmup_steps={warmup}",
+        "train.min_lr_ratio=0.1",
+        "train.eval_size=400",
+        "train.log_every=10",
+        f"train.threads={a.threads}",
+        "train.seed=0",
+    ]
 
 
 def method_overrides(a) -> dict[str, list[str]]:
@@ -63,8 +75,14 @@ def method_overrides(a) -> dict[str, list[str]]:
         "full": ["method=full"],
         "lora": lora,
         "lora + warm start": [*lora, f"method.warm_start_steps={warm}"],
-        "relora": ["method=relora", f"method.r={a.r}", f"method.alpha={2 * a.r}", f"method.warm_start_steps={warm}",
-                   f"method.merge_every={merge_every}", f"method.restart_warmup_steps={max(1, merge_every // 10)}"],
+        "relora": [
+            "method=relora",
+            f"method.r={a.r}",
+            f"method.alpha={2 * a.r}",
+            f"method.warm_start_steps={warm}",
+            f"method.merge_every={merge_every}",
+            f"method.restart_warmup_steps={max(1, merge_every // 10)}",
+        ],
     }
 
 
@@ -90,8 +108,8 @@ def compact_vocab(train_enc, eval_enc, size: int) -> float:
 
 def load_data(cfg, vocab: int):
     from sweeper.data import load_splits
-    from sweeper.models import build_tokenizer
-    from sweeper.train import encode_lm
+    from sweeper.train.batches import encode_lm
+    from sweeper.train.models import build_tokenizer
 
     splits = load_splits(cfg.dataset)
     tokenizer = build_tokenizer(cfg.model)
@@ -107,9 +125,11 @@ def load_data(cfg, vocab: int):
 def run_method(cfg, train_enc, eval_enc, vocab: int, run_dir: Path) -> dict:
     import torch
 
-    from sweeper.methods import build_method
-    from sweeper.models import build_model
-    from sweeper.train import evaluate, train
+    from sweeper.train.evaluate import evaluate
+    from sweeper.train.loop import train
+    from sweeper.train.methods import build_method
+    from sweeper.train.models import build_model
+    from sweeper.train.runtime import Runtime
 
     torch.set_num_threads(int(cfg.train.threads))
     torch.manual_seed(int(cfg.train.seed))  # same initial weights for every method
@@ -121,25 +141,46 @@ def run_method(cfg, train_enc, eval_enc, vocab: int, run_dir: Path) -> dict:
     low_rank = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n or "modules_to_save" in n)
     total = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n and "original_module" not in n)
     run_dir.mkdir(parents=True, exist_ok=True)
-    result = train(model, method, train_enc, "lm", 0, cfg.train, run_dir, torch.device("cpu"), contextlib.nullcontext)
-    metrics = evaluate(model, eval_enc, "lm", 0, int(cfg.train.eval_batch_size), torch.device("cpu"), contextlib.nullcontext)
+    cpu = Runtime(torch.device("cpu"), contextlib.nullcontext)
+    result = train(
+        model=model,
+        method=method,
+        train_enc=train_enc,
+        task="lm",
+        pad_id=0,
+        train_cfg=cfg.train,
+        run_dir=run_dir,
+        runtime=cpu,
+    )
+    metrics = evaluate(model, eval_enc, "lm", 0, int(cfg.train.eval_batch_size), cpu)
     log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     summary = method.summary()
-    return {"perplexity": metrics["perplexity"], "eval_loss": metrics["eval_loss"], "train_loss": result.final_loss,
-            "train_seconds": result.train_seconds, "trainable": total if cfg.method.name == "full" else low_rank,
-            "params": total, "merges": summary.get("merges"), "lr_schedule": summary.get("lr_schedule"),
-            "log": log}
+    return {
+        "perplexity": metrics["perplexity"],
+        "eval_loss": metrics["eval_loss"],
+        "train_loss": result.final_loss,
+        "train_seconds": result.train_seconds,
+        "trainable": total if cfg.method.name == "full" else low_rank,
+        "params": total,
+        "merges": summary.get("merges"),
+        "lr_schedule": summary.get("lr_schedule"),
+        "log": log,
+    }
 
 
 # ---------------------------------------------------------------- report
 def table(results: dict[str, dict]) -> str:
     full = results["full"]["perplexity"]
-    rows = ["| method | val perplexity | vs full | trainable params (low-rank phase) | merges | train s |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        "| method | val perplexity | vs full | trainable params (low-rank phase) | merges | train s |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         merges = "" if r["merges"] is None else str(r["merges"])
-        rows.append(f"| {name} | {r['perplexity']:.2f} | {r['perplexity'] / full:.3f} | "
-                    f"{r['trainable']:,} / {r['params']:,} | {merges} | {r['train_seconds']:.0f} |")
+        rows.append(
+            f"| {name} | {r['perplexity']:.2f} | {r['perplexity'] / full:.3f} | "
+            f"{r['trainable']:,} / {r['params']:,} | {merges} | {r['train_seconds']:.0f} |"
+        )
     return "\n".join(rows)
 
 
@@ -160,19 +201,24 @@ def main(argv=None) -> int:
     m = compose([*shared, *per_method["relora"]])
     args = argv if argv is not None else sys.argv[1:]
     print(f"Command: `{shlex.join(['python', 'scripts/bench_relora.py', *args])}`")
-    print(f"\nShared config: `{' '.join(shared)}`; model tiny_llama (hidden {m.model.hidden_size}, "
-          f"{m.model.num_hidden_layers} layers, ff {m.model.intermediate_size}); {len(train_enc.input_ids)} train "
-          f"blocks of {m.train.max_length} tokens ({a.steps * 16 * int(m.train.max_length) / 1e3:.0f}k tokens seen), "
-          f"{len(eval_enc.input_ids)} Persuasion blocks scored; vocabulary compacted to {a.vocab} "
-          f"({unk:.1%} of eval tokens are UNK).")
+    print(
+        f"\nShared config: `{' '.join(shared)}`; model tiny_llama (hidden {m.model.hidden_size}, "
+        f"{m.model.num_hidden_layers} layers, ff {m.model.intermediate_size}); {len(train_enc.input_ids)} train "
+        f"blocks of {m.train.max_length} tokens ({a.steps * 16 * int(m.train.max_length) / 1e3:.0f}k tokens seen), "
+        f"{len(eval_enc.input_ids)} Persuasion blocks scored; vocabulary compacted to {a.vocab} "
+        f"({unk:.1%} of eval tokens are UNK)."
+    )
     for name, extra in per_method.items():
         print(f"- {name}: `{' '.join(extra)}`")
-    print(f"\nAll rows start from the same weights and see the same batches at train.lr; ReLoRA's LoRA phase runs at "
-          f"train.lr * method.lr_multiplier ({m.method.lr_multiplier}), as in the paper.")
+    print(
+        f"\nAll rows start from the same weights and see the same batches at train.lr; ReLoRA's LoRA phase runs at "
+        f"train.lr * method.lr_multiplier ({m.method.lr_multiplier}), as in the paper."
+    )
     print(f"\n{table(results)}\n\nReLoRA / full perplexity ratio: {ratio:.3f}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"args": vars(a), "shared": shared, "methods": per_method,
-                                                  "results": results}, indent=1))
+    (out / "results.json").write_text(
+        json.dumps({"args": vars(a), "shared": shared, "methods": per_method, "results": results}, indent=1)
+    )
     return 0
 
 

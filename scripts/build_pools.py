@@ -7,6 +7,7 @@ sha256 is recorded in data/pools/sources.json and rendered to data/pools/SOURCES
     python scripts/build_pools.py                     # all pools
     python scripts/build_pools.py --only fortunes wordnet
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,14 +29,38 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 POOLS = REPO / "data" / "pools"
-I18N_CAP = 1500       # translated descriptions kept per language
-GETTEXT_CAP = 2500    # UI strings kept per language
-GETTEXT_MIN = 300     # languages with fewer strings are dropped
+I18N_CAP = 1500  # translated descriptions kept per language
+GETTEXT_CAP = 2500  # UI strings kept per language
+GETTEXT_MIN = 300  # languages with fewer strings are dropped
 I18N_MIN = 200
-MAX_CHARS = 2000     # a few package descriptions run to 80k characters: cut at a word boundary
+MAX_CHARS = 2000  # a few package descriptions run to 80k characters: cut at a word boundary
 GETTEXT_PACKAGES = {"coreutils": "coreutils", "libglib2.0-data": "glib20", "libgtk2.0-common": "gtk20"}
-I18N_LANGS = ["cs", "da", "de", "es", "fi", "fr", "hu", "it", "ja", "ko", "nl", "pl", "pt",
-              "pt_BR", "ru", "sk", "sr", "sv", "uk", "zh_CN", "zh_TW", "vi", "hr", "tr"]
+I18N_LANGS = [
+    "cs",
+    "da",
+    "de",
+    "es",
+    "fi",
+    "fr",
+    "hu",
+    "it",
+    "ja",
+    "ko",
+    "nl",
+    "pl",
+    "pt",
+    "pt_BR",
+    "ru",
+    "sk",
+    "sr",
+    "sv",
+    "uk",
+    "zh_CN",
+    "zh_TW",
+    "vi",
+    "hr",
+    "tr",
+]
 # WordNet lex_filenum -> lexicographer file ("supersense"), from WordNet's lexnames(5WN).
 LEXNAMES = """adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute
 noun.body noun.cognition noun.communication noun.event noun.feeling noun.food noun.group
@@ -58,16 +83,20 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def deb_field(deb: Path, field: str) -> str:
+    return subprocess.run(
+        ["dpkg-deb", "-f", str(deb), field], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
 def fetch_debs(names: list[str], tmp: Path) -> tuple[Path, list[dict]]:
     """apt-get download + dpkg-deb -x (no install); returns the unpack root and provenance."""
     subprocess.run(["apt-get", "download", *names], cwd=tmp, check=True, capture_output=True)
     root, sources = tmp / "root", []
     for deb in sorted(tmp.glob("*.deb")):
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
-        field = lambda f: subprocess.run(["dpkg-deb", "-f", str(deb), f], check=True,  # noqa: E731
-                                         capture_output=True, text=True).stdout.strip()
-        sources.append({"package": field("Package"), "version": field("Version"),
-                        "file": deb.name, "sha256": sha256(deb)})
+        package, version = (deb_field(deb, f) for f in ("Package", "Version"))
+        sources.append({"package": package, "version": version, "file": deb.name, "sha256": sha256(deb)})
     return root, sources
 
 
@@ -105,8 +134,15 @@ def build_wordnet(tmp: Path) -> tuple[pd.DataFrame, list[dict]]:
             fields = head.split()
             lemma = fields[4].replace("_", " ")
             lemma = re.sub(r"\((a|p|ip)\)$", "", lemma)  # adjective position markers
-            rows.append({"text": clean(gloss), "pos": pos, "lexname": LEXNAMES[int(fields[1])],
-                         "lemma": lemma, "n_lemmas": int(fields[3], 16)})
+            rows.append(
+                {
+                    "text": clean(gloss),
+                    "pos": pos,
+                    "lexname": LEXNAMES[int(fields[1])],
+                    "lemma": lemma,
+                    "n_lemmas": int(fields[3], 16),
+                }
+            )
     return dedupe(pd.DataFrame(rows)), sources
 
 
@@ -123,8 +159,9 @@ def apt_lists(tmp: Path) -> Path:
         (tmp / sub).mkdir(parents=True, exist_ok=True)
     conf = tmp / "apt.conf"
     conf.write_text(APT_CONF.format(d=tmp, langs=" ".join(f'"{x}";' for x in I18N_LANGS)))
-    subprocess.run(["apt-get", "update"], env={"APT_CONFIG": str(conf), "PATH": "/usr/bin:/bin"},
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["apt-get", "update"], env={"APT_CONFIG": str(conf), "PATH": "/usr/bin:/bin"}, check=True, capture_output=True
+    )
     return tmp / "lists"
 
 
@@ -167,8 +204,10 @@ def index_sources(lists: Path, files: list[Path]) -> list[dict]:
     """Index files have no package version: record the Release date of the snapshot instead."""
     release = next(lists.glob("*_dists_bookworm_InRelease")).read_text("utf-8", errors="replace")
     date = re.search(r"^Date: (.*)$", release, flags=re.M).group(1)
-    return [{"package": f.name.split("_dists_")[1], "version": f"Release {date}",
-             "file": f.name, "sha256": sha256(f)} for f in files]
+    return [
+        {"package": f.name.split("_dists_")[1], "version": f"Release {date}", "file": f.name, "sha256": sha256(f)}
+        for f in files
+    ]
 
 
 def build_debian(tmp: Path, lists: Path) -> tuple[pd.DataFrame, list[dict]]:
@@ -179,8 +218,7 @@ def build_debian(tmp: Path, lists: Path) -> tuple[pd.DataFrame, list[dict]]:
         text = english.get(p.get("Description-md5", ""))
         if text and "Section" in p:
             tags = re.sub(r"\s+", "", p.get("Tag", "")).replace(",", ";")
-            rows.append({"text": text, "package": p["Package"],
-                         "section": p["Section"].split("/")[-1], "tags": tags})
+            rows.append({"text": text, "package": p["Package"], "section": p["Section"].split("/")[-1], "tags": tags})
     # Many -dev/-doc/-dbg siblings share one description: the first package keeps it.
     src = index_sources(lists, [packages, index_file(lists, "i18n_Translation-en")])
     return dedupe(pd.DataFrame(rows).sort_values("package", kind="stable")), src
@@ -209,9 +247,11 @@ def mo_strings(path: Path) -> list[tuple[str, str]]:
     data = path.read_bytes()
     order = "<" if data[:4] == b"\xde\x12\x04\x95" else ">"
     _, _, n, orig, trans = struct.unpack(order + "5I", data[:20])
+
     def entry(table: int, i: int) -> bytes:
-        length, offset = struct.unpack(order + "2I", data[table + 8 * i: table + 8 * i + 8])
-        return data[offset:offset + length]
+        length, offset = struct.unpack(order + "2I", data[table + 8 * i : table + 8 * i + 8])
+        return data[offset : offset + length]
+
     pairs = [(entry(orig, i), entry(trans, i)) for i in range(n)]
     header = dict(pairs).get(b"", b"").decode("ascii", errors="replace")
     charset = (re.search(r"charset=([\w-]+)", header) or [None, "utf-8"])[1]
@@ -219,8 +259,9 @@ def mo_strings(path: Path) -> list[tuple[str, str]]:
     for msgid, msgstr in pairs:
         if msgid:
             msgid = msgid.split(b"\x00")[0].split(b"\x04")[-1]
-            out.append((msgid.decode(charset, errors="replace"),
-                        msgstr.split(b"\x00")[0].decode(charset, errors="replace")))
+            out.append(
+                (msgid.decode(charset, errors="replace"), msgstr.split(b"\x00")[0].decode(charset, errors="replace"))
+            )
     return out
 
 
@@ -253,11 +294,12 @@ def read_rdb(base: Path, names: list[str]) -> dict:
     raw, out = base.with_suffix(".rdb").read_bytes(), {}
     for name in names:
         off, length = (int(x) for x in index["variables"][name])
-        chunk = raw[off:off + length]
+        chunk = raw[off : off + length]
         kind, body = chunk[4:5], chunk[5:]  # 4-byte big-endian length, then a type byte
         if kind == b"Z":
-            data = lzma.decompress(body, format=lzma.FORMAT_RAW, filters=[
-                {"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}])
+            data = lzma.decompress(
+                body, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+            )
         elif kind == b"2":
             data = bz2.decompress(body)
         elif kind == b"0":
@@ -271,8 +313,7 @@ def read_rdb(base: Path, names: list[str]) -> dict:
     return out
 
 
-AUSTEN = ["emma", "mansfieldpark", "northangerabbey", "persuasion", "prideprejudice",
-          "sensesensibility"]
+AUSTEN = ["emma", "mansfieldpark", "northangerabbey", "persuasion", "prideprejudice", "sensesensibility"]
 
 
 def austen_paragraphs(lines) -> list[str]:
@@ -292,34 +333,42 @@ def austen_paragraphs(lines) -> list[str]:
 def build_austen(tmp: Path) -> tuple[pd.DataFrame, list[dict]]:
     root, sources = fetch_debs(["r-cran-janeaustenr"], tmp)
     books = read_rdb(root / "usr/lib/R/site-library/janeaustenr/data/Rdata", AUSTEN)
-    rows = [{"text": p, "book": b, "para": i}
-            for b in AUSTEN for i, p in enumerate(austen_paragraphs(books[b]))]
+    rows = [{"text": p, "book": b, "para": i} for b in AUSTEN for i, p in enumerate(austen_paragraphs(books[b]))]
     return dedupe(pd.DataFrame(rows)), sources
 
 
 def build_finefood(tmp: Path) -> tuple[pd.DataFrame, list[dict]]:
     root, sources = fetch_debs(["r-cran-modeldata"], tmp)
-    objs = read_rdb(root / "usr/lib/R/site-library/modeldata/data/Rdata",
-                    ["training_data", "testing_data"])
+    objs = read_rdb(root / "usr/lib/R/site-library/modeldata/data/Rdata", ["training_data", "testing_data"])
     frames = [objs[k].assign(origin=k.split("_")[0]) for k in ["training_data", "testing_data"]]
     df = pd.concat(frames, ignore_index=True)
-    df = pd.DataFrame({"text": [clean(re.sub(r"<br\s*/?>", "\n", str(t))) for t in df["review"]],
-                       "label": df["score"].astype(str).to_numpy(),
-                       "product": df["product"].astype(str).to_numpy(),
-                       "origin": df["origin"].to_numpy()})
+    df = pd.DataFrame(
+        {
+            "text": [clean(re.sub(r"<br\s*/?>", "\n", str(t))) for t in df["review"]],
+            "label": df["score"].astype(str).to_numpy(),
+            "product": df["product"].astype(str).to_numpy(),
+            "origin": df["origin"].to_numpy(),
+        }
+    )
     return df.drop_duplicates("text", keep=False).reset_index(drop=True), sources
 
 
 # ---------------------------------------------------------------- output
-BUILDERS = {"fortunes": build_fortunes, "wordnet": build_wordnet, "austen": build_austen,
-            "finefood": build_finefood, "gettext": build_gettext, "debian": build_debian,
-            "debian_i18n": build_debian_i18n}
+BUILDERS = {
+    "fortunes": build_fortunes,
+    "wordnet": build_wordnet,
+    "austen": build_austen,
+    "finefood": build_finefood,
+    "gettext": build_gettext,
+    "debian": build_debian,
+    "debian_i18n": build_debian_i18n,
+}
 LICENCES = {
     "fortunes": "BSD-style (fortune-mod); content: quotations, jokes",
     "wordnet": "WordNet 3.0 licence (permissive, attribution)",
     "austen": "public domain texts (Project Gutenberg via janeaustenr, MIT)",
     "finefood": "RESEARCH USE ONLY: Amazon Fine Food reviews (SNAP, McAuley & Leskovec 2013), "
-                "redistributed in R modeldata (MIT)",
+    "redistributed in R modeldata (MIT)",
     "gettext": "GPL-3+ (coreutils), LGPL-2.1+ (glib, gtk) translations",
     "debian": "DFSG: Debian package descriptions (each package's own licence)",
     "debian_i18n": "DFSG: Debian DDTP translations of package descriptions",
@@ -336,9 +385,14 @@ def write_pool(name: str, df: pd.DataFrame) -> Path:
 
 def write_sources(record: dict) -> None:
     (POOLS / "sources.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    lines = ["# Source pools: provenance", "",
-             "Generated by `scripts/build_pools.py` (`make data`); do not edit by hand.", "",
-             "| pool | rows | MB | licence |", "|---|---|---|---|"]
+    lines = [
+        "# Source pools: provenance",
+        "",
+        "Generated by `scripts/build_pools.py` (`make data`); do not edit by hand.",
+        "",
+        "| pool | rows | MB | licence |",
+        "|---|---|---|---|",
+    ]
     for name, r in sorted(record.items()):
         lines.append(f"| `{name}.parquet` | {r['rows']:,} | {r['mb']:.2f} | {LICENCES[name]} |")
     lines += ["", "## Inputs", "", "| pool | package / index file | version | sha256 |", "|---|---|---|---|"]
@@ -366,8 +420,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 df, sources = BUILDERS[name](tmp)
             path = write_pool(name, df)
-            record[name] = {"rows": len(df), "mb": round(path.stat().st_size / 1e6, 2),
-                            "sources": sources}
+            record[name] = {"rows": len(df), "mb": round(path.stat().st_size / 1e6, 2), "sources": sources}
             print(f"{name}: {len(df):,} rows, {record[name]['mb']} MB", file=sys.stderr)
             write_sources(record)  # after each pool: a later failure keeps the earlier records
 

@@ -5,6 +5,7 @@ ratios measured side by side in that one run). This script runs them one after a
 machine, and writes them under a header naming the machine, the date and the commit.
 Usage: python scripts/run_benchmarks.py [--only NAME ...] [--out BENCHMARKS.md]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,9 @@ def main() -> int:
             continue
         print(f"== {name}: scripts/{script}", file=sys.stderr, flush=True)
         t0 = time.time()
-        proc = subprocess.run([sys.executable, str(REPO / "scripts" / script)], capture_output=True, text=True, cwd=REPO)
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / script)], capture_output=True, text=True, cwd=REPO
+        )
         if proc.returncode != 0:
             failures.append(name)
             sections.append(f"## {name}\n\nFAILED (exit {proc.returncode}):\n\n```\n{proc.stderr[-2000:]}\n```\n")

@@ -1,8 +1,9 @@
 """`python -m sweeper [-m] key=value ...`: the Hydra app. Each (multirun) job trains one grid point.
 
-    python -m sweeper --help                      config groups and their options
-    python -m sweeper -m 'dataset=glob(fortune_*)' model=tiny_llama method=lora,full method.r=4,8
+python -m sweeper --help                      config groups and their options
+python -m sweeper -m 'dataset=glob(fortune_*)' model=tiny_llama method=lora,full method.r=4,8
 """
+
 import hydra
 from omegaconf import DictConfig
 
@@ -10,8 +11,9 @@ from omegaconf import DictConfig
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> str:
     # Imports inside the task: submitit pickles this function, and workers should pay for torch once.
-    from .launch import stop_requested
-    from .worker import run_point, summary_line
+    from .launch.job import stop_requested
+    from .records import summary_line
+    from .train import run_point
 
     # stop_requested: true after SLURM's USR2 / SIGTERM inside a hydra/launcher=local|slurm job
     # (checkpoint, then requeue); always false under Hydra's basic launcher.

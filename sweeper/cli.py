@@ -7,27 +7,30 @@ stack of struct errors. Here each mistake gets one line naming the culprit and t
 - an unknown group option (`model=tiny_llama,tiny_lama`, `dataset=glob(fortnue_*)`) fails alone:
   it is dropped from the sweep, written as a `failed` record, and the other points run.
 """
+
 from __future__ import annotations
 
 import difflib
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
 
+from .config import default_results_dir
 from .paths import CONF_DIR
-from .records import write_record
+from .records import Status, write_record
+from .runs import safe_name
 
 GROUPS = ("dataset", "model", "method")
 
 
-@lru_cache(maxsize=None)
+@cache
 def group_options(group: str) -> tuple[str, ...]:
     return tuple(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
 
 
-@lru_cache(maxsize=None)
+@cache
 def known_keys() -> frozenset[str]:
     """Every `section.key` a command line may set: config.yaml's sections + keys of any group option."""
     keys = set()
@@ -74,7 +77,12 @@ def _check_group(override) -> tuple[list[str], list[str]]:
         if value.filter(list(options)):
             return [override.input_line.split("=", 1)[1]], []  # kept as written
         pattern = ",".join(value.include)
-        return [], [(f"{group}-glob-{pattern}", f"{group}=glob({pattern}) matches no {group}{_suggest(value.include[0].strip('*'), options)}")]
+        return [], [
+            (
+                f"{group}-glob-{pattern}",
+                f"{group}=glob({pattern}) matches no {group}{_suggest(value.include[0].strip('*'), options)}",
+            )
+        ]
     values = [str(v) for v in value.list] if isinstance(value, ChoiceSweep) else [str(value)]
     good = [v for v in values if v in options]
     errors = [(f"{group}-{v}", f"unknown {group} '{v}'{_suggest(v, options)}") for v in values if v not in options]
@@ -82,17 +90,15 @@ def _check_group(override) -> tuple[list[str], list[str]]:
 
 
 def _record_failure(name: str, error: str, argv: list[str], results_dir: Path) -> None:
-    from .worker import _safe  # the same name sanitising as every run folder
-
-    run_id = "invalid-" + _safe(name)[:80]
-    write_record(results_dir / "runs" / run_id, {"run_id": run_id, "status": "failed", "error": error,
-                                                  "error_type": "ConfigError", "command": argv})
+    run_id = "invalid-" + safe_name(name)[:80]  # the same name sanitising as every run folder
+    record = {"run_id": run_id, "status": Status.FAILED, "error": error, "error_type": "ConfigError", "command": argv}
+    write_record(results_dir / "runs" / run_id, record)
 
 
 def checked_argv(argv: list[str]) -> list[str]:
     """argv with unknown group options removed (each recorded as failed); exits on an unknown key."""
     out, errors, multirun = [argv[0]], [], "-m" in argv or "--multirun" in argv
-    results_dir = Path("results/main")
+    name = results_dir = None  # sweeper.name / sweeper.results_dir as given, else config.yaml's
     for arg in argv[1:]:
         override = _parse(arg) if "=" in arg and not arg.startswith("-") else None
         if override is None or override.key_or_group.startswith("hydra"):
@@ -100,9 +106,9 @@ def checked_argv(argv: list[str]) -> list[str]:
             continue
         key = override.key_or_group
         if key == "sweeper.results_dir":
-            results_dir = Path(str(override.value()))
-        elif key == "sweeper.name" and "sweeper.results_dir=" not in " ".join(argv):
-            results_dir = Path("results") / str(override.value())
+            results_dir = str(override.value())
+        elif key == "sweeper.name":
+            name = str(override.value())
         if key in GROUPS:
             good, bad = _check_group(override)
             errors += bad
@@ -115,9 +121,9 @@ def checked_argv(argv: list[str]) -> list[str]:
             raise SystemExit(2)
         if arg is not None:
             out.append(arg)
-    for name, error in errors:
+    for point_name, error in errors:
         print(f"[FAILED] {error}", file=sys.stderr, flush=True)
-        _record_failure(name, error, argv, results_dir)
+        _record_failure(point_name, error, argv, default_results_dir(name, results_dir))
     if errors and not _all_groups_runnable(argv, out):
         raise SystemExit(2)  # a group override lost every value: nothing of this command can run
     return out

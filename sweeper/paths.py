@@ -1,4 +1,5 @@
 """Where things live. Everything is relative to the repository (an editable install), overridable by env."""
+
 import os
 from pathlib import Path
 

@@ -1,23 +1,43 @@
-"""One JSON record per grid point: the contract between the worker and every reader.
+"""One JSON record per grid point: the contract between the worker and every reader (torch-free).
 
 A record is written once, atomically (temp file in the same folder, fsync, rename), so a reader
 never sees half a record and a crash never corrupts one that was already there.
 
 Layout:  <results_dir>/runs/<run_id>/record.json   (+ metrics.jsonl, adapter/, checkpoint/)
 """
+
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from enum import Enum
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 SCHEMA_VERSION = 1
 RECORD_NAME = "record.json"
 METRICS_NAME = "metrics.jsonl"  # one JSON object per logged step: {"step", "loss", "lr", ...}
+# Subfolders of a run that never hold records but may hold many files.
+_NOT_RECORDS = {"adapter", "checkpoint", "checkpoints", "report", "__pycache__", ".cache"}
 
 
+class Status(str, Enum):
+    """A record's `status`. A str, so JSON and comparisons with plain strings are unchanged."""
+
+    RUNNING = "running"  # only ever in memory: a record on disk is final
+    OK = "ok"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+# ---------------------------------------------------------------- atomic files and folders
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` so that readers see either the old file or the whole new one."""
     path = Path(path)
@@ -37,6 +57,31 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def publish_dir(tmp: Path, final: Path, *, replace: bool = False) -> Path:
+    """Give a fully written folder `tmp` its final name.
+
+    replace=False (caches: any complete copy will do): if another process published first, keep
+    theirs. replace=True (checkpoints: the newest wins): the old folder is moved aside, then removed.
+    """
+    tmp, final = Path(tmp), Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if replace:
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        if final.exists():
+            os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+        return final
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not final.exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+# ---------------------------------------------------------------- records
 def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
     record = {"schema_version": SCHEMA_VERSION, **record}
     path = Path(run_dir) / RECORD_NAME
@@ -44,7 +89,7 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
     return path
 
 
-def read_record(path: Path) -> dict[str, Any]:
+def read_record(path: Path | str) -> dict[str, Any]:
     """Read one record; raises ValueError naming the file when it is not a valid record."""
     path = Path(path)
     try:
@@ -56,23 +101,55 @@ def read_record(path: Path) -> dict[str, Any]:
     return record
 
 
-def iter_record_paths(root: Path) -> Iterator[Path]:
-    """Every record.json under `root` (a results folder, a sweep folder, or one run folder)."""
-    root = Path(root)
-    if root.is_file():
-        yield root
-        return
-    yield from sorted(root.rglob(RECORD_NAME))
-
-
-def atomic_rename_dir(tmp: Path, final: Path) -> None:
-    """Publish a fully written folder under its final name; if another process won the race, keep theirs."""
-    import shutil
-
-    final.parent.mkdir(parents=True, exist_ok=True)
+def read_existing(run_dir: Path) -> dict[str, Any] | None:
+    """The record of a run folder, or None (absent or unreadable: an unreadable record is re-run)."""
+    path = Path(run_dir) / RECORD_NAME
+    if not path.exists():
+        return None
     try:
-        os.rename(tmp, final)
-    except OSError:
-        if not final.exists():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
+        return read_record(path)
+    except ValueError:
+        return None
+
+
+def find_records(*roots: str | os.PathLike) -> list[str]:
+    """Every record.json under the given folders (or the files themselves), de-duplicated, sorted.
+
+    Overlapping arguments (results/ and results/sweep_a) yield each file once: files are keyed by
+    the real path of their root plus the path below it (one realpath per root, not per file).
+    """
+    seen: dict[str, str] = {}
+    for root in map(str, roots):
+        real_root = os.path.realpath(root)
+        if os.path.isfile(root):
+            seen.setdefault(real_root, root)
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            if RECORD_NAME in filenames:
+                path = os.path.join(dirpath, RECORD_NAME)
+                seen.setdefault(real_root + path[len(root) :], path)
+                dirnames.clear()  # a run folder: nothing below it is a record
+            else:
+                dirnames[:] = [d for d in dirnames if d not in _NOT_RECORDS]
+    return sorted(seen.values())  # str, not Path: 10,000 Path objects cost more than the parsing
+
+
+# ---------------------------------------------------------------- one-line texts
+def one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def summary_line(record: dict[str, Any]) -> str:
+    """One line per finished point, printed by the sweep."""
+    name = f"{record.get('dataset')} {record.get('model')} {record.get('method')}"
+    if record.get("r") is not None:
+        name += f" r={record['r']}"
+    if record["status"] != Status.OK:
+        return f"[FAILED] {name}: {record['error']}"
+    m = record["metrics"]
+    if "perplexity" in m:
+        score = f"ppl {m['perplexity']:.2f}"
+    else:
+        score = f"acc {m['accuracy']:.3f} (majority {m['majority_accuracy']:.3f})"
+    return f"[ok] {name}: {score}, {record['cost']['train_seconds']:.1f}s train"

@@ -1,8 +1,7 @@
 """Bad input, one case at a time: each gets a one-line error naming the culprit, recorded in that
 point's record; nothing already written is touched."""
-import json
+
 import multiprocessing
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,16 +9,26 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from sweeper.records import iter_record_paths, read_record, write_record
-from sweeper.worker import run_dir_of, run_point
+from sweeper.config import compose
+from sweeper.records import find_records, read_record, write_record
+from sweeper.runs import run_dir_of
+from sweeper.train import run_point
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ("model=tiny_llama", "train.max_steps=3", "train.eval_size=32", "train.batch_size=8", "train.max_length=32")
 
 
 def byo(path, **extra):
-    return {"name": "byo_case", "family": "byo", "task": "classification", "source": "files", "path": str(path),
-            "text_field": "text", "label_field": "label", **extra}
+    return {
+        "name": "byo_case",
+        "family": "byo",
+        "task": "classification",
+        "source": "files",
+        "path": str(path),
+        "text_field": "text",
+        "label_field": "label",
+        **extra,
+    }
 
 
 def write_csv(path: Path, rows, header="text,label") -> Path:
@@ -50,7 +59,7 @@ def bad_file(kind: str, tmp: Path) -> dict:
         del spec["path"]
         return spec
     if kind == "not_utf8":
-        (tmp / "d.csv").write_bytes("text,label\n".encode() + "caf\xe9 au lait,cat\n".encode("latin-1") * 40)
+        (tmp / "d.csv").write_bytes(b"text,label\n" + "caf\xe9 au lait,cat\n".encode("latin-1") * 40)
         return byo(tmp / "d.csv")
     if kind == "malformed_jsonl":
         (tmp / "d.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "b", "lab\n')
@@ -61,8 +70,16 @@ def bad_file(kind: str, tmp: Path) -> dict:
         (tmp / "d.py").write_text("import os; os.system('echo pwned')\n")  # must never be executed
         return byo(tmp / "d.py")
     if kind == "unknown_pool":
-        return {"name": "byo_case", "family": "byo", "task": "classification", "source": "pool", "pool": "nope",
-                "text_field": "text", "label_field": "label", "rule": "multiclass"}
+        return {
+            "name": "byo_case",
+            "family": "byo",
+            "task": "classification",
+            "source": "pool",
+            "pool": "nope",
+            "text_field": "text",
+            "label_field": "label",
+            "rule": "multiclass",
+        }
     if kind == "unknown_task":
         return byo(write_csv(tmp / "d.csv", good_rows()), task="regression")
     raise KeyError(kind)
@@ -87,10 +104,10 @@ DATA_CASES = {  # case -> words the one-line error must contain
 @pytest.fixture(scope="module")
 def shared_results(tmp_path_factory):
     """One ok record written first: every bad case below must leave it byte for byte intact."""
-    from tests.conftest import compose_cfg
+    from sweeper.config import compose
 
     root = tmp_path_factory.mktemp("shared")
-    cfg = compose_cfg(f"sweeper.results_dir={root}", "train.threads=1", "dataset=fortune_computers_vs_rest", *TINY)
+    cfg = compose(f"sweeper.results_dir={root}", "train.threads=1", "dataset=fortune_computers_vs_rest", *TINY)
     record = run_point(cfg)
     assert record["status"] == "ok", record["error"]
     path = Path(record["record_path"])
@@ -108,31 +125,35 @@ def assert_failed_one_line(record, *words):
 @pytest.mark.parametrize("case", sorted(DATA_CASES))
 def test_bad_dataset_file(case, tmp_path, shared_results):
     root, ok_path, ok_bytes = shared_results
-    cfg = __import__("tests.conftest", fromlist=["compose_cfg"]).compose_cfg(
-        f"sweeper.results_dir={root}", "train.threads=1", "dataset=fortune_computers_vs_rest", *TINY)
+    cfg = compose(f"sweeper.results_dir={root}", "train.threads=1", "dataset=fortune_computers_vs_rest", *TINY)
     cfg.dataset = OmegaConf.create(bad_file(case, tmp_path))
     assert_failed_one_line(run_point(cfg), *DATA_CASES[case])
     assert ok_path.read_bytes() == ok_bytes
 
 
 def test_huge_texts_are_truncated_not_fatal(make_cfg, tmp_path):
-    rows = [(f"{i} " + ("cats " if i % 2 else "dogs ") * 200_000, "cat" if i % 2 else "dog") for i in range(40)]  # ~1 MB each
+    rows = [
+        (f"{i} " + ("cats " if i % 2 else "dogs ") * 200_000, "cat" if i % 2 else "dog") for i in range(40)
+    ]  # ~1 MB each
     cfg = make_cfg("dataset=fortune_computers_vs_rest", *TINY)
     cfg.dataset = OmegaConf.create(byo(write_csv(tmp_path / "huge.csv", rows)))
     record = run_point(cfg)
     assert record["status"] == "ok", record["error"]
 
 
-@pytest.mark.parametrize("override, words", [
-    ("method.r=0", ["method.r", "0"]),
-    ("method.r=-3", ["method.r", "-3"]),
-    ("method.r=4096", ["method.r=4096", "exceeds"]),
-    ("train.lr=0", ["train.lr", "0"]),
-    ("train.lr=nan", ["train.lr", "nan"]),
-    ("train.lr=-1e-3", ["train.lr"]),
-    ("train.lr=1e30", ["non-finite training loss", "train.lr"]),  # diverges: NaN/inf loss mid-run
-    ("method.alpha=0", ["method.alpha"]),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("method.r=0", ["method.r", "0"]),
+        ("method.r=-3", ["method.r", "-3"]),
+        ("method.r=4096", ["method.r=4096", "exceeds"]),
+        ("train.lr=0", ["train.lr", "0"]),
+        ("train.lr=nan", ["train.lr", "nan"]),
+        ("train.lr=-1e-3", ["train.lr"]),
+        ("train.lr=1e30", ["non-finite training loss", "train.lr"]),  # diverges: NaN/inf loss mid-run
+        ("method.alpha=0", ["method.alpha"]),
+    ],
+)
 def test_bad_method_or_train_value(override, words, make_cfg, shared_results):
     root, ok_path, ok_bytes = shared_results
     record = run_point(make_cfg("dataset=fortune_computers_vs_rest", *TINY, override, f"sweeper.results_dir={root}"))
@@ -140,34 +161,59 @@ def test_bad_method_or_train_value(override, words, make_cfg, shared_results):
     assert ok_path.read_bytes() == ok_bytes
 
 
-@pytest.mark.parametrize("args, words", [
-    (["model=tiny_lama"], ["unknown model 'tiny_lama'", "tiny_llama"]),
-    (["method=lroa"], ["unknown method 'lroa'", "lora"]),
-    (["dataset=fortune_computer_vs_rest"], ["unknown dataset 'fortune_computer_vs_rest'", "fortune_computers_vs_rest"]),
-    (["dataset=glob(fortnue_*)"], ["matches no dataset"]),
-    (["train.max_step=5"], ["unknown config key 'train.max_step'", "train.max_steps"]),
-    (["method.rank=4"], ["unknown config key 'method.rank'"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["model=tiny_lama"], ["unknown model 'tiny_lama'", "tiny_llama"]),
+        (["method=lroa"], ["unknown method 'lroa'", "lora"]),
+        (
+            ["dataset=fortune_computer_vs_rest"],
+            ["unknown dataset 'fortune_computer_vs_rest'", "fortune_computers_vs_rest"],
+        ),
+        (["dataset=glob(fortnue_*)"], ["matches no dataset"]),
+        (["train.max_step=5"], ["unknown config key 'train.max_step'", "train.max_steps"]),
+        (["method.rank=4"], ["unknown config key 'method.rank'"]),
+    ],
+)
 def test_command_line_typos_get_one_line(args, words, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "sweeper", *args, f"sweeper.results_dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeper", *args, f"sweeper.results_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     for word in words:
         assert word in lines[0], (word, lines[0])
     if "unknown config key" not in words[0]:
-        [record] = [read_record(p) for p in iter_record_paths(tmp_path)]
+        [record] = [read_record(p) for p in find_records(tmp_path)]
         assert record["status"] == "failed" and record["error"] == lines[0].removeprefix("[FAILED] ")
 
 
 def test_a_bad_option_in_a_sweep_fails_alone(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "sweeper", "-m", "model=tiny_llama,tiny_lama",
-                           "dataset=fortune_computers_vs_rest", *TINY[1:], "train.threads=1",
-                           f"sweeper.results_dir={tmp_path}", f"hydra.sweep.dir={tmp_path / 'jobs'}"],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sweeper",
+            "-m",
+            "model=tiny_llama,tiny_lama",
+            "dataset=fortune_computers_vs_rest",
+            *TINY[1:],
+            "train.threads=1",
+            f"sweeper.results_dir={tmp_path}",
+            f"hydra.sweep.dir={tmp_path / 'jobs'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    statuses = sorted((r["status"], r.get("model", "?")) for r in map(read_record, iter_record_paths(tmp_path)))
+    statuses = sorted((r["status"], r.get("model", "?")) for r in map(read_record, find_records(tmp_path)))
     assert statuses == [("failed", "?"), ("ok", "tiny_llama")] or statuses[1] == ("ok", "tiny_llama"), statuses
     assert len(statuses) == 2
 
@@ -217,7 +263,7 @@ def _write_one(args):
 def test_64_concurrent_writers_leave_valid_records(tmp_path):
     with multiprocessing.get_context("fork").Pool(16) as pool:
         pool.map(_write_one, [(str(tmp_path), i) for i in range(64)])
-    records = [read_record(p) for p in iter_record_paths(tmp_path)]
+    records = [read_record(p) for p in find_records(tmp_path)]
     assert len(records) == 65  # 64 own records + the one they all raced to write
     assert sorted(r["writer"] for r in records if r["run_id"] != "same") == list(range(64))
     assert not [p for p in tmp_path.rglob(".*") if p.is_file()], "temp files left behind"

@@ -1,4 +1,5 @@
 """Collector: long table, pivot, failure/corruption handling, CLI outputs."""
+
 from __future__ import annotations
 
 import json
@@ -8,23 +9,54 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweeper import collect
 from sweeper.records import write_record
+from sweeper.results import collect
 
 
-def record(dataset="d1", model="tiny", method="lora", r=4, seed=0, acc=0.8, status="ok", sweep="s1",
-           task="classification", lr=2e-3, **extra):
+def record(
+    dataset="d1",
+    model="tiny",
+    method="lora",
+    r=4,
+    seed=0,
+    acc=0.8,
+    status="ok",
+    sweep="s1",
+    task="classification",
+    lr=2e-3,
+    **extra,
+):
     run_id = f"{sweep}-{dataset}-{model}-{method}-r{r}-s{seed}-lr{lr}"
-    rec = {"run_id": run_id, "sweep": sweep, "status": status, "dataset": dataset, "family": "fam",
-           "task": task, "model": model, "method": method, "r": r, "alpha": None if r is None else 2 * r,
-           "seed": seed, "lr": lr, "max_steps": 10,
-           "config": {"dataset": {"name": dataset, "columns": ["text", "label"]},
-                      "model": {"name": model}, "method": {"name": method, "r": r},
-                      "train": {"batch_size": 8}},
-           "error": None, "error_type": None, **extra}
+    rec = {
+        "run_id": run_id,
+        "sweep": sweep,
+        "status": status,
+        "dataset": dataset,
+        "family": "fam",
+        "task": task,
+        "model": model,
+        "method": method,
+        "r": r,
+        "alpha": None if r is None else 2 * r,
+        "seed": seed,
+        "lr": lr,
+        "max_steps": 10,
+        "config": {
+            "dataset": {"name": dataset, "columns": ["text", "label"]},
+            "model": {"name": model},
+            "method": {"name": method, "r": r},
+            "train": {"batch_size": 8},
+        },
+        "error": None,
+        "error_type": None,
+        **extra,
+    }
     if status == "ok":
-        rec["metrics"] = ({"accuracy": acc, "macro_f1": acc - 0.1, "eval_loss": 0.5, "majority_accuracy": 0.5,
-                           "n_test": 20} if task == "classification" else {"eval_loss": 2.0, "perplexity": acc})
+        rec["metrics"] = (
+            {"accuracy": acc, "macro_f1": acc - 0.1, "eval_loss": 0.5, "majority_accuracy": 0.5, "n_test": 20}
+            if task == "classification"
+            else {"eval_loss": 2.0, "perplexity": acc}
+        )
         rec["params"] = {"trainable": 100, "total": 1000}
         rec["cost"] = {"train_seconds": 1.5, "peak_memory_mb": 10.0, "examples_per_second": 3.0}
         rec["train"] = {"steps": 10, "resumed_from_step": 0, "merges": 0}
@@ -53,10 +85,36 @@ def sweep(tmp_path) -> Path:
 def test_long_table_columns_and_values(sweep):
     df = collect.load_records(sweep)
     assert len(df) == 7
-    for column in ["dataset", "family", "task", "model", "method", "r", "alpha", "seed", "lr", "max_steps",
-                   "accuracy", "macro_f1", "eval_loss", "perplexity", "majority_accuracy", "trainable_params",
-                   "total_params", "train_seconds", "peak_memory_mb", "status", "error", "run_id", "sweep",
-                   "record_path", "config", "score", "config.train.batch_size", "config.dataset.columns"]:
+    for column in [
+        "dataset",
+        "family",
+        "task",
+        "model",
+        "method",
+        "r",
+        "alpha",
+        "seed",
+        "lr",
+        "max_steps",
+        "accuracy",
+        "macro_f1",
+        "eval_loss",
+        "perplexity",
+        "majority_accuracy",
+        "trainable_params",
+        "total_params",
+        "train_seconds",
+        "peak_memory_mb",
+        "status",
+        "error",
+        "run_id",
+        "sweep",
+        "record_path",
+        "config",
+        "score",
+        "config.train.batch_size",
+        "config.dataset.columns",
+    ]:
         assert column in df.columns, column
     ok = df[(df["dataset"] == "d1") & (df["method"] == "lora")]
     assert sorted(ok["accuracy"]) == [0.8, 0.9] and set(ok["config"]) == {"tiny/lora/r4"}
@@ -173,8 +231,16 @@ def test_empty_frame_has_schema(tmp_path):
 
 def test_unresolved_config_record_is_listed_not_dropped(sweep, capsys):
     # The worker writes this when a config does not even resolve: no dataset, model or method.
-    write_record(sweep / "runs" / "unresolved-abc", {"run_id": "unresolved-abc", "sweep": "s1", "status": "failed",
-                                                      "error": "InterpolationKeyError: x", "error_type": "X"})
+    write_record(
+        sweep / "runs" / "unresolved-abc",
+        {
+            "run_id": "unresolved-abc",
+            "sweep": "s1",
+            "status": "failed",
+            "error": "InterpolationKeyError: x",
+            "error_type": "X",
+        },
+    )
     df = collect.load_records(sweep)
     assert len(df) == 8 and df.loc[df["run_id"] == "unresolved-abc", "config"].item() == "?/?"
     assert "unresolved-abc" in collect.failures(df)["run_id"].tolist()

@@ -1,5 +1,6 @@
 """The data layer: the committed catalogue, bring-your-own files, the hub path, validation errors
 and the cache. Caches live in tmp_path; nothing here needs the network."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,8 @@ import pandas as pd
 import pytest
 
 from sweeper import paths
-from sweeper.data import DatasetError, load_spec, load_splits, resolve_dataset_name, spec_names, text_key
+from sweeper.data import DatasetError, load_spec, load_splits, resolve_dataset_name, spec_names
+from sweeper.data.pools import text_key
 
 
 def texts(ds) -> set[str]:
@@ -47,7 +49,11 @@ def test_catalogue_materialises(tmp_path):
 def test_default_dataset_and_globs():
     spec = load_spec("fortune_computers_vs_rest")
     assert (spec["family"], spec["task"], spec["rule"], spec["positive"]) == (
-        "fortune", "classification", "one_vs_rest", "computers")
+        "fortune",
+        "classification",
+        "one_vs_rest",
+        "computers",
+    )
     assert len(spec_names("fortune_*")) >= 29 and len(spec_names("wordnet_*")) >= 30
     assert len(spec_names("*langid*")) >= 10 and len(spec_names("*_vs_rest")) >= 100
 
@@ -81,12 +87,12 @@ def test_second_load_served_from_cache(tmp_path, monkeypatch):
     [folder] = [p for p in tmp_path.iterdir() if p.name.startswith("fortune_linux_vs_rest-")]
     stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
 
-    import sweeper.data_build
+    import sweeper.data.cache
 
     def boom(*a, **k):
         raise AssertionError("re-materialised")
 
-    monkeypatch.setattr(sweeper.data_build, "build_frames", boom)
+    monkeypatch.setattr(sweeper.data.cache, "build_frames", boom)
     second = load_splits(spec, tmp_path)
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamps
     assert second["test"]["text"] == first["test"]["text"]
@@ -108,8 +114,7 @@ def review_rows(n: int = 120) -> list[tuple[str, str]]:
 
 def test_files_single_csv_carves_splits(tmp_path):
     path = write_csv(tmp_path / "mine.csv", review_rows() + review_rows(6))  # 6 repeats: deduped
-    spec = {"name": "mine", "family": "custom", "task": "classification", "source": "files",
-            "path": str(path)}
+    spec = {"name": "mine", "family": "custom", "task": "classification", "source": "files", "path": str(path)}
     ds = load_splits(spec, tmp_path / "cache")
     assert ds["train"].features["label"].names == ["bad", "fine", "good"]
     assert sum(len(ds[s]) for s in ds) == 120
@@ -123,9 +128,15 @@ def test_files_data_files_jsonl_and_custom_fields(tmp_path):
     rows = [{"body": f"sentence {i} " + ("yes" if i % 2 else "no"), "y": i % 2} for i in range(60)]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:10]))
-    spec = {"name": "jl", "family": "custom", "task": "classification", "source": "files",
-            "text_field": "body", "label_field": "y",
-            "data_files": {"train": str(tmp_path / "train.jsonl"), "test": str(tmp_path / "test.jsonl")}}
+    spec = {
+        "name": "jl",
+        "family": "custom",
+        "task": "classification",
+        "source": "files",
+        "text_field": "body",
+        "label_field": "y",
+        "data_files": {"train": str(tmp_path / "train.jsonl"), "test": str(tmp_path / "test.jsonl")},
+    }
     ds = load_splits(spec, tmp_path / "cache")
     assert ds["train"].features["label"].names == ["0", "1"]
     assert len(ds["test"]) == 10  # given splits are kept whole
@@ -138,8 +149,7 @@ def test_hub_path_on_a_local_folder(tmp_path):
     folder.mkdir()
     write_csv(folder / "train.csv", review_rows(90))
     write_csv(folder / "test.csv", [(f"held out {i} was {w}", w) for i, (_, w) in enumerate(review_rows(30))])
-    spec = {"name": "hubby", "family": "custom", "task": "classification", "source": "hub",
-            "path": str(folder)}
+    spec = {"name": "hubby", "family": "custom", "task": "classification", "source": "hub", "path": str(folder)}
     ds = load_splits(spec, tmp_path / "cache")
     assert len(ds["test"]) == 30 and len(ds["train"]) + len(ds["validation"]) == 90
     assert ds["train"].features["label"].names == ["bad", "fine", "good"]
@@ -147,26 +157,43 @@ def test_hub_path_on_a_local_folder(tmp_path):
 
 # ---------------------------------------------------------------- validation errors
 def files_spec(tmp_path, name="bad", **files) -> dict:
-    return {"name": name, "family": "custom", "task": "classification", "source": "files",
-            "data_files": {k: str(v) for k, v in files.items()}}
+    return {
+        "name": name,
+        "family": "custom",
+        "task": "classification",
+        "source": "files",
+        "data_files": {k: str(v) for k, v in files.items()},
+    }
 
 
 def error_cases(tmp_path: Path) -> dict[str, tuple[dict, str]]:
     rows = review_rows(60)
     ok = write_csv(tmp_path / "ok.csv", rows)
     cases = {
-        "missing_column": (files_spec(tmp_path, train=write_csv(tmp_path / "c.csv", rows, ("body", "label"))),
-                           "missing text column 'text'; available: body, label"),
-        "empty_split": (files_spec(tmp_path, train=ok, validation=write_csv(tmp_path / "e.csv", [])),
-                        "split 'validation' is empty"),
-        "single_label": (files_spec(tmp_path, train=write_csv(tmp_path / "s.csv", [(t, "good") for t, _ in rows])),
-                         "a single label in train (good)"),
-        "unseen_test_label": (files_spec(tmp_path, train=ok, test=write_csv(tmp_path / "u.csv", [("odd one", "weird")])),
-                              "labels in test unseen in train: weird"),
-        "unknown_pool": ({**load_spec("fortune_computers_vs_rest"), "name": "bad", "pool": "nope"},
-                         "unknown pool 'nope'; available: "),
-        "unknown_label_value": ({**load_spec("fortune_computers_vs_rest"), "name": "bad", "positive": "computerz"},
-                                "unknown label value(s) computerz in column 'category'"),
+        "missing_column": (
+            files_spec(tmp_path, train=write_csv(tmp_path / "c.csv", rows, ("body", "label"))),
+            "missing text column 'text'; available: body, label",
+        ),
+        "empty_split": (
+            files_spec(tmp_path, train=ok, validation=write_csv(tmp_path / "e.csv", [])),
+            "split 'validation' is empty",
+        ),
+        "single_label": (
+            files_spec(tmp_path, train=write_csv(tmp_path / "s.csv", [(t, "good") for t, _ in rows])),
+            "a single label in train (good)",
+        ),
+        "unseen_test_label": (
+            files_spec(tmp_path, train=ok, test=write_csv(tmp_path / "u.csv", [("odd one", "weird")])),
+            "labels in test unseen in train: weird",
+        ),
+        "unknown_pool": (
+            {**load_spec("fortune_computers_vs_rest"), "name": "bad", "pool": "nope"},
+            "unknown pool 'nope'; available: ",
+        ),
+        "unknown_label_value": (
+            {**load_spec("fortune_computers_vs_rest"), "name": "bad", "positive": "computerz"},
+            "unknown label value(s) computerz in column 'category'",
+        ),
     }
     (tmp_path / "latin1.csv").write_bytes("text,label\ncaf\xe9 cr\xe8me,good\n".encode("latin-1"))
     cases["non_utf8"] = (files_spec(tmp_path, train=tmp_path / "latin1.csv"), "is not UTF-8")
@@ -176,9 +203,20 @@ def error_cases(tmp_path: Path) -> dict[str, tuple[dict, str]]:
     return cases
 
 
-@pytest.mark.parametrize("case", ["missing_column", "empty_split", "single_label", "unseen_test_label",
-                                  "unknown_pool", "unknown_label_value", "non_utf8", "unreadable",
-                                  "missing_file"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing_column",
+        "empty_split",
+        "single_label",
+        "unseen_test_label",
+        "unknown_pool",
+        "unknown_label_value",
+        "non_utf8",
+        "unreadable",
+        "missing_file",
+    ],
+)
 def test_validation_errors(tmp_path, case):
     spec, expected = error_cases(tmp_path)[case]
     with pytest.raises(DatasetError) as err:
@@ -189,14 +227,20 @@ def test_validation_errors(tmp_path, case):
 
 
 def test_unknown_name_suggests_close_ones():
-    assert resolve_dataset_name("fortune_computers_vs_rest") == paths.CONF_DIR / "dataset" / "fortune_computers_vs_rest.yaml"
-    with pytest.raises(DatasetError, match=r"^dataset 'fortune_computer_vs_rest': unknown dataset; "
-                                           r"did you mean fortune_computers_vs_rest"):
+    assert (
+        resolve_dataset_name("fortune_computers_vs_rest")
+        == paths.CONF_DIR / "dataset" / "fortune_computers_vs_rest.yaml"
+    )
+    with pytest.raises(
+        DatasetError,
+        match=r"^dataset 'fortune_computer_vs_rest': unknown dataset; "
+        r"did you mean fortune_computers_vs_rest",
+    ):
         resolve_dataset_name("fortune_computer_vs_rest")
 
 
 def test_listing_cli(tmp_path, capsys):
-    from sweeper.datasets import main
+    from sweeper.data.catalogue import main
 
     assert main(["--glob", "fortune_computers_*", "--cache-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -207,7 +251,7 @@ def test_listing_cli(tmp_path, capsys):
 
 
 def test_drop_in_custom_file(tmp_path, monkeypatch):
-    monkeypatch.setattr("sweeper.data.CUSTOM_DIR", tmp_path)
+    monkeypatch.setattr("sweeper.data.spec.CUSTOM_DIR", tmp_path)
     write_csv(tmp_path / "my_reviews.csv", review_rows(90))
     assert resolve_dataset_name("my_reviews") == tmp_path / "my_reviews.csv"
     ds = load_splits(load_spec("my_reviews"), tmp_path / "cache")
@@ -219,6 +263,8 @@ def test_unknown_where_value_and_lm_from_files(tmp_path):
     with pytest.raises(DatasetError, match=r"^dataset 'bad': unknown value\(s\) nounz in where column 'pos'"):
         load_splits(spec, tmp_path)
     (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"text": f"line {i}"}) + "\n" for i in range(50)))
-    ds = load_splits({"name": "corpus", "family": "custom", "task": "lm", "source": "files",
-                      "path": str(tmp_path / "corpus.jsonl")}, tmp_path / "cache")
+    ds = load_splits(
+        {"name": "corpus", "family": "custom", "task": "lm", "source": "files", "path": str(tmp_path / "corpus.jsonl")},
+        tmp_path / "cache",
+    )
     assert (len(ds["train"]), len(ds["validation"])) == (45, 5)

@@ -1,4 +1,5 @@
 """Faults: a worker SIGKILLed mid-training resumes from its last on-disk checkpoint when relaunched."""
+
 import json
 import os
 import signal
@@ -7,18 +8,30 @@ import sys
 import time
 from pathlib import Path
 
-from sweeper.records import iter_record_paths, read_record
+from sweeper.records import find_records, read_record
 
 REPO = Path(__file__).resolve().parents[1]
-POINT = ["dataset=fortune_computers_vs_rest", "model=tiny_llama", "method.r=2", "train.max_steps=30",
-         "train.eval_size=32", "train.batch_size=8", "train.max_length=32", "train.threads=1",
-         "train.checkpoint_every=4"]
+POINT = [
+    "dataset=fortune_computers_vs_rest",
+    "model=tiny_llama",
+    "method.r=2",
+    "train.max_steps=30",
+    "train.eval_size=32",
+    "train.batch_size=8",
+    "train.max_length=32",
+    "train.threads=1",
+    "train.checkpoint_every=4",
+]
 
 
 def run(results: Path, tmp: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sweeper", *POINT, f"sweeper.results_dir={results}",
-                             f"hydra.run.dir={tmp / 'jobs'}"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweeper", *POINT, f"sweeper.results_dir={results}", f"hydra.run.dir={tmp / 'jobs'}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def checkpoint_step(results: Path) -> int:
@@ -37,15 +50,15 @@ def test_sigkill_mid_training_then_relaunch_resumes(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # no handler runs: only what is on disk survives
     proc.wait(timeout=30)
     killed_at = checkpoint_step(results)
-    assert killed_at >= 8 and not list(iter_record_paths(results))
+    assert killed_at >= 8 and not list(find_records(results))
 
     assert run(results, tmp_path).wait(timeout=600) == 0
-    [resumed] = [read_record(p) for p in iter_record_paths(results)]
+    [resumed] = [read_record(p) for p in find_records(results)]
     assert resumed["status"] == "ok", resumed["error"]
     assert resumed["train"]["resumed_from_step"] >= killed_at
 
     straight_dir = tmp_path / "straight"
     assert run(straight_dir, tmp_path).wait(timeout=600) == 0
-    [straight] = [read_record(p) for p in iter_record_paths(straight_dir)]
+    [straight] = [read_record(p) for p in find_records(straight_dir)]
     assert straight["train"]["resumed_from_step"] == 0
     assert resumed["metrics"] == straight["metrics"]

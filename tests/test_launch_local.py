@@ -1,5 +1,6 @@
 """hydra/launcher=local: the plugin is found, each worker gets its own slot (GPU or CPU-thread share),
 and no more than `workers` jobs run at once."""
+
 import json
 import os
 import subprocess
@@ -8,16 +9,26 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.backends import local_slots, visible_gpus
-from sweeper.records import iter_record_paths, read_record
+from sweeper.config import compose
+from sweeper.launch.backends import local_slots, visible_gpus
+from sweeper.records import find_records, read_record
 
 REPO = Path(__file__).resolve().parents[1]
 LSTM = ["model=lstm", "train.max_steps=5", "train.eval_size=50"]
 
 
 def run_sweep(tmp_path, *overrides, timeout=400):
-    cmd = [sys.executable, "-m", "sweeper", "-m", *LSTM, f"sweeper.results_dir={tmp_path / 'results'}",
-           f"hydra.sweep.dir={tmp_path / 'jobs'}", "hydra.launcher.poll_s=0.5", *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sweeper",
+        "-m",
+        *LSTM,
+        f"sweeper.results_dir={tmp_path / 'results'}",
+        f"hydra.sweep.dir={tmp_path / 'jobs'}",
+        "hydra.launcher.poll_s=0.5",
+        *overrides,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
@@ -25,8 +36,10 @@ def run_sweep(tmp_path, *overrides, timeout=400):
 
 def test_plugin_is_discovered_from_the_installed_package(tmp_path):
     # From outside the repository: only the editable install can make hydra_plugins importable here.
-    code = ("from hydra.core.plugins import Plugins; from hydra.plugins.launcher import Launcher;"
-            "print(' '.join(c.__module__ + '.' + c.__name__ for c in Plugins.instance().discover(Launcher)))")
+    code = (
+        "from hydra.core.plugins import Plugins; from hydra.plugins.launcher import Launcher;"
+        "print(' '.join(c.__module__ + '.' + c.__name__ for c in Plugins.instance().discover(Launcher)))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "hydra_plugins.sweeper_launcher.launcher.SweeperLauncher" in proc.stdout.split()
@@ -35,10 +48,7 @@ def test_plugin_is_discovered_from_the_installed_package(tmp_path):
 
 @pytest.mark.parametrize("name", ["local", "slurm"])
 def test_launcher_configs_compose(name):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"hydra/launcher={name}"], return_hydra_config=True)
+    cfg = compose(f"hydra/launcher={name}", hydra=True)
     assert cfg.hydra.launcher._target_ == "hydra_plugins.sweeper_launcher.launcher.SweeperLauncher"
     assert cfg.hydra.launcher.kind == name
 
@@ -68,11 +78,17 @@ def max_overlap(intervals):
 
 def test_two_workers_get_distinct_slots_and_the_cap_holds(tmp_path):
     # gpus=[0,1] on a CPU machine still shows the assignment: CUDA_VISIBLE_DEVICES=<slot's gpu> per job.
-    proc = run_sweep(tmp_path, "dataset=fortune_computers_vs_rest,fortune_art_vs_rest,fortune_law_vs_rest", "method.r=2",
-                     "hydra/launcher=local", "hydra.launcher.workers=2", "hydra.launcher.gpus=[0,1]",
-                     "hydra.launcher.threads=1")
+    proc = run_sweep(
+        tmp_path,
+        "dataset=fortune_computers_vs_rest,fortune_art_vs_rest,fortune_law_vs_rest",
+        "method.r=2",
+        "hydra/launcher=local",
+        "hydra.launcher.workers=2",
+        "hydra.launcher.gpus=[0,1]",
+        "hydra.launcher.threads=1",
+    )
     assert "local queue: 2 worker(s) [gpu 0, gpu 1]" in proc.stdout
-    records = [read_record(p) for p in iter_record_paths(tmp_path / "results")]
+    records = [read_record(p) for p in find_records(tmp_path / "results")]
     assert len(records) == 3 and all(r["status"] == "ok" for r in records), [r.get("error") for r in records]
     workers = [r["worker"] for r in records]
     assert {w["slot"] for w in workers} == {"0", "1"}
@@ -87,22 +103,47 @@ def test_two_workers_get_distinct_slots_and_the_cap_holds(tmp_path):
 
 # ---------------------------------------------------------------- the SLURM backend, without a cluster
 def slurm_backend(tmp_path, **params):
+    """The backend as the plugin builds it: conf/hydra/launcher/slurm.yaml, then `params` on top."""
     from omegaconf import OmegaConf
 
-    from sweeper.backends import SlurmArrays
+    from sweeper.launch.backends import SlurmArrays
 
-    return SlurmArrays(tmp_path / "%j", OmegaConf.create({"timeout_min": 30, "max_array_size": 4, **params}))
+    launcher = OmegaConf.to_container(compose("hydra/launcher=slurm", hydra=True).hydra.launcher, resolve=True)
+    defaults = {k: v for k, v in launcher.items() if k not in ("_target_", "kind")}
+    overrides = {"timeout_min": 30, "max_array_size": 4, **params}
+    return SlurmArrays(tmp_path / "%j", OmegaConf.create({**defaults, **overrides}))
 
 
 def test_slurm_options_reach_the_sbatch_script(tmp_path):
-    backend = slurm_backend(tmp_path, partition="gpu", cpus_per_task=4, gpus_per_task=1, mem_gb=8, qos="high",
-                            account="lab", constraint="a100", array_parallelism=3, signal_delay_s=120,
-                            additional_parameters={"mail-type": "END"}, setup=["module load cuda"])
+    backend = slurm_backend(
+        tmp_path,
+        partition="gpu",
+        cpus_per_task=4,
+        gpus_per_task=1,
+        mem_gb=8,
+        qos="high",
+        account="lab",
+        constraint="a100",
+        array_parallelism=3,
+        signal_delay_s=120,
+        additional_parameters={"mail-type": "END"},
+        setup=["module load cuda"],
+    )
     script = backend.executor._make_submission_file_text("CMD", "uid")
-    for line in ["#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=4", "#SBATCH --gpus-per-task=1",
-                 "#SBATCH --mem=8GB", "#SBATCH --qos=high", "#SBATCH --account=lab", "#SBATCH --constraint=a100",
-                 "#SBATCH --time=30", "#SBATCH --signal=USR2@120", "#SBATCH --mail-type=END", "module load cuda",
-                 "export SWEEPER_THREADS=4 OMP_NUM_THREADS=4"]:
+    for line in [
+        "#SBATCH --partition=gpu",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --gpus-per-task=1",
+        "#SBATCH --mem=8GB",
+        "#SBATCH --qos=high",
+        "#SBATCH --account=lab",
+        "#SBATCH --constraint=a100",
+        "#SBATCH --time=30",
+        "#SBATCH --signal=USR2@120",
+        "#SBATCH --mail-type=END",
+        "module load cuda",
+        "export SWEEPER_THREADS=4 OMP_NUM_THREADS=4",
+    ]:
         assert line in script, line
 
 
@@ -115,20 +156,29 @@ def test_slurm_grid_larger_than_max_array_size_is_split(tmp_path, monkeypatch):
 
 
 def test_max_array_size_comes_from_scontrol(monkeypatch):
-    from sweeper import backends
+    from sweeper import shell
+    from sweeper.launch import backends
 
     fake = subprocess.CompletedProcess([], 0, stdout="KillWait = 5 sec\nMaxArraySize            = 1001\n")
-    monkeypatch.setattr(backends.subprocess, "run", lambda *a, **k: fake)
+    monkeypatch.setattr(shell.subprocess, "run", lambda *a, **k: fake)
     assert backends.max_array_size() == 1001
     assert backends.max_array_size(50) == 50
 
 
 def test_pack_trains_points_of_one_job_on_one_base(tmp_path):
     """sweeper.pack=3 on the local queue: three datasets, one job, one pack, one record each."""
-    proc = run_sweep(tmp_path, "hydra/launcher=local", "hydra.launcher.workers=1", "model=tiny_llama",
-                     "dataset=fortune_computers_vs_rest,fortune_cookie_vs_rest,fortune_art_vs_rest",
-                     "method.r=2", "train.max_steps=3", "train.eval_size=32", "sweeper.pack=3")
-    records = [read_record(p) for p in iter_record_paths(tmp_path / "results")]
+    proc = run_sweep(
+        tmp_path,
+        "hydra/launcher=local",
+        "hydra.launcher.workers=1",
+        "model=tiny_llama",
+        "dataset=fortune_computers_vs_rest,fortune_cookie_vs_rest,fortune_art_vs_rest",
+        "method.r=2",
+        "train.max_steps=3",
+        "train.eval_size=32",
+        "sweeper.pack=3",
+    )
+    records = [read_record(p) for p in find_records(tmp_path / "results")]
     assert sorted(r["status"] for r in records) == ["ok"] * 3, proc.stdout[-2000:]
     assert {r["pack"]["size"] for r in records} == {3}
     assert len({r["worker"]["pid"] for r in records}) == 1, "a pack trains in one process"

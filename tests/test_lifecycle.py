@@ -1,5 +1,6 @@
 """A sweep you can leave: relaunch skips what is done, resumes what was cut, re-runs failures on request,
 adds only new points; detach + status; chunking. Local queue (and Hydra's basic launcher) on CPU."""
+
 import json
 import os
 import signal
@@ -10,12 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.records import iter_record_paths, read_record, write_record
-from sweeper.status import render, sweep_status
-from sweeper.sweep import decide
-from sweeper.worker import make_run_id
-
-from .conftest import compose_cfg
+from sweeper.config import compose
+from sweeper.records import find_records, read_record, write_record
+from sweeper.results.status import render, sweep_status
+from sweeper.runs import decide, make_run_id
 
 REPO = Path(__file__).resolve().parents[1]
 LSTM = ["model=lstm", "train.max_steps=5", "train.eval_size=50"]
@@ -25,8 +24,17 @@ LOCAL = ["hydra/launcher=local", "hydra.launcher.workers=2", "hydra.launcher.thr
 
 def sweep_cmd(root: Path, *overrides: str, launcher=LOCAL) -> list[str]:
     stamp = time.strftime("%H%M%S") + f"{time.time() % 1:.6f}"[2:]
-    return [sys.executable, "-m", "sweeper", "-m", *LSTM, *launcher, f"sweeper.results_dir={root / 'results'}",
-            f"hydra.sweep.dir={root / 'jobs' / stamp}", *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "sweeper",
+        "-m",
+        *LSTM,
+        *launcher,
+        f"sweeper.results_dir={root / 'results'}",
+        f"hydra.sweep.dir={root / 'jobs' / stamp}",
+        *overrides,
+    ]
 
 
 def run(cmd, timeout=400):
@@ -38,7 +46,7 @@ def run(cmd, timeout=400):
 def records(root: Path) -> dict[str, dict]:
     """run id -> record, with the file's mtime."""
     out = {}
-    for path in iter_record_paths(root / "results"):
+    for path in find_records(root / "results"):
         record = read_record(path)
         out[record["run_id"]] = {**record, "mtime_ns": os.stat(path).st_mtime_ns}
     return out
@@ -101,12 +109,21 @@ def test_basic_launcher_skips_a_recorded_point_without_rewriting_it(grid):
 
 def test_run_ids_stable_for_equal_configs_and_differ_for_result_fields(tmp_path):
     base = ["dataset=fortune_computers_vs_rest", "model=lstm", "method.r=2"]
-    a = make_run_id(compose_cfg(*base))
+    a = make_run_id(compose(*base))
     # launching and bookkeeping knobs do not change what a point computes
-    assert a == make_run_id(compose_cfg(*base, "sweeper.chunk=8", "sweeper.retry_failed=true", "sweeper.detach=true",
-                                        f"sweeper.results_dir={tmp_path}", "train.log_every=1", "train.threads=3"))
+    assert a == make_run_id(
+        compose(
+            *base,
+            "sweeper.chunk=8",
+            "sweeper.retry_failed=true",
+            "sweeper.detach=true",
+            f"sweeper.results_dir={tmp_path}",
+            "train.log_every=1",
+            "train.threads=3",
+        )
+    )
     for changed in ("method.r=4", "train.lr=1e-3", "train.seed=1", "train.max_steps=7", "dataset=fortune_art_vs_rest"):
-        assert make_run_id(compose_cfg(*base, changed)) != a, changed
+        assert make_run_id(compose(*base, changed)) != a, changed
 
 
 def test_decisions_from_what_lies_in_the_run_folder(tmp_path):
@@ -144,12 +161,14 @@ def test_killed_sweep_relaunched_completes_only_the_missing_points(tmp_path):
 
 
 def test_detached_sweep_returns_at_once_and_status_follows_it(tmp_path):
-    from sweeper.collect import load_records
+    from sweeper.results.collect import load_records
 
     three = "dataset=fortune_computers_vs_rest,fortune_art_vs_rest,fortune_law_vs_rest"
     t0 = time.time()
-    proc = run(sweep_cmd(tmp_path, three, "method.r=2", "sweeper.detach=true", "sweeper.chunk=2",
-                         "hydra.launcher.workers=1"), timeout=120)
+    proc = run(
+        sweep_cmd(tmp_path, three, "method.r=2", "sweeper.detach=true", "sweeper.chunk=2", "hydra.launcher.workers=1"),
+        timeout=120,
+    )
     returned_after = time.time() - t0
     results = tmp_path / "results"
     assert f"python -m sweeper.status {results}" in proc.stdout
@@ -186,13 +205,20 @@ def test_status_lists_failures_and_progress(tmp_path):
     results = tmp_path / "results"
     write_record(results / "runs" / "a", {"run_id": "a", "status": "ok", "finished_at": "2026-01-01T00:00:00+00:00"})
     write_record(results / "runs" / "b", {"run_id": "b", "status": "failed", "error": "method.r must be > 0"})
-    launch = {"started_at": "2026-01-01T00:00:00+00:00", "launcher": "local", "command": "python -m sweeper -m x",
-              "points": {k: {"overrides": k} for k in "abc"}, "jobs": [], "monitor": None}
+    launch = {
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "launcher": "local",
+        "command": "python -m sweeper -m x",
+        "points": {k: {"overrides": k} for k in "abc"},
+        "jobs": [],
+        "monitor": None,
+    }
     (results / "sweep.json").write_text(json.dumps({"launches": [launch]}))
     status = sweep_status(results)
     assert (status["total"], status["done"], status["failed"], status["pending"]) == (3, 1, 1, 1)
     text = render(status)
     assert "2/3" in text and "b: method.r must be > 0" in text and "ETA" in text
-    cli = subprocess.run([sys.executable, "-m", "sweeper.status", str(results)], capture_output=True, text=True,
-                         timeout=60, cwd=REPO)
+    cli = subprocess.run(
+        [sys.executable, "-m", "sweeper.status", str(results)], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
     assert cli.returncode == 0 and "pending 1" in cli.stdout

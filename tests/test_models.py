@@ -1,23 +1,28 @@
 """Every model family: builds, runs forward, takes a LoRA step, and LoRA trains a small fraction."""
+
 import pytest
 import torch
 
-from sweeper.methods import MethodError, build_method
-from sweeper.models import build_model, count_parameters
-from tests.conftest import compose_cfg
+from sweeper.config import compose
+from sweeper.train.methods import MethodError, build_method
+from sweeper.train.models import build_model, count_parameters
 
 FAMILIES = ["tiny_llama", "tiny_mistral", "tiny_t5", "lstm", "minilm"]
 
 
 def _batch(tokenizer, task, n_labels=3):
     enc = tokenizer(["the cat sat on the mat", "a quick brown fox jumps"], padding=True, return_tensors="pt")
-    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100) if task == "lm" else torch.tensor([0, n_labels - 1])
+    labels = (
+        enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        if task == "lm"
+        else torch.tensor([0, n_labels - 1])
+    )
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
 
 
 @pytest.mark.parametrize("model_name", FAMILIES)
 def test_lora_step_trains_only_a_fraction(model_name):
-    cfg = compose_cfg(f"model={model_name}", "method=lora", "method.r=4")
+    cfg = compose(f"model={model_name}", "method=lora", "method.r=4")
     torch.manual_seed(0)
     full_model, _ = build_model(cfg.model, "classification", 3)
     _, full_total = count_parameters(full_model)
@@ -39,7 +44,7 @@ def test_lora_step_trains_only_a_fraction(model_name):
 
 @pytest.mark.parametrize("model_name", ["tiny_llama", "tiny_mistral", "lstm"])
 def test_causal_lm_forward(model_name):
-    cfg = compose_cfg(f"model={model_name}")
+    cfg = compose(f"model={model_name}")
     model, tokenizer = build_model(cfg.model, "lm")
     out = model(**_batch(tokenizer, "lm"))
     assert out.logits.shape[-1] == len(tokenizer)
@@ -49,7 +54,7 @@ def test_causal_lm_forward(model_name):
 def test_lstm_lora_uses_target_parameters():
     from peft.tuners.lora import ParamWrapper
 
-    cfg = compose_cfg("model=lstm", "method=lora")
+    cfg = compose("model=lstm", "method=lora")
     model, _ = build_model(cfg.model, "classification", 2)
     model = build_method(cfg.method, cfg.model, "classification").wrap(model)
     assert any(isinstance(m, ParamWrapper) for m in model.modules())
@@ -57,14 +62,14 @@ def test_lstm_lora_uses_target_parameters():
 
 @pytest.mark.parametrize("r", [0, -2, 100000])
 def test_bad_rank_is_a_one_line_error(r):
-    cfg = compose_cfg("model=tiny_llama", "method=lora", f"method.r={r}")
+    cfg = compose("model=tiny_llama", "method=lora", f"method.r={r}")
     model, _ = build_model(cfg.model, "classification", 2)
     with pytest.raises(MethodError, match="method.r"):
         build_method(cfg.method, cfg.model, "classification").wrap(model)
 
 
 def test_full_trains_everything():
-    cfg = compose_cfg("model=tiny_llama", "method=full")
+    cfg = compose("model=tiny_llama", "method=full")
     model, _ = build_model(cfg.model, "classification", 2)
     model = build_method(cfg.method, cfg.model, "classification").wrap(model)
     trainable, total = count_parameters(model)
@@ -72,7 +77,7 @@ def test_full_trains_everything():
 
 
 def test_lora_warm_start_switches_phase_and_counts_the_adapter():
-    cfg = compose_cfg("model=tiny_llama", "method=lora", "method.warm_start_steps=2")
+    cfg = compose("model=tiny_llama", "method=lora", "method.warm_start_steps=2")
     model, _ = build_model(cfg.model, "classification", 2)
     method = build_method(cfg.method, cfg.model, "classification")
     model = method.wrap(model)

@@ -1,4 +1,5 @@
 """Packed adapters: K points on one base match K separate runs; failures stay alone; adapters reload."""
+
 import json
 from contextlib import nullcontext
 from pathlib import Path
@@ -6,10 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sweeper.pack import can_pack, group_points, run_packed
 from sweeper.records import read_record
-from sweeper.train import Interrupted
-from sweeper.worker import run_point
+from sweeper.train import Interrupted, run_point
+from sweeper.train.pack import can_pack, group_points, run_packed
 
 SMALL = ("model=tiny_llama", "train.eval_size=48", "train.batch_size=8", "train.max_length=32", "train.log_every=1")
 # Three datasets (one with 4 classes: heads of different sizes share a pack), different ranks and budgets.
@@ -20,8 +20,14 @@ LOSS_TOL = 1e-5
 
 
 def point(make_cfg, where, dataset, r, steps, *extra):
-    return make_cfg(*SMALL, f"dataset={dataset}", f"method.r={r}", f"train.max_steps={steps}",
-                    f"sweeper.results_dir={where}", *extra)
+    return make_cfg(
+        *SMALL,
+        f"dataset={dataset}",
+        f"method.r={r}",
+        f"train.max_steps={steps}",
+        f"sweeper.results_dir={where}",
+        *extra,
+    )
 
 
 def losses(record):
@@ -57,15 +63,19 @@ def test_packed_matches_separate_runs(make_cfg, tmp_path):
 
 def test_failed_points_fail_alone(make_cfg, tmp_path):
     torch.set_num_threads(1)
-    cfgs = [point(make_cfg, tmp_path, "fortune_computers_vs_rest", 2, 3),
-            point(make_cfg, tmp_path, "fortune_cookie_vs_rest", 2, 3, "dataset.label_field=no_such_column"),
-            point(make_cfg, tmp_path, "fortune_art_vs_rest", 1000, 3),   # rank above the 128-wide layers
-            point(make_cfg, tmp_path, "fortune_food_vs_rest", 2, 3, "train.lr=1e30")]  # loss goes non-finite
+    cfgs = [
+        point(make_cfg, tmp_path, "fortune_computers_vs_rest", 2, 3),
+        point(make_cfg, tmp_path, "fortune_cookie_vs_rest", 2, 3, "dataset.label_field=no_such_column"),
+        point(make_cfg, tmp_path, "fortune_art_vs_rest", 1000, 3),  # rank above the 128-wide layers
+        point(make_cfg, tmp_path, "fortune_food_vs_rest", 2, 3, "train.lr=1e30"),
+    ]  # loss goes non-finite
     assert len(group_points(cfgs, size=4)) == 1, "all four share one pack"
     ok, bad_data, bad_rank, nan = run_packed(cfgs)
     assert ok["status"] == "ok", ok["error"]
     for record, words in ((bad_data, "no_such_column"), (bad_rank, "method.r=1000"), (nan, "non-finite")):
-        assert record["status"] == "failed" and words in record["error"] and "\n" not in record["error"], record["error"]
+        assert record["status"] == "failed" and words in record["error"] and "\n" not in record["error"], record[
+            "error"
+        ]
         assert read_record(Path(record["record_path"]))["status"] == "failed"
     alone = run_point(point(make_cfg, tmp_path / "alone", "fortune_computers_vs_rest", 2, 3))
     assert_same_result(alone, ok)  # its neighbours' failures did not touch it
@@ -75,9 +85,10 @@ def test_packed_adapter_reloads_with_peft(make_cfg, tmp_path):
     from peft import PeftModel
 
     from sweeper.data import load_splits
-    from sweeper.models import build_model
-    from sweeper.train import evaluate
-    from sweeper.worker import encode_splits
+    from sweeper.train.batches import encode_splits
+    from sweeper.train.evaluate import evaluate
+    from sweeper.train.models import build_model
+    from sweeper.train.runtime import Runtime
 
     torch.set_num_threads(1)
     cfgs = [point(make_cfg, tmp_path, *p) for p in POINTS[:2]]
@@ -88,7 +99,9 @@ def test_packed_adapter_reloads_with_peft(make_cfg, tmp_path):
     base, tokenizer = build_model(cfg.model, "classification", 2)
     model = PeftModel.from_pretrained(base, Path(record["record_path"]).parent / "adapter")
     _, eval_enc = encode_splits(load_splits(cfg.dataset), tokenizer, cfg.train, "classification")
-    metrics = evaluate(model, eval_enc, "classification", tokenizer.pad_token_id, 64, torch.device("cpu"), nullcontext)
+    metrics = evaluate(
+        model, eval_enc, "classification", tokenizer.pad_token_id, 64, Runtime(torch.device("cpu"), nullcontext)
+    )
     assert metrics["accuracy"] == record["metrics"]["accuracy"]
     assert metrics["eval_loss"] == pytest.approx(record["metrics"]["eval_loss"], abs=LOSS_TOL)
 
@@ -110,8 +123,9 @@ def test_interrupted_pack_resumes_to_the_same_result(make_cfg, tmp_path):
 def test_can_pack_and_grouping(make_cfg):
     base = make_cfg(*SMALL, "dataset=fortune_computers_vs_rest")
     assert can_pack(base, make_cfg(*SMALL, "dataset=wordnet_pos", "method.r=4", "train.lr=1e-3", "train.max_steps=9"))
-    assert not can_pack(base, make_cfg(*SMALL, "dataset=fortune_computers_vs_rest", "train.seed=1")), \
+    assert not can_pack(base, make_cfg(*SMALL, "dataset=fortune_computers_vs_rest", "train.seed=1")), (
         "a randomly initialised base depends on the seed"
+    )
     assert not can_pack(base, make_cfg(*SMALL, "dataset=fortune_computers_vs_rest", "train.max_length=64"))
     assert not can_pack(base, make_cfg(*SMALL, "dataset=fortune_computers_vs_rest", "model=tiny_mistral"))
     assert not can_pack(base, make_cfg(*SMALL, "dataset=fortune_computers_vs_rest", "method=relora"))
@@ -119,14 +133,21 @@ def test_can_pack_and_grouping(make_cfg):
     assert not can_pack(base, make_cfg(*SMALL, "dataset=fortune_computers_vs_rest", "method=qlora"))
     qlora = make_cfg(*SMALL, "dataset=fortune_computers_vs_rest", "method=qlora")
     assert can_pack(qlora, make_cfg(*SMALL, "dataset=wordnet_pos", "method=qlora", "method.target_modules=[q_proj]"))
-    assert not can_pack(make_cfg(*SMALL, "dataset=wordnet_pos", "method=qlora", "method.quantize=targets"),
-                        make_cfg(*SMALL, "dataset=wordnet_pos", "method=qlora", "method.quantize=targets",
-                                 "method.target_modules=[q_proj]")), "targets decide which base layers are 4-bit"
-    assert not can_pack(qlora, make_cfg(*SMALL, "dataset=fortune_computers_vs_rest", "method=qlora",
-                                        "method.gradient_checkpointing=true"))
+    assert not can_pack(
+        make_cfg(*SMALL, "dataset=wordnet_pos", "method=qlora", "method.quantize=targets"),
+        make_cfg(
+            *SMALL, "dataset=wordnet_pos", "method=qlora", "method.quantize=targets", "method.target_modules=[q_proj]"
+        ),
+    ), "targets decide which base layers are 4-bit"
+    assert not can_pack(
+        qlora,
+        make_cfg(*SMALL, "dataset=fortune_computers_vs_rest", "method=qlora", "method.gradient_checkpointing=true"),
+    )
     smol = ("model=smollm2", "dataset=fortune_computers_vs_rest")
     assert can_pack(make_cfg(*smol), make_cfg(*smol, "train.seed=3")), "a pretrained base does not depend on the seed"
-    cfgs = [make_cfg(*SMALL, f"dataset={d}") for d in ("fortune_art_vs_rest", "fortune_law_vs_rest", "fortune_kids_vs_rest")]
+    cfgs = [
+        make_cfg(*SMALL, f"dataset={d}") for d in ("fortune_art_vs_rest", "fortune_law_vs_rest", "fortune_kids_vs_rest")
+    ]
     cfgs.insert(1, make_cfg(*SMALL, "dataset=fortune_art_vs_rest", "method=relora"))
     assert group_points(cfgs, size=2) == [[0, 2], [1], [3]]
     assert group_points(cfgs, size=1) == [[0], [1], [2], [3]]
@@ -137,10 +158,19 @@ def test_packed_lm_matches_separate_runs(make_cfg, tmp_path):
     torch.set_num_threads(1)
 
     def cfg(where, r, steps):
-        return make_cfg("model=tiny_llama", "dataset=austen_lm", "+dataset.caps={train:300,validation:40}",
-                        f"method.r={r}", f"train.max_steps={steps}",
-                        "train.batch_size=4", "train.max_length=32", "train.eval_size=8", "train.log_every=1",
-                        "train.lr=1e-3", f"sweeper.results_dir={tmp_path / where}")
+        return make_cfg(
+            "model=tiny_llama",
+            "dataset=austen_lm",
+            "+dataset.caps={train:300,validation:40}",
+            f"method.r={r}",
+            f"train.max_steps={steps}",
+            "train.batch_size=4",
+            "train.max_length=32",
+            "train.eval_size=8",
+            "train.log_every=1",
+            "train.lr=1e-3",
+            f"sweeper.results_dir={tmp_path / where}",
+        )
 
     points = [(2, 4), (4, 3)]
     alone = [run_point(cfg("alone", *p)) for p in points]

@@ -1,4 +1,5 @@
 """QLoRA: a 4-bit NF4 base (bitsandbytes, CPU), LoRA on top; trains, saves, reloads, packs."""
+
 import json
 from contextlib import nullcontext
 from pathlib import Path
@@ -7,13 +8,20 @@ import pytest
 import torch
 from torch import nn
 
-from sweeper.methods import MethodError, build_method
-from sweeper.models import build_model
-from sweeper.pack import run_packed
-from sweeper.worker import run_point
+from sweeper.train import run_point
+from sweeper.train.methods import MethodError, build_method
+from sweeper.train.models import build_model
+from sweeper.train.pack import run_packed
 
-SMALL = ("model=tiny_llama", "method=qlora", "dataset=fortune_computers_vs_rest", "train.eval_size=48",
-         "train.batch_size=8", "train.max_length=32", "train.log_every=1")
+SMALL = (
+    "model=tiny_llama",
+    "method=qlora",
+    "dataset=fortune_computers_vs_rest",
+    "train.eval_size=48",
+    "train.batch_size=8",
+    "train.max_length=32",
+    "train.log_every=1",
+)
 
 
 def qlora_model(cfg, num_labels=2):
@@ -48,7 +56,12 @@ def test_qlora_trains_loss_falls(make_cfg):
     """Gradients reach the adapters through the 4-bit base: a fixed batch is fitted."""
     torch.set_num_threads(1)
     _, model, tokenizer = qlora_model(make_cfg(*SMALL))
-    texts = ["the cat sat on the mat", "stocks fell sharply today", "a dog ran in the park", "bonds rallied at noon"] * 2
+    texts = [
+        "the cat sat on the mat",
+        "stocks fell sharply today",
+        "a dog ran in the park",
+        "bonds rallied at noon",
+    ] * 2
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     labels = torch.tensor([0, 1, 0, 1] * 2)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -70,8 +83,9 @@ def test_qlora_point_saves_an_adapter_that_reloads(make_cfg):
     from peft import PeftModel
 
     from sweeper.data import load_splits
-    from sweeper.train import evaluate
-    from sweeper.worker import encode_splits
+    from sweeper.train.batches import encode_splits
+    from sweeper.train.evaluate import evaluate
+    from sweeper.train.runtime import Runtime
 
     torch.set_num_threads(1)
     cfg = make_cfg(*SMALL, "train.max_steps=5")
@@ -86,7 +100,9 @@ def test_qlora_point_saves_an_adapter_that_reloads(make_cfg):
     build_method(cfg.method, cfg.model, "classification").quantize_base(base)
     model = PeftModel.from_pretrained(base, adapter)
     _, eval_enc = encode_splits(load_splits(cfg.dataset), tokenizer, cfg.train, "classification")
-    metrics = evaluate(model, eval_enc, "classification", tokenizer.pad_token_id, 64, torch.device("cpu"), nullcontext)
+    metrics = evaluate(
+        model, eval_enc, "classification", tokenizer.pad_token_id, 64, Runtime(torch.device("cpu"), nullcontext)
+    )
     assert metrics["accuracy"] == record["metrics"]["accuracy"]
     assert metrics["eval_loss"] == pytest.approx(record["metrics"]["eval_loss"], abs=1e-6)
 
@@ -96,14 +112,18 @@ def test_qlora_points_pack_like_they_run_alone(make_cfg, tmp_path):
     points = [("fortune_computers_vs_rest", 4), ("fortune_cookie_vs_rest", 3)]
 
     def cfg(where, dataset, steps):
-        return make_cfg(*SMALL, f"dataset={dataset}", f"train.max_steps={steps}", f"sweeper.results_dir={tmp_path / where}")
+        return make_cfg(
+            *SMALL, f"dataset={dataset}", f"train.max_steps={steps}", f"sweeper.results_dir={tmp_path / where}"
+        )
 
     alone = [run_point(cfg("alone", *p)) for p in points]
     packed = run_packed([cfg("packed", *p) for p in points])
     for a, p in zip(alone, packed):
         assert a["status"] == p["status"] == "ok", (a["error"], p["error"])
-        la, lp = ([json.loads(x)["loss"] for x in Path(r["record_path"]).with_name("metrics.jsonl").read_text().splitlines()]
-                  for r in (a, p))
+        la, lp = (
+            [json.loads(x)["loss"] for x in Path(r["record_path"]).with_name("metrics.jsonl").read_text().splitlines()]
+            for r in (a, p)
+        )
         assert la == pytest.approx(lp, abs=1e-5)
         assert a["metrics"]["accuracy"] == p["metrics"]["accuracy"]
         assert a["metrics"]["eval_loss"] == pytest.approx(p["metrics"]["eval_loss"], abs=1e-5)
@@ -113,8 +133,9 @@ def test_qlora_with_gradient_checkpointing_matches_without(make_cfg, tmp_path):
     """Recomputing activations in backward changes memory, not the result (dropout RNG is restored)."""
     torch.set_num_threads(1)
     plain = run_point(make_cfg(*SMALL, "train.max_steps=3", f"sweeper.results_dir={tmp_path}/a"))
-    ckpt = run_point(make_cfg(*SMALL, "train.max_steps=3", "method.gradient_checkpointing=true",
-                              f"sweeper.results_dir={tmp_path}/b"))
+    ckpt = run_point(
+        make_cfg(*SMALL, "train.max_steps=3", "method.gradient_checkpointing=true", f"sweeper.results_dir={tmp_path}/b")
+    )
     assert plain["status"] == ckpt["status"] == "ok", (plain["error"], ckpt["error"])
     assert ckpt["metrics"]["eval_loss"] == pytest.approx(plain["metrics"]["eval_loss"], abs=1e-5)
 
@@ -129,8 +150,17 @@ def test_qlora_config_errors(make_cfg):
 @pytest.mark.slow
 def test_qlora_on_smollm2(make_cfg):
     """The pretrained SmolLM2-135M (local cache) with every Linear of its 30 layers in NF4."""
-    record = run_point(make_cfg("model=smollm2", "method=qlora", "dataset=fortune_computers_vs_rest",
-                                "train.max_steps=2", "train.batch_size=4", "train.max_length=16", "train.eval_size=16"))
+    record = run_point(
+        make_cfg(
+            "model=smollm2",
+            "method=qlora",
+            "dataset=fortune_computers_vs_rest",
+            "train.max_steps=2",
+            "train.batch_size=4",
+            "train.max_length=16",
+            "train.eval_size=16",
+        )
+    )
     assert record["status"] == "ok", record["error"]
     assert record["train"]["quantized_layers"] == 30 * 7
     assert record["params"]["trainable"] == 461_952  # LoRA r=8 on q,v (460,800) + the 576x2 score head

@@ -4,6 +4,7 @@ other model families, a Hydra grid beside lora/full, and checkpoint/resume mid-r
 Everything runs on CPU with 1 thread on tiny models and a synthetic corpus (a seeded toy grammar),
 so no test depends on a dataset build except the grid test (dataset=fortune_computers_vs_rest).
 """
+
 import contextlib
 import json
 import math
@@ -15,18 +16,27 @@ import numpy as np
 import pytest
 import torch
 
-from sweeper.methods import MethodError, build_method
-from sweeper.methods.relora import (jagged_scale, merge_and_reinit, reset_optimizer_state,
-                                    restart_at_or_before)
-from sweeper.models import build_model, build_tokenizer
-from sweeper.train import Interrupted, encode_classification, encode_lm, evaluate, train
-from tests.conftest import REPO
+from sweeper.paths import REPO_ROOT as REPO
+from sweeper.train import Interrupted
+from sweeper.train.batches import encode_classification, encode_lm
+from sweeper.train.evaluate import evaluate
+from sweeper.train.loop import train
+from sweeper.train.methods import MethodError, build_method
+from sweeper.train.methods.relora import jagged_scale, merge_and_reinit, reset_optimizer_state, restart_at_or_before
+from sweeper.train.models import build_model, build_tokenizer
+from sweeper.train.runtime import Runtime
 
 torch.set_num_threads(1)
 
-TINY_LLAMA = ("model=tiny_llama", "model.hidden_size=32", "model.intermediate_size=64",
-              "model.num_hidden_layers=2", "model.num_attention_heads=2", "model.num_key_value_heads=2")
-CPU, NO_AUTOCAST = torch.device("cpu"), contextlib.nullcontext
+TINY_LLAMA = (
+    "model=tiny_llama",
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_hidden_layers=2",
+    "model.num_attention_heads=2",
+    "model.num_key_value_heads=2",
+)
+CPU = Runtime(torch.device("cpu"), contextlib.nullcontext)
 MERGE_TOL = 1e-5  # max |logit change| from a merge + re-init (float32; measured ~6e-7)
 
 
@@ -43,9 +53,9 @@ def toy_corpus(n: int, seed: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from tests.conftest import compose_cfg
+    from sweeper.config import compose
 
-    return build_tokenizer(compose_cfg("model=tiny_llama").model)
+    return build_tokenizer(compose("model=tiny_llama").model)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +75,17 @@ def build(cfg, task: str, num_labels: int = 2):
 def fit(cfg, enc, task: str, run_dir, should_stop=lambda: False):
     model, method, tokenizer = build(cfg, task)
     run_dir.mkdir(parents=True, exist_ok=True)
-    result = train(model, method, enc, task, tokenizer.pad_token_id, cfg.train, run_dir, CPU, NO_AUTOCAST, should_stop)
+    result = train(
+        model=model,
+        method=method,
+        train_enc=enc,
+        task=task,
+        pad_id=tokenizer.pad_token_id,
+        train_cfg=cfg.train,
+        run_dir=run_dir,
+        runtime=CPU,
+        should_stop=should_stop,
+    )
     return model, method, result
 
 
@@ -104,7 +124,7 @@ def test_merge_and_reinit_keeps_logits_and_parameter_objects(make_cfg, lm_data):
             if "lora_A" in name:  # random again (the reference code's bug zeroes A: no gradient reaches B)
                 assert p.abs().sum() > 0 and not torch.equal(p, a_before[name]), name
     assert [id(p) for g in optimizer.param_groups for p in g["params"]] == params_before
-    from sweeper.methods.lora import lora_layers
+    from sweeper.train.methods.lora import lora_layers
 
     assert not any(layer.merged for layer in lora_layers(model))
 
@@ -178,18 +198,26 @@ def test_optimizer_reset_prunes_only_lora_state(make_cfg, lm_data, mode, ratio):
 
 # ---------------------------------------------------------------- training
 def test_loss_keeps_falling_across_three_restarts(make_cfg, lm_data, tmp_path):
-    cfg = make_cfg(*TINY_LLAMA, "method=relora", "method.merge_every=12", "method.restart_warmup_steps=3",
-                   "train.max_steps=48", "train.warmup_steps=3", "train.batch_size=8", "train.lr=3e-3",
-                   "train.log_every=1")
+    cfg = make_cfg(
+        *TINY_LLAMA,
+        "method=relora",
+        "method.merge_every=12",
+        "method.restart_warmup_steps=3",
+        "train.max_steps=48",
+        "train.warmup_steps=3",
+        "train.batch_size=8",
+        "train.lr=3e-3",
+        "train.log_every=1",
+    )
     train_enc, eval_enc = lm_data
     model, method, result = fit(cfg, train_enc, "lm", tmp_path / "run")
     merges = [e for e in result.events if e["event"] == "merge"]
     assert [e["step"] for e in merges] == [12, 24, 36] and method.merges == 3
     losses = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [(row["step"], row["loss"]) for row in losses if "loss" in row]
-    cycle_means = [np.mean([l for s, l in losses if lo < s <= lo + 12]) for lo in (0, 12, 24, 36)]
+    cycle_means = [np.mean([loss for s, loss in losses if lo < s <= lo + 12]) for lo in (0, 12, 24, 36)]
     assert all(b < a for a, b in zip(cycle_means, cycle_means[1:])), cycle_means
-    ppl = evaluate(model, eval_enc, "lm", 0, 16, CPU, NO_AUTOCAST)["perplexity"]
+    ppl = evaluate(model, eval_enc, "lm", 0, 16, CPU)["perplexity"]
     assert ppl < 0.5 * len(build_tokenizer(cfg.model)), ppl  # far below uniform over the vocabulary
     summary = method.summary()
     assert summary["merges"] == 3 and len(summary["lr_schedule"]) == 48
@@ -198,20 +226,34 @@ def test_loss_keeps_falling_across_three_restarts(make_cfg, lm_data, tmp_path):
     assert 0 < summary["low_rank_trainable"] < base
 
 
-CLASSIFY_TEXTS = ["the cat sat on the mat", "a dog ran in the park", "stocks fell sharply today",
-                  "the market rallied at noon", "my cat sleeps all day", "bonds and shares rose"]
+CLASSIFY_TEXTS = [
+    "the cat sat on the mat",
+    "a dog ran in the park",
+    "stocks fell sharply today",
+    "the market rallied at noon",
+    "my cat sleeps all day",
+    "bonds and shares rose",
+]
 
 
 @pytest.mark.parametrize("family", ["lstm", "tiny_t5"])
 def test_relora_on_other_families(make_cfg, tmp_path, family, tokenizer):
-    cfg = make_cfg(f"model={family}", "method=relora", "method.r=4", "method.merge_every=3",
-                   "method.restart_warmup_steps=1", "train.max_steps=8", "train.batch_size=4", "train.warmup_steps=1")
+    cfg = make_cfg(
+        f"model={family}",
+        "method=relora",
+        "method.r=4",
+        "method.merge_every=3",
+        "method.restart_warmup_steps=1",
+        "train.max_steps=8",
+        "train.batch_size=4",
+        "train.warmup_steps=1",
+    )
     split = {"text": CLASSIFY_TEXTS * 4, "label": [0, 0, 1, 1, 0, 1] * 4}
     enc = encode_classification(split, tokenizer, 16)
     model, method, result = fit(cfg, enc, "classification", tmp_path / family)
     assert method.merges == 2 and math.isfinite(result.final_loss)
     optimizer = torch.optim.AdamW(method.optimizer_parameters(model), lr=1e-2)
-    from sweeper.train import collate
+    from sweeper.train.batches import collate
 
     batch = collate(enc, range(6), tokenizer.pad_token_id, "classification")
     adam_step(model, optimizer, batch)  # B != 0 again before the check
@@ -226,9 +268,17 @@ def test_relora_on_other_families(make_cfg, tmp_path, family, tokenizer):
 # ---------------------------------------------------------------- checkpoint / resume
 def test_resume_mid_run_matches_uninterrupted(make_cfg, lm_data, tmp_path):
     # Stop at step 17: after two merges (10, 15) and inside a restart warmup (15-17).
-    cfg = make_cfg(*TINY_LLAMA, "method=relora", "method.warm_start_steps=5", "method.merge_every=5",
-                   "method.restart_warmup_steps=3", "train.max_steps=24", "train.warmup_steps=2",
-                   "train.batch_size=4", "train.log_every=1")
+    cfg = make_cfg(
+        *TINY_LLAMA,
+        "method=relora",
+        "method.warm_start_steps=5",
+        "method.merge_every=5",
+        "method.restart_warmup_steps=3",
+        "train.max_steps=24",
+        "train.warmup_steps=2",
+        "train.batch_size=4",
+        "train.log_every=1",
+    )
     train_enc, eval_enc = lm_data
     full_model, full_method, full = fit(cfg, train_enc, "lm", tmp_path / "straight")
 
@@ -241,20 +291,23 @@ def test_resume_mid_run_matches_uninterrupted(make_cfg, lm_data, tmp_path):
     assert resumed.final_loss == full.final_loss
     read = lambda run: (tmp_path / run / "metrics.jsonl").read_text()  # noqa: E731
     assert read("resumed") == read("straight")  # every logged loss, lr and merge event
-    a = evaluate(full_model, eval_enc, "lm", 0, 16, CPU, NO_AUTOCAST)
-    b = evaluate(model, eval_enc, "lm", 0, 16, CPU, NO_AUTOCAST)
+    a = evaluate(full_model, eval_enc, "lm", 0, 16, CPU)
+    b = evaluate(model, eval_enc, "lm", 0, 16, CPU)
     assert a == b
 
 
 # ---------------------------------------------------------------- config errors
-@pytest.mark.parametrize("override,field", [
-    ("method.merge_every=0", "method.merge_every"),
-    ("method.restart_warmup_steps=30", "method.restart_warmup_steps"),
-    ("method.optimizer_reset=zero", "method.optimizer_reset"),
-    ("method.prune_ratio=1.5", "method.prune_ratio"),
-    ("method.lr_multiplier=0", "method.lr_multiplier"),
-    ("method.warm_start_steps=-1", "method.warm_start_steps"),
-])
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("method.merge_every=0", "method.merge_every"),
+        ("method.restart_warmup_steps=30", "method.restart_warmup_steps"),
+        ("method.optimizer_reset=zero", "method.optimizer_reset"),
+        ("method.prune_ratio=1.5", "method.prune_ratio"),
+        ("method.lr_multiplier=0", "method.lr_multiplier"),
+        ("method.warm_start_steps=-1", "method.warm_start_steps"),
+    ],
+)
 def test_bad_config_is_a_one_line_error(make_cfg, override, field):
     cfg = make_cfg(*TINY_LLAMA, "method=relora", override)
     with pytest.raises(MethodError, match=field.replace(".", r"\.")):
@@ -264,10 +317,22 @@ def test_bad_config_is_a_one_line_error(make_cfg, override, field):
 # ---------------------------------------------------------------- a Hydra grid beside lora and full
 def test_relora_in_a_hydra_grid_beside_lora_and_full(tmp_path):
     results = tmp_path / "results"
-    cmd = [sys.executable, "-m", "sweeper", "-m", "dataset=fortune_computers_vs_rest", *TINY_LLAMA,
-           "method=lora,relora,full", "train.max_steps=24", "train.batch_size=4", "train.eval_size=32",
-           "train.threads=1", "train.save_adapter=false", f"sweeper.results_dir={results}",
-           f"hydra.sweep.dir={tmp_path / 'jobs'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sweeper",
+        "-m",
+        "dataset=fortune_computers_vs_rest",
+        *TINY_LLAMA,
+        "method=lora,relora,full",
+        "train.max_steps=24",
+        "train.batch_size=4",
+        "train.eval_size=32",
+        "train.threads=1",
+        "train.save_adapter=false",
+        f"sweeper.results_dir={results}",
+        f"hydra.sweep.dir={tmp_path / 'jobs'}",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -2,6 +2,7 @@
 resumes from the checkpoint, a cancelled task is reported failed in bounded time.
 
 Without a cluster these tests skip, except under CI (env CI set), where they fail."""
+
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.records import iter_record_paths, read_record
+from sweeper.records import find_records, read_record
 
 pytestmark = pytest.mark.slurm
 
@@ -45,13 +46,23 @@ def cluster():
 
 
 def sweep_cmd(root: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "sweeper", "-m", "hydra/launcher=slurm", "hydra.launcher.poll_s=0.5",
-            "hydra.launcher.timeout_min=30", *LSTM, f"sweeper.results_dir={root / 'results'}",
-            f"hydra.sweep.dir={root / 'jobs'}", *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "sweeper",
+        "-m",
+        "hydra/launcher=slurm",
+        "hydra.launcher.poll_s=0.5",
+        "hydra.launcher.timeout_min=30",
+        *LSTM,
+        f"sweeper.results_dir={root / 'results'}",
+        f"hydra.sweep.dir={root / 'jobs'}",
+        *overrides,
+    ]
 
 
 def records(root: Path) -> dict[str, dict]:
-    return {r["dataset"]: r for r in (read_record(p) for p in iter_record_paths(root / "results"))}
+    return {r["dataset"]: r for r in (read_record(p) for p in find_records(root / "results"))}
 
 
 def wait_for(predicate, timeout: float, what: str, poll: float = 0.5):
@@ -74,10 +85,15 @@ def jobs_of(root: Path) -> dict[str, str]:
 
 
 def test_grid_is_one_job_array_and_collects(tmp_path):
-    proc = subprocess.run(sweep_cmd(tmp_path, THREE, "method.r=2,4", "train.max_steps=5", "sweeper.chunk=2"),
-                          capture_output=True, text=True, timeout=420, cwd=REPO)
+    proc = subprocess.run(
+        sweep_cmd(tmp_path, THREE, "method.r=2,4", "train.max_steps=5", "sweeper.chunk=2"),
+        capture_output=True,
+        text=True,
+        timeout=420,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    recs = [read_record(p) for p in iter_record_paths(tmp_path / "results")]
+    recs = [read_record(p) for p in find_records(tmp_path / "results")]
     assert len(recs) == 6 and all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
     launch = json.loads((tmp_path / "results" / "sweep.json").read_text())["launches"][-1]
     job_ids = [j["job_id"] for j in launch["jobs"]]
@@ -86,15 +102,21 @@ def test_grid_is_one_job_array_and_collects(tmp_path):
     array = arrays.pop()
 
     def sacct_rows():  # a task writes its result, then exits: accounting lags by a few seconds
-        out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", array],
-                             capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", array], capture_output=True, text=True, timeout=30
+        ).stdout
         rows = dict(line.split("|") for line in out.split())
         return rows if set(rows.values()) == {"COMPLETED"} else None
 
     rows = wait_for(sacct_rows, 60, f"sacct to show array {array} completed")
     assert sorted(rows) == sorted(f"{array}_{k}" for k in range(3))
-    collect = subprocess.run([sys.executable, "-m", "sweeper.collect", str(tmp_path / "results")],
-                             capture_output=True, text=True, timeout=120, cwd=REPO)
+    collect = subprocess.run(
+        [sys.executable, "-m", "sweeper.collect", str(tmp_path / "results")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert collect.returncode == 0, collect.stderr[-2000:]
     import pandas as pd
 
@@ -107,9 +129,13 @@ def disrupted(tmp_path_factory):
     """A 2-task array: task 1 is cancelled (scancel) at once, task 0 is preempted (USR2) mid-training."""
     root = tmp_path_factory.mktemp("disrupted")
     log = open(root / "launcher.log", "w")
-    launcher = subprocess.Popen(sweep_cmd(root, "dataset=fortune_computers_vs_rest,fortune_art_vs_rest",
-                                          "method.r=2", "train.max_steps=300"),
-                                stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+    launcher = subprocess.Popen(
+        sweep_cmd(root, "dataset=fortune_computers_vs_rest,fortune_art_vs_rest", "method.r=2", "train.max_steps=300"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        start_new_session=True,
+    )
     try:
         jobs = wait_for(lambda: len(jobs_of(root)) == 2 and jobs_of(root), 120, "the array's submission")
         runs = root / "results" / "runs"
@@ -137,7 +163,7 @@ def disrupted(tmp_path_factory):
 
 
 def test_preempted_task_resumes_from_its_checkpoint_with_equal_metrics(disrupted, make_cfg):
-    from sweeper.worker import run_point
+    from sweeper.train import run_point
 
     root, recs, _, _, output = disrupted
     resumed = recs["fortune_computers_vs_rest"]
@@ -162,11 +188,26 @@ def test_cancelled_task_is_reported_failed_in_bounded_time(disrupted):
 def test_pending_array_task_cancelled_alone_is_named_cancelled():
     """SLURM keeps no record of a pending array task cancelled on its own: not in squeue, scontrol
     or sacct. The launcher must still say what happened, not 'state unknown'."""
-    from sweeper.backends import SlurmArrays
+    from sweeper.launch.backends import SlurmArrays
 
-    array = subprocess.run(["sbatch", "--parsable", "--array=0-1", "--begin=now+1hour", "-o", "/dev/null",
-                            "-J", "sweeper-test-pending", "--wrap", "true"],
-                           capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    array = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--array=0-1",
+            "--begin=now+1hour",
+            "-o",
+            "/dev/null",
+            "-J",
+            "sweeper-test-pending",
+            "--wrap",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
     try:
         subprocess.run(["scancel", f"{array}_1"], check=True, timeout=30)
 
@@ -176,6 +217,9 @@ def test_pending_array_task_cancelled_alone_is_named_cancelled():
             def get_info(self, mode):
                 return {}
 
-        assert SlurmArrays.lost_reason(None, Lost()) == f"job {array}_1 CANCELLED before it started (removed from the pending array)"
+        assert (
+            SlurmArrays.lost_reason(None, Lost())
+            == f"job {array}_1 CANCELLED before it started (removed from the pending array)"
+        )
     finally:
         subprocess.run(["scancel", array], timeout=30)

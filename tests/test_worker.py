@@ -1,4 +1,5 @@
 """The worker end to end on real data and tiny models: records, failures, resume, learning."""
+
 import json
 import os
 import subprocess
@@ -7,21 +8,49 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.records import atomic_write_text, iter_record_paths, read_record
-from sweeper.train import Interrupted
-from sweeper.worker import make_run_id, run_dir_of, run_point
+from sweeper.records import atomic_write_text, find_records, read_record
+from sweeper.runs import make_run_id, run_dir_of
+from sweeper.train import Interrupted, run_point
 
-TINY = ("dataset=fortune_computers_vs_rest", "model=tiny_llama", "train.max_steps=4", "train.eval_size=64",
-        "train.batch_size=8", "train.max_length=32")
+TINY = (
+    "dataset=fortune_computers_vs_rest",
+    "model=tiny_llama",
+    "train.max_steps=4",
+    "train.eval_size=64",
+    "train.batch_size=8",
+    "train.max_length=32",
+)
 
 
 def test_record_schema(make_cfg):
     record = run_point(make_cfg(*TINY, "method.r=2"))
     assert record["status"] == "ok", record["error"]
     on_disk = read_record(Path(record["record_path"]))
-    for key in ("run_id", "sweep", "status", "error", "dataset", "family", "task", "model", "method", "r",
-                "alpha", "seed", "lr", "max_steps", "config", "metrics", "params", "cost", "train",
-                "started_at", "finished_at", "host", "schema_version"):
+    for key in (
+        "run_id",
+        "sweep",
+        "status",
+        "error",
+        "dataset",
+        "family",
+        "task",
+        "model",
+        "method",
+        "r",
+        "alpha",
+        "seed",
+        "lr",
+        "max_steps",
+        "config",
+        "metrics",
+        "params",
+        "cost",
+        "train",
+        "started_at",
+        "finished_at",
+        "host",
+        "schema_version",
+    ):
         assert key in on_disk, key
     assert on_disk["family"] == "fortune" and on_disk["r"] == 2 and on_disk["method"] == "lora"
     metrics = on_disk["metrics"]
@@ -66,8 +95,9 @@ def test_run_id_stable_and_sensitive(make_cfg):
 
 
 def test_resume_from_checkpoint_matches_uninterrupted_run(make_cfg, tmp_path):
-    straight = run_point(make_cfg(*TINY, "method.r=2", "train.max_steps=6", "sweeper.name=a",
-                                  f"sweeper.results_dir={tmp_path}/a"))
+    straight = run_point(
+        make_cfg(*TINY, "method.r=2", "train.max_steps=6", "sweeper.name=a", f"sweeper.results_dir={tmp_path}/a")
+    )
     cfg = make_cfg(*TINY, "method.r=2", "train.max_steps=6", "sweeper.name=b", f"sweeper.results_dir={tmp_path}/b")
     calls = iter(range(100))
     with pytest.raises(Interrupted):
@@ -81,19 +111,35 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(make_cfg, tmp_path):
 
 def test_multirun_sweep_goes_on_past_a_failed_point(tmp_path):
     results = tmp_path / "results"
-    cmd = [sys.executable, "-m", "sweeper", "-m", "dataset=glob(fortune_computers_vs_*)", "model=tiny_llama",
-           "method.r=0,2", "train.max_steps=2", "train.eval_size=32", "train.threads=1",
-           f"sweeper.results_dir={results}", f"hydra.sweep.dir={tmp_path / 'jobs'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sweeper",
+        "-m",
+        "dataset=glob(fortune_computers_vs_*)",
+        "model=tiny_llama",
+        "method.r=0,2",
+        "train.max_steps=2",
+        "train.eval_size=32",
+        "train.threads=1",
+        f"sweeper.results_dir={results}",
+        f"hydra.sweep.dir={tmp_path / 'jobs'}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    records = [read_record(p) for p in iter_record_paths(results)]
+    records = [read_record(p) for p in find_records(results)]
     assert len(records) == 4  # 2 datasets x 2 ranks
     assert sorted(r["status"] for r in records) == ["failed", "failed", "ok", "ok"]
     assert all(r["r"] == 0 for r in records if r["status"] == "failed")
     assert proc.stdout.count("[FAILED]") == 2 and proc.stdout.count("[ok]") == 2
 
-    collect = subprocess.run([sys.executable, "-m", "sweeper.collect", str(results)], capture_output=True, text=True,
-                             timeout=300, cwd=Path(__file__).parents[1])
+    collect = subprocess.run(
+        [sys.executable, "-m", "sweeper.collect", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parents[1],
+    )
     assert collect.returncode == 0, collect.stderr[-3000:]
     assert "fortune_computers_vs_rest" in collect.stdout and "fortune_computers_vs_linux" in collect.stdout
     assert (results / "runs.parquet").exists()
@@ -102,9 +148,19 @@ def test_multirun_sweep_goes_on_past_a_failed_point(tmp_path):
 @pytest.mark.slow
 def test_minilm_lora_learns_beyond_majority(make_cfg):
     """A real pretrained model + LoRA learns a real task within a CPU budget."""
-    record = run_point(make_cfg("dataset=wordnet_noun_animal_vs_rest", "model=minilm", "method=lora", "method.r=8",
-                                "train.max_steps=40", "train.batch_size=16", "train.max_length=32",
-                                "train.eval_size=200", "train.threads=2"))
+    record = run_point(
+        make_cfg(
+            "dataset=wordnet_noun_animal_vs_rest",
+            "model=minilm",
+            "method=lora",
+            "method.r=8",
+            "train.max_steps=40",
+            "train.batch_size=16",
+            "train.max_length=32",
+            "train.eval_size=200",
+            "train.threads=2",
+        )
+    )
     assert record["status"] == "ok", record["error"]
     m = record["metrics"]
     assert m["accuracy"] >= m["majority_accuracy"] + 0.15, m

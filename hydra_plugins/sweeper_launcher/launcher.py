@@ -2,9 +2,11 @@
 
 Imported by Hydra's plugin scan on every run, so it imports nothing heavy at module level.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
@@ -31,6 +33,6 @@ class SweeperLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from sweeper.launch import launch
 
-        return launch(self.kind, self.params, self.hydra_context, self.task_function, self.config,
-                      job_overrides, initial_job_idx)
-
+        return launch(
+            self.kind, self.params, self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx
+        )

@@ -1,16 +1,5 @@
-"""Training methods, one module each, registered by name (`method.name` in the config).
+"""What every method is: the `Method` interface, the registry, and the default lr schedule."""
 
-A method decides which parameters train and may hook into the loop:
-
-    method = build_method(cfg.method, cfg.model, task)
-    model = method.wrap(model)                  # e.g. attach PEFT LoRA layers
-    params = method.optimizer_parameters(model) # every parameter that may ever train
-    ... each step: method.before_step(step, model); lr *= method.lr_scale(step, train_cfg)
-                   ... optimizer.step() ...; events = method.after_step(step, model, optimizer)
-
-Adding a method: a module here with a `Method` subclass decorated by `@register("name")`,
-a `conf/method/<name>.yaml`, and a row in tests/test_methods.py.
-"""
 from __future__ import annotations
 
 import math
@@ -18,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-METHODS: dict[str, type["Method"]] = {}
+METHODS: dict[str, type[Method]] = {}
 
 
 class MethodError(ValueError):
@@ -79,21 +68,3 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def build_method(method_cfg, model_cfg, task: str) -> Method:
-    from . import full, lora  # noqa: F401  (registration)
-    from . import qlora  # noqa: F401  (registration; bitsandbytes is imported only when a qlora model is built)
-
-    try:
-        from . import relora  # noqa: F401
-    except ImportError:
-        pass
-    name = method_cfg.name
-    if name not in METHODS:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), METHODS, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(METHODS))}"
-        raise MethodError(f"unknown method '{name}'{hint}")
-    return METHODS[name](method_cfg, model_cfg, task)

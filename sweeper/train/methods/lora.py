@@ -9,11 +9,15 @@ via PEFT's `modules_to_save`. LSTM weights are not nn.Linear: they are adapted v
 layers are attached from the start with B = 0 (so they add nothing) and frozen until the switch,
 so one optimizer holds every parameter and no object is ever replaced.
 """
+
 from __future__ import annotations
 
+from peft.tuners.lora import LoraModel
 from torch import nn
 
-from . import Method, MethodError, register
+from .base import Method, MethodError, register
+
+LORA_PREFIX = LoraModel.prefix  # "lora_": PEFT's name prefix of every LoRA parameter
 
 
 def check_lora_config(cfg) -> None:
@@ -29,7 +33,8 @@ def check_lora_config(cfg) -> None:
 def lora_config(cfg, model_cfg, task: str):
     from peft import LoraConfig
 
-    target_modules = cfg.get("target_modules") or list(model_cfg.get("lora_targets") or [])
+    # method.target_* (null: the model's defaults); target_parameters is a key of the lstm model only.
+    target_modules = cfg.target_modules or list(model_cfg.lora_targets or [])
     target_parameters = cfg.get("target_parameters") or list(model_cfg.get("lora_target_parameters") or [])
     if not target_modules and not target_parameters:
         raise MethodError(f"model '{model_cfg.name}': no LoRA targets (set method.target_modules)")
@@ -41,7 +46,7 @@ def lora_config(cfg, model_cfg, task: str):
         lora_dropout=0.0 if target_parameters else cfg.dropout,
         target_modules=list(target_modules) or None,
         target_parameters=list(target_parameters) or None,
-        use_rslora=bool(cfg.get("use_rslora", False)),
+        use_rslora=bool(cfg.use_rslora),
         modules_to_save=list(full_rank) or None,
     )
 
@@ -66,7 +71,7 @@ class LoRA(Method):
     def __init__(self, cfg, model_cfg, task):
         super().__init__(cfg, model_cfg, task)
         check_lora_config(cfg)
-        self.warm_start_steps = int(cfg.get("warm_start_steps") or 0)
+        self.warm_start_steps = int(cfg.warm_start_steps)
         self._lora_params: list[nn.Parameter] = []
         self._base_params: list[nn.Parameter] = []
         self._full_rank = False
@@ -80,7 +85,7 @@ class LoRA(Method):
 
         model = get_peft_model(model, lora_config(self.cfg, self.model_cfg, self.task))
         check_rank_fits(model, self.cfg.r)
-        self._lora_params = [p for n, p in model.named_parameters() if "lora_" in n]
+        self._lora_params = [p for n, p in model.named_parameters() if LORA_PREFIX in n]
         self._base_params = [p for n, p in model.named_parameters() if not p.requires_grad]
         # Left in the low-rank phase, so the record's trainable count is the adapter's;
         # before_step(0) switches a warm-started run to full rank.

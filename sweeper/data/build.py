@@ -1,18 +1,19 @@
 """Turning a checked dataset spec into split frames (`text`, `label`): selection, labels, dedupe,
-stratified capped splits. Called by sweeper.data.materialise on a cold cache only."""
+stratified capped splits, and the checks a run relies on. Called by sweeper.data.cache on a cold cache."""
+
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
-from sweeper.data import (DEFAULT_CAPS, SPLITS, DatasetError, check_splits, factorized,
-                          file_splits, member, read_pool, text_key)
+from .pools import factorized, file_splits, member, read_pool, text_key
+from .spec import DEFAULT_CAPS, SPLITS, DatasetError
 
 EVAL_FRACTIONS = {"validation": 0.1, "test": 0.2}  # carved from train when no caps are given
 
@@ -45,8 +46,9 @@ def read_file(name: str, path: Path) -> pd.DataFrame:
         if path.suffix in (".jsonl", ".json"):
             return pd.read_json(path, lines=path.suffix == ".jsonl", encoding="utf-8", dtype=False)
         if path.suffix in (".csv", ".tsv"):
-            return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", encoding="utf-8",
-                               dtype=str, keep_default_na=False)
+            return pd.read_csv(
+                path, sep="\t" if path.suffix == ".tsv" else ",", encoding="utf-8", dtype=str, keep_default_na=False
+            )
     except UnicodeDecodeError as e:
         raise DatasetError(name, f"{path} is not UTF-8 ({e.reason} at byte {e.start})") from None
     except Exception as e:  # pandas/pyarrow raise many types for a broken file
@@ -62,8 +64,9 @@ def read_hub(name: str, spec: Mapping, hf_cache: Path | None) -> dict[str, pd.Da
         raise DatasetError(name, "source 'hub' needs `path` (a hub id or a local folder/file)")
     splits = spec.get("splits") or {s: s for s in SPLITS}  # ours -> theirs
     try:
-        dd = datasets.load_dataset(spec["path"], spec.get("config"), cache_dir=hf_cache and str(hf_cache),
-                                   **spec.get("load_kwargs", {}))
+        dd = datasets.load_dataset(
+            spec["path"], spec.get("config"), cache_dir=hf_cache and str(hf_cache), **spec.get("load_kwargs", {})
+        )
     except Exception as e:
         raise DatasetError(name, f"load_dataset({spec['path']!r}) failed: {type(e).__name__}: {e}") from None
     out = {ours: dd[theirs].to_pandas() for ours, theirs in splits.items() if theirs in dd}
@@ -125,8 +128,11 @@ def isin(name: str, uniques, col: str, want) -> np.ndarray:
     want = [str(w) for w in (want if isinstance(want, list) else [want])]
     unknown = sorted(set(want) - set(uniques))
     if unknown:
-        raise DatasetError(name, f"unknown value(s) {', '.join(unknown)} in where column '{col}'; "
-                                 f"known: {', '.join(sorted(map(str, uniques))[:30])}")
+        raise DatasetError(
+            name,
+            f"unknown value(s) {', '.join(unknown)} in where column '{col}'; "
+            f"known: {', '.join(sorted(map(str, uniques))[:30])}",
+        )
     return np.isin(np.asarray(uniques, dtype=object), want)
 
 
@@ -141,8 +147,11 @@ def check_label_values(name: str, spec: Mapping, given: dict[str, pd.DataFrame])
         seen |= _pool_values(*pool, col, sep) if pool else label_values(factorized(df, col)[1], sep)
     unknown = [str(v) for v in wanted if str(v) not in seen]
     if unknown:
-        raise DatasetError(name, f"unknown label value(s) {', '.join(unknown)} in column "
-                                 f"'{col}'; known: {', '.join(sorted(seen - {''})[:30])}")
+        raise DatasetError(
+            name,
+            f"unknown label value(s) {', '.join(unknown)} in column "
+            f"'{col}'; known: {', '.join(sorted(seen - {''})[:30])}",
+        )
 
 
 def label_values(uniques, sep: str | None) -> frozenset[str]:
@@ -211,8 +220,10 @@ def lm_frames(name: str, spec: Mapping, given: dict[str, pd.DataFrame]) -> dict[
         held = [str(v) for v in spec.get("validation") or []]
         unknown = sorted(set(held) - set(df["_split"]))
         if unknown or not held:
-            raise DatasetError(name, f"validation value(s) {', '.join(unknown) or '(none given)'} not in "
-                                     f"column '{spec['split_field']}'")
+            raise DatasetError(
+                name,
+                f"validation value(s) {', '.join(unknown) or '(none given)'} not in column '{spec['split_field']}'",
+            )
         val = df["_split"].isin(held)
         frames = {"train": df[~val], "validation": df[val]}
     else:
@@ -246,20 +257,27 @@ def classification_frames(name: str, spec: Mapping, given: dict[str, pd.DataFram
         names = [str(c) for c in spec.get("classes") or []]
     small = sorted(c for c in (names or counts.index) if counts.get(c, 0) < spec["min_count"])
     if spec["rule"] != "multiclass" and small:
-        raise DatasetError(name, f"class(es) {', '.join(small)} have fewer than min_count="
-                                 f"{spec['min_count']} rows")
+        raise DatasetError(name, f"class(es) {', '.join(small)} have fewer than min_count={spec['min_count']} rows")
     numeric = all(str(c).lstrip("-").isdigit() for c in counts.index)  # "2" before "10"
-    names = names or sorted((c for c in counts.index if counts[c] >= spec["min_count"]),
-                            key=lambda c: (int(c), c) if numeric else (0, c))
+    names = names or sorted(
+        (c for c in counts.index if counts[c] >= spec["min_count"]), key=lambda c: (int(c), c) if numeric else (0, c)
+    )
     for split in [s for s in given if s not in ("all", "train")]:  # given eval files
         unseen = sorted(set(given[split]["y"]) - set(names))
         if unseen:
-            raise DatasetError(name, f"labels in {split} unseen in train: {', '.join(unseen[:10])} "
-                                     f"(a class needs min_count={spec['min_count']} train rows)")
+            raise DatasetError(
+                name,
+                f"labels in {split} unseen in train: {', '.join(unseen[:10])} "
+                f"(a class needs min_count={spec['min_count']} train rows)",
+            )
     frames = split_frames(spec, {s: df[member(df["y"], names)] for s, df in given.items()})
     index = {n: i for i, n in enumerate(names)}
-    out = {s: pd.DataFrame({"text": df["text"].to_numpy(), "label": df["y"].map(index).to_numpy(),
-                            "_key": df["_key"].to_numpy()}) for s, df in frames.items()}
+    out = {
+        s: pd.DataFrame(
+            {"text": df["text"].to_numpy(), "label": df["y"].map(index).to_numpy(), "_key": df["_key"].to_numpy()}
+        )
+        for s, df in frames.items()
+    }
     return out, names
 
 
@@ -305,7 +323,7 @@ def stratified(df: pd.DataFrame, caps: dict[str, int], balance: bool, min_count:
         start = 0
         for s in [s for s in caps if s != "train"]:
             k = max(1, math.floor(m * caps[s] / total))
-            parts[s].append(g.iloc[start:start + k])
+            parts[s].append(g.iloc[start : start + k])
             start += k
         parts["train"].append(g.iloc[start:m])
     return {s: trim(pd.concat(p), caps[s], seed) for s, p in parts.items()}
@@ -325,3 +343,26 @@ def trim(df: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
         df = df[df.groupby("y").cumcount().to_numpy() < df["y"].map(keep).to_numpy()]
         df = df.sample(frac=1, random_state=seed).head(cap)
     return df.sample(frac=1, random_state=seed).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- checks
+def check_splits(name: str, frames: Mapping[str, pd.DataFrame], label_names: list | None) -> None:
+    """Refuse splits a run would silently misuse: empty, one label, unseen test labels, leaks."""
+    for split, df in frames.items():
+        if len(df) == 0:
+            raise DatasetError(name, f"split '{split}' is empty")
+    if label_names is None:
+        return
+    train = set(frames["train"]["label"])
+    if len(train) < 2:
+        only = label_names[next(iter(train))] if train else "none"
+        raise DatasetError(name, f"a single label in train ({only}); classification needs >= 2")
+    for split in ("validation", "test"):
+        unseen = sorted(set(frames[split]["label"]) - train)
+        if unseen:
+            shown = ", ".join(str(label_names[i]) for i in unseen[:10])
+            raise DatasetError(name, f"labels in {split} unseen in train: {shown}")
+    keys = {s: df["_key"] if "_key" in df else text_key(df["text"]) for s, df in frames.items()}
+    leaked = int(member(keys["test"], set(keys["train"])).sum())
+    if leaked:
+        raise DatasetError(name, f"{leaked} test texts also occur in train")

@@ -15,12 +15,13 @@ QLoRA run is testable without a GPU. torchao's NF4 tensor would also work on CPU
 dispatches bitsandbytes' Linear4bit to its own 4-bit LoRA layer (merge/unmerge dequantise right)
 and `prepare_model_for_kbit_training` knows it; with torchao both would be ours to get right.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from . import MethodError, register
+from .base import MethodError, register
 from .lora import LoRA
 
 QUANT_TYPES = ("nf4", "fp4")
@@ -53,11 +54,21 @@ def to_linear4bit(linear: nn.Linear, quant_type: str, double_quant: bool, comput
     import bitsandbytes as bnb
 
     device = linear.weight.device
-    q = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                          compute_dtype=compute_dtype, compress_statistics=double_quant,
-                          quant_type=quant_type, device="meta")
-    q.weight = bnb.nn.Params4bit(linear.weight.data.to("cpu", torch.float32), requires_grad=False,
-                                 quant_type=quant_type, compress_statistics=double_quant)
+    q = bnb.nn.Linear4bit(
+        linear.in_features,
+        linear.out_features,
+        bias=linear.bias is not None,
+        compute_dtype=compute_dtype,
+        compress_statistics=double_quant,
+        quant_type=quant_type,
+        device="meta",
+    )
+    q.weight = bnb.nn.Params4bit(
+        linear.weight.data.to("cpu", torch.float32),
+        requires_grad=False,
+        quant_type=quant_type,
+        compress_statistics=double_quant,
+    )
     if linear.bias is not None:
         q.bias = nn.Parameter(linear.bias.data, requires_grad=False)
     # On CPUs with AVX512-BF16, bnb repacks the weight at the first no-grad eval forward for a bf16 kernel:
@@ -66,7 +77,9 @@ def to_linear4bit(linear: nn.Linear, quant_type: str, double_quant: bool, comput
     q.support_avx512bf16_for_cpu = False
     q = q.to(device)  # Params4bit quantises on its first move to a device (CPU included)
     if not getattr(q.weight, "bnb_quantized", False):
-        raise MethodError(f"bitsandbytes did not quantise a {linear.in_features}x{linear.out_features} layer on {device}")
+        raise MethodError(
+            f"bitsandbytes did not quantise a {linear.in_features}x{linear.out_features} layer on {device}"
+        )
     return q
 
 
@@ -91,27 +104,31 @@ class QLoRA(LoRA):
     def __init__(self, cfg, model_cfg, task):
         super().__init__(cfg, model_cfg, task)
         if self.warm_start_steps:
-            raise MethodError(f"method.warm_start_steps={self.warm_start_steps}: a 4-bit base cannot train full-rank; use method=lora")
-        self.quant_type = str(cfg.get("quant_type", "nf4"))
+            raise MethodError(
+                f"method.warm_start_steps={self.warm_start_steps}: a 4-bit base cannot train full-rank; use method=lora"
+            )
+        self.quant_type = str(cfg.quant_type)
         if self.quant_type not in QUANT_TYPES:
             raise MethodError(f"method.quant_type must be one of {', '.join(QUANT_TYPES)}, got {self.quant_type!r}")
-        self.scope = str(cfg.get("quantize", "all_linear"))
+        self.scope = str(cfg.quantize)
         if self.scope not in QUANTIZE_SCOPES:
             raise MethodError(f"method.quantize must be one of {', '.join(QUANTIZE_SCOPES)}, got {self.scope!r}")
-        name = str(cfg.get("compute_dtype", "float32"))
+        name = str(cfg.compute_dtype)
         if name not in COMPUTE_DTYPES:
             raise MethodError(f"method.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {name!r}")
         self.compute_dtype = COMPUTE_DTYPES[name]
-        self.double_quant = bool(cfg.get("double_quant", True))
+        self.double_quant = bool(cfg.double_quant)
         self.quantized_layers: list[str] = []
 
     def quantize_base(self, model: nn.Module) -> nn.Module:
         """Quantise the frozen base in place (also used alone, e.g. to rebuild the base an adapter reloads onto)."""
-        targets = self.cfg.get("target_modules") or list(self.model_cfg.get("lora_targets") or [])
+        targets = self.cfg.target_modules or list(self.model_cfg.lora_targets or [])
         keep_full = list(self.model_cfg.head_modules or []) + list(self.model_cfg.lm_full_rank_modules or [])
         names = linear_layers_to_quantize(model, self.scope, targets, keep_full)
         if not names:
-            raise MethodError(f"model '{self.model_cfg.name}': no nn.Linear layers to quantise (method.quantize={self.scope})")
+            raise MethodError(
+                f"model '{self.model_cfg.name}': no nn.Linear layers to quantise (method.quantize={self.scope})"
+            )
         self.quantized_layers = names
         return quantize_model(model, names, self.quant_type, self.double_quant, self.compute_dtype)
 
@@ -121,10 +138,16 @@ class QLoRA(LoRA):
         model = self.quantize_base(model)
         # Freezes the base, keeps non-4-bit weights in float32; checkpointing trades compute for activations.
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=bool(self.cfg.get("gradient_checkpointing", False)),
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+            model,
+            use_gradient_checkpointing=bool(self.cfg.gradient_checkpointing),
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
         return super().wrap(model)
 
     def summary(self):
-        return {**super().summary(), "quant_type": self.quant_type, "double_quant": self.double_quant,
-                "quantized_layers": len(self.quantized_layers)}
+        return {
+            **super().summary(),
+            "quant_type": self.quant_type,
+            "double_quant": self.double_quant,
+            "quantized_layers": len(self.quantized_layers),
+        }

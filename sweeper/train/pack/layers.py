@@ -16,6 +16,7 @@ see exactly what the packed forward trains. PEFT's own mixed-adapter batches are
 LoRA dropout: each adapter draws its masks from its own torch.Generator, with the mask shape the
 point would have alone (its own padded width), so a packed run reproduces run_point's masks as well.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,11 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..methods.lora import LORA_PREFIX
+
 
 @dataclass
 class Slice:
-    key: int    # adapter index in the pack
-    rows: int   # rows of the concatenated batch that belong to it (in order)
+    key: int  # adapter index in the pack
+    rows: int  # rows of the concatenated batch that belong to it (in order)
     width: int  # its own padded sequence length (dropout masks are drawn at this width)
 
 
@@ -138,8 +141,13 @@ def attach_adapter(base: nn.Module, key: int, peft_model, ctx: PackContext, gene
             if "default" not in module.lora_A:
                 raise ValueError(f"layer {name}: LoRA on target_parameters (e.g. an LSTM) cannot be packed")
             dropout = module.lora_dropout["default"]
-            adapter = LoRAAdapter(module.lora_A["default"], module.lora_B["default"], float(module.scaling["default"]),
-                                  float(getattr(dropout, "p", 0.0)), generator)
+            adapter = LoRAAdapter(
+                module.lora_A["default"],
+                module.lora_B["default"],
+                float(module.scaling["default"]),
+                float(getattr(dropout, "p", 0.0)),
+                generator,
+            )
             _slot(base, name, MultiLoRALinear, ctx).add(key, adapter)
         elif isinstance(module, ModulesToSaveWrapper):
             _slot(base, name, SlicedModules, ctx).add(key, module.modules_to_save["default"])
@@ -163,7 +171,7 @@ def share_frozen_weights(peft_model, shared: dict[str, nn.Parameter]) -> int:
     Returns the number of tensors shared."""
     count = 0
     for name, param in peft_model.base_model.model.named_parameters():
-        if param.requires_grad or "lora_" in name or "modules_to_save" in name:
+        if param.requires_grad or LORA_PREFIX in name or "modules_to_save" in name:
             continue
         # PEFT keeps the untouched original of a module trained in full (a head, embeddings): shared
         # when equal; a classification head legitimately differs (its own seed and label count).
@@ -174,7 +182,9 @@ def share_frozen_weights(peft_model, shared: dict[str, nn.Parameter]) -> int:
         if not torch.equal(param.data, other.data.to(param.device)):
             if original:
                 continue
-            raise ValueError(f"frozen weight {name} differs from the pack's base (different seed for a randomly initialised model?)")
+            raise ValueError(
+                f"frozen weight {name} differs from the pack's base (different seed for a randomly initialised model?)"
+            )
         param.data = other.data
         count += 1
     return count

@@ -14,6 +14,7 @@ Built on the LoRA method (same PEFT wrapping, same warm-start phase switch); wha
   `lr_multiplier` in the ReLoRA phase).
 Merges change frozen weights, so checkpoints hold the whole state_dict (`changes_frozen_weights`).
 """
+
 from __future__ import annotations
 
 import math
@@ -22,16 +23,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import MethodError, register, warmup_cosine
-from .lora import LoRA, lora_layers
+from .base import MethodError, register, warmup_cosine
+from .lora import LORA_PREFIX, LoRA, lora_layers
 
 RESET_MODES = ("magnitude", "random", "full")
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
 # ---------------------------------------------------------------- config
-def _int_at_least(cfg, key: str, low: int, default=None) -> int:
-    value = cfg.get(key, default)
+def _int_at_least(cfg, key: str, low: int) -> int:
+    value = cfg[key]
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise MethodError(f"method.{key} must be an integer >= {low}, got {value!r}")
     return value
@@ -40,21 +41,27 @@ def _int_at_least(cfg, key: str, low: int, default=None) -> int:
 def check_relora_config(cfg) -> dict[str, Any]:
     """The ReLoRA knobs as plain values, or a one-line MethodError naming the field."""
     knobs = {
-        "warm_start_steps": _int_at_least(cfg, "warm_start_steps", 0, 0),
+        "warm_start_steps": _int_at_least(cfg, "warm_start_steps", 0),
         "merge_every": _int_at_least(cfg, "merge_every", 1),
-        "restart_warmup_steps": _int_at_least(cfg, "restart_warmup_steps", 0, 0),
-        "optimizer_reset": cfg.get("optimizer_reset", "magnitude"),
-        "prune_ratio": cfg.get("prune_ratio", 0.99),
-        "lr_multiplier": cfg.get("lr_multiplier", 1.0),
+        "restart_warmup_steps": _int_at_least(cfg, "restart_warmup_steps", 0),
+        "optimizer_reset": cfg.optimizer_reset,
+        "prune_ratio": cfg.prune_ratio,
+        "lr_multiplier": cfg.lr_multiplier,
     }
     if knobs["restart_warmup_steps"] >= knobs["merge_every"]:
-        raise MethodError(f"method.restart_warmup_steps must be < method.merge_every ({knobs['merge_every']}), "
-                          f"got {knobs['restart_warmup_steps']}")
+        raise MethodError(
+            f"method.restart_warmup_steps must be < method.merge_every ({knobs['merge_every']}), "
+            f"got {knobs['restart_warmup_steps']}"
+        )
     if knobs["optimizer_reset"] not in RESET_MODES:
-        raise MethodError(f"method.optimizer_reset must be one of {', '.join(RESET_MODES)}, got {knobs['optimizer_reset']!r}")
+        raise MethodError(
+            f"method.optimizer_reset must be one of {', '.join(RESET_MODES)}, got {knobs['optimizer_reset']!r}"
+        )
     ratio = knobs["prune_ratio"]
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
-        raise MethodError(f"method.prune_ratio must be in [0, 1] (fraction of LoRA optimizer state zeroed), got {ratio!r}")
+        raise MethodError(
+            f"method.prune_ratio must be in [0, 1] (fraction of LoRA optimizer state zeroed), got {ratio!r}"
+        )
     mult = knobs["lr_multiplier"]
     if isinstance(mult, bool) or not isinstance(mult, (int, float)) or not (math.isfinite(mult) and mult > 0):
         raise MethodError(f"method.lr_multiplier must be a number > 0, got {mult!r}")
@@ -72,8 +79,17 @@ def restart_at_or_before(step: int, warm_start: int, merge_every: int) -> int | 
     return None if last == 0 else last  # no warm start and no merge yet: the run's own first warmup
 
 
-def jagged_scale(step: int, *, warm_start: int, merge_every: int, restart_warmup: int, lr_multiplier: float,
-                 warmup: int, total: int, min_ratio: float) -> float:
+def jagged_scale(
+    step: int,
+    *,
+    warm_start: int,
+    merge_every: int,
+    restart_warmup: int,
+    lr_multiplier: float,
+    warmup: int,
+    total: int,
+    min_ratio: float,
+) -> float:
     """Multiplier on train.lr at `step` (0-based); see the module docstring for the shape."""
     envelope = lambda s: warmup_cosine(s, warmup, total, min_ratio)  # noqa: E731
     if step < warm_start:
@@ -167,8 +183,9 @@ class ReLoRA(LoRA):
         model = super().wrap(model)
         # The record's params.trainable is counted right after wrap, i.e. in the warm start when there
         # is one; this is the count of the ReLoRA phase (LoRA factors + full-rank modules_to_save).
-        self.low_rank_trainable = sum(p.numel() for n, p in model.named_parameters()
-                                      if "lora_" in n or "modules_to_save" in n)
+        self.low_rank_trainable = sum(
+            p.numel() for n, p in model.named_parameters() if LORA_PREFIX in n or "modules_to_save" in n
+        )
         return model
 
     def is_merge_step(self, done: int, max_steps: int) -> bool:
@@ -179,10 +196,14 @@ class ReLoRA(LoRA):
     def lr_scale(self, step, train_cfg):
         if self._schedule_args is None:
             self._schedule_args = dict(
-                warm_start=self.warm_start_steps, merge_every=self.merge_every,
-                restart_warmup=self.restart_warmup_steps, lr_multiplier=self.lr_multiplier,
-                warmup=int(train_cfg.warmup_steps), total=int(train_cfg.max_steps),
-                min_ratio=float(train_cfg.min_lr_ratio))
+                warm_start=self.warm_start_steps,
+                merge_every=self.merge_every,
+                restart_warmup=self.restart_warmup_steps,
+                lr_multiplier=self.lr_multiplier,
+                warmup=int(train_cfg.warmup_steps),
+                total=int(train_cfg.max_steps),
+                min_ratio=float(train_cfg.min_lr_ratio),
+            )
             self._base_lr, self._max_steps = float(train_cfg.lr), int(train_cfg.max_steps)
         return jagged_scale(step, **self._schedule_args)
 
@@ -193,8 +214,14 @@ class ReLoRA(LoRA):
         delta_norm = merge_and_reinit(model)
         kept = reset_optimizer_state(optimizer, self._lora_params, self.optimizer_reset, self.prune_ratio)
         self.merges += 1
-        return [{"event": "merge", "merge": self.merges, "delta_norm": round(delta_norm, 6),
-                 "optimizer_kept_fraction": round(kept, 6)}]
+        return [
+            {
+                "event": "merge",
+                "merge": self.merges,
+                "delta_norm": round(delta_norm, 6),
+                "optimizer_kept_fraction": round(kept, 6),
+            }
+        ]
 
     def state_dict(self):
         return {"merges": self.merges}
@@ -203,10 +230,16 @@ class ReLoRA(LoRA):
         self.merges = int(state.get("merges", 0))
 
     def summary(self):
-        out = {"merges": self.merges, "warm_start_steps": self.warm_start_steps, "merge_every": self.merge_every,
-               "restart_warmup_steps": self.restart_warmup_steps, "optimizer_reset": self.optimizer_reset,
-               "prune_ratio": self.prune_ratio, "lr_multiplier": self.lr_multiplier,
-               "low_rank_trainable": getattr(self, "low_rank_trainable", None)}
+        out = {
+            "merges": self.merges,
+            "warm_start_steps": self.warm_start_steps,
+            "merge_every": self.merge_every,
+            "restart_warmup_steps": self.restart_warmup_steps,
+            "optimizer_reset": self.optimizer_reset,
+            "prune_ratio": self.prune_ratio,
+            "lr_multiplier": self.lr_multiplier,
+            "low_rank_trainable": getattr(self, "low_rank_trainable", None),
+        }
         if self._schedule_args is not None:
             # The LR of every step (4 significant digits): metrics.jsonl logs it only every
             # train.log_every steps, too coarse to see restart warmups of a few steps.

@@ -6,22 +6,22 @@ gradient of the summed loss with respect to adapter k is exactly the gradient of
 A point whose loss turns non-finite fails alone (left out of the backward); a point whose
 budget ends leaves the pack (evaluated and recorded at once) while the others go on.
 """
+
 from __future__ import annotations
 
-import json
-import math
-import sys
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from .pack_lora import PackContext, Slice
-from .train import Interrupted, TrainingError, batch_rows, collate
+from ..batches import batch_rows, collate
+from ..errors import Interrupted, TrainingError
+from ..loop import check_finite, optimizer_step, progress_bar, set_lr
+from ..runtime import Runtime
+from .layers import PackContext, Slice
 
 
 # ---------------------------------------------------------------- batches and losses
@@ -32,8 +32,10 @@ def concat_batches(batches: list[dict], keys: list[int], pad_id: int, task: str)
     def pad(t, value):
         return F.pad(t, (0, width - t.shape[1]), value=value)
 
-    out = {"input_ids": torch.cat([pad(b["input_ids"], pad_id) for b in batches]),
-           "attention_mask": torch.cat([pad(b["attention_mask"], 0) for b in batches])}
+    out = {
+        "input_ids": torch.cat([pad(b["input_ids"], pad_id) for b in batches]),
+        "attention_mask": torch.cat([pad(b["attention_mask"], 0) for b in batches]),
+    }
     if task == "lm":
         out["labels"] = torch.cat([pad(b["labels"], -100) for b in batches])
     else:
@@ -45,8 +47,9 @@ def concat_batches(batches: list[dict], keys: list[int], pad_id: int, task: str)
 def point_loss(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
     """The loss HF computes for one point: next-token CE over non-masked labels, or CE over labels."""
     if task == "lm":
-        return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                               ignore_index=-100)
+        return F.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+        )
     return F.cross_entropy(logits.float(), labels)
 
 
@@ -71,56 +74,55 @@ class AdapterView(nn.Module):
 
     def forward(self, input_ids, attention_mask, labels=None):
         self.ctx.slices = [Slice(self.key, input_ids.shape[0], input_ids.shape[1])]
-        logits = own_logits(self._base(input_ids=input_ids, attention_mask=attention_mask).logits, self.num_labels, self.task)
+        logits = own_logits(
+            self._base(input_ids=input_ids, attention_mask=attention_mask).logits, self.num_labels, self.task
+        )
         loss = point_loss(logits, labels, self.task) if labels is not None else None
         return SimpleNamespace(loss=loss, logits=logits)
 
 
 # ---------------------------------------------------------------- the loop
 def set_lrs(members, step: int) -> dict[int, float]:
-    lrs = {}
-    for m in members:
-        m.method.before_step(step, m.peft)
-        lrs[m.key] = float(m.cfg.train.lr) * m.method.lr_scale(step, m.cfg.train)
-        for group in m.optimizer.param_groups:
-            group["lr"] = lrs[m.key]
-    return lrs
+    return {m.key: set_lr(m.optimizer, m.method, m.peft, step, m.cfg.train) for m in members}
 
 
-def forward_losses(base, members, step: int, ctx: PackContext, pad_id: int, task: str, device, autocast):
+def forward_losses(base, members, step: int, ctx: PackContext, pad_id: int, task: str, runtime: Runtime):
     """Losses of the running points at `step`, one packed forward."""
     batches = []
     for m in members:
         rows = batch_rows(len(m.train_enc.input_ids), int(m.cfg.train.batch_size), step, int(m.cfg.train.seed))
         batches.append(collate(m.train_enc, rows, pad_id, task))
     batch, ctx.slices = concat_batches(batches, [m.key for m in members], pad_id, task)
-    batch = {k: v.to(device) for k, v in batch.items()}
-    with autocast():
+    batch = {k: v.to(runtime.device) for k, v in batch.items()}
+    with runtime.autocast():
         logits = base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     sizes = [s.rows for s in ctx.slices]
-    return [point_loss(own_logits(lg, m.num_labels, task), lb, task)
-            for m, lg, lb in zip(members, logits.split(sizes), batch["labels"].split(sizes))]
+    return [
+        point_loss(own_logits(lg, m.num_labels, task), lb, task)
+        for m, lg, lb in zip(members, logits.split(sizes), batch["labels"].split(sizes))
+    ]
 
 
-def optimizer_step(m, step: int, loss_value: float, lr: float) -> None:
-    tr = m.cfg.train
-    if tr.grad_clip:
-        torch.nn.utils.clip_grad_norm_([p for g in m.optimizer.param_groups for p in g["params"]], float(tr.grad_clip))
-    m.optimizer.step()
-    m.optimizer.zero_grad(set_to_none=True)
-    done = step + 1
-    for event in m.method.after_step(step, m.peft, m.optimizer):
-        m.events.append({"step": done, **event})
-        m.log.write(json.dumps({"step": done, **event}) + "\n")
-    if done % int(tr.log_every) == 0 or done == m.max_steps:
-        m.log.write(json.dumps({"step": done, "loss": round(loss_value, 6), "lr": lr}) + "\n")
-        m.log.flush()
+def member_step(m, step: int, loss_value: float, lr: float) -> None:
+    """The step tail of one point, as the solo loop does it."""
+    optimizer_step(m.optimizer, m.cfg.train.grad_clip)
+    m.log.step(step + 1, loss_value, lr, m.method.after_step(step, m.peft, m.optimizer))
     m.final_loss = loss_value
 
 
-def train_packed(base, members, ctx: PackContext, task: str, pad_id: int, device, autocast,
-                 on_done: Callable, on_fail: Callable, save_checkpoint: Callable,
-                 should_stop: Callable[[], bool] = lambda: False) -> None:
+def train_packed(
+    base,
+    members,
+    ctx: PackContext,
+    task: str,
+    pad_id: int,
+    runtime: Runtime,
+    *,
+    on_done: Callable,
+    on_fail: Callable,
+    save_checkpoint: Callable,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> None:
     """Step every member from its start_step to its max_steps; call on_done(m) as each finishes."""
     active = [m for m in members if m.start_step < m.max_steps]
     for m in members:
@@ -129,26 +131,29 @@ def train_packed(base, members, ctx: PackContext, task: str, pad_id: int, device
     if not active:
         return
     step, last = min(m.start_step for m in active), max(m.max_steps for m in active)
-    bar = tqdm(total=last, initial=step, desc=f"pack of {len(active)}", unit="step", file=sys.stderr,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0, leave=False)
+    bar = progress_bar(last, step, f"pack of {len(active)}")
     base.train()
     while active:
         running = [m for m in active if m.start_step <= step]
         t0 = time.perf_counter()
         try:
             lrs = set_lrs(running, step)
-            losses = forward_losses(base, running, step, ctx, pad_id, task, device, autocast)
+            losses = forward_losses(base, running, step, ctx, pad_id, task, runtime)
             kept = []
             for m, loss in zip(running, losses):
                 value = float(loss.detach())
-                if math.isfinite(value):
-                    kept.append((m, loss, value))
-                else:  # this point alone fails; the others' gradients do not depend on its rows
-                    on_fail(m, TrainingError(f"non-finite training loss {value} at step {step} (lr={lrs[m.key]:.3g}); lower train.lr"))
+                try:
+                    check_finite(value, step, lrs[m.key])
+                except (
+                    TrainingError
+                ) as error:  # this point alone fails; the others' gradients do not depend on its rows
+                    on_fail(m, error)
+                    continue
+                kept.append((m, loss, value))
             if kept:
                 torch.stack([loss for _, loss, _ in kept]).sum().backward()
             for m, _, value in kept:
-                optimizer_step(m, step, value, lrs[m.key])
+                member_step(m, step, value, lrs[m.key])
         except Exception as error:  # noqa: BLE001  a failure of the shared pass: its points fail
             for m in running:
                 if not m.finished:
@@ -165,7 +170,7 @@ def train_packed(base, members, ctx: PackContext, task: str, pad_id: int, device
         active = [m for m in active if not m.finished]
         stop = should_stop()
         for m in active:
-            every = int(m.cfg.train.get("checkpoint_every") or 0)
+            every = int(m.cfg.train.checkpoint_every or 0)
             if m.start_step < step and (stop or (every and step % every == 0)):
                 save_checkpoint(m, step)
         if stop and active:

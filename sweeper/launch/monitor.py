@@ -1,18 +1,18 @@
 """Following a submitted sweep: report each point as its record appears (failures at once), and
 settle jobs that ended, writing a `failed` record for points whose job died without one."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any
 
+from ..ledger import array_id, log_launch
+from ..records import RECORD_NAME, Status, read_existing, summary_line
 from .backends import Slot
-from .sweep import Point, log_launch, read_existing, write_lost_record
-from .worker import summary_line
-
-if TYPE_CHECKING:
-    from .launch import PointsJob
+from .planner import Point, write_lost_record
 
 
 @dataclass
@@ -38,18 +38,18 @@ class Monitor:
         for p in points:
             if p.run_dir is None or p.idx in self.reported:
                 continue
-            path = p.run_dir / "record.json"
+            path = p.run_dir / RECORD_NAME
             try:
                 fresh = path.stat().st_mtime >= p.since
             except OSError:
                 continue
             record = read_existing(p.run_dir) if fresh else None
-            if record is not None and record.get("status") in ("ok", "failed"):
+            if record is not None and record["status"] in (Status.OK, Status.FAILED):
                 self._report(p, record, summary_line(record))
 
     def _report(self, point: Point, record: dict, line: str) -> None:
         self.reported.add(point.idx)
-        if record.get("status") == "ok":
+        if record["status"] == Status.OK:
             self.ok += 1
         else:
             self.failed.append((point, record.get("error")))
@@ -87,12 +87,19 @@ class Monitor:
             if write_lost_record(p, reason):
                 self.check_records([p])
             if p.idx not in self.reported:  # no config or no record could be written: report anyway
-                self._report(p, {"status": "failed", "error": reason}, f"[FAILED] {p.label}: {reason}")
+                self._report(p, {"status": Status.FAILED, "error": reason}, f"[FAILED] {p.label}: {reason}")
         return True
 
 
-def watch(backend, jobs: list[list[Point]], make_fn: Callable[[list[Point]], PointsJob], launch: dict,
-          results_dir: Path, total: int, poll_s: float) -> Monitor:
+def watch(
+    backend,
+    jobs: list[list[Point]],
+    make_fn: Callable[[list[Point]], Any],
+    launch: dict,
+    results_dir: Path,
+    total: int,
+    poll_s: float,
+) -> Monitor:
     """Submit (all at once, or as slots free up) and follow the jobs to the end."""
     monitor = Monitor(total=total, backend=backend)
     queue, active = list(jobs), []
@@ -100,7 +107,7 @@ def watch(backend, jobs: list[list[Point]], make_fn: Callable[[list[Point]], Poi
         submitted = backend.submit_all([make_fn(points) for points in queue])
         active = [Running(job, points) for job, points in zip(submitted, queue)]
         queue = []
-        log_jobs(launch, results_dir, active)
+        log_jobs(launch, active)
     free = [] if backend.capacity is None else list(backend.slots)
     try:
         while queue or active:
@@ -111,7 +118,7 @@ def watch(backend, jobs: list[list[Point]], make_fn: Callable[[list[Point]], Poi
                 started.append(Running(backend.submit(make_fn(points), slot), points, slot))
             if started:
                 active += started
-                log_jobs(launch, results_dir, started)
+                log_jobs(launch, started)
             for run in list(active):
                 monitor.check_records(run.points)
                 if monitor.settle(run):
@@ -124,11 +131,16 @@ def watch(backend, jobs: list[list[Point]], make_fn: Callable[[list[Point]], Poi
         if backend.kind == "local":
             for run in active:
                 run.job.cancel(check=False)
-            print(f"\ninterrupted: cancelled {len(active)} local job(s); run the same command again to resume", flush=True)
+            print(
+                f"\ninterrupted: cancelled {len(active)} local job(s); run the same command again to resume", flush=True
+            )
         else:
-            ids = sorted({str(r.job.job_id).split("_")[0] for r in active})
-            print(f"\ninterrupted: the SLURM jobs keep running (scancel {' '.join(ids)} stops them); "
-                  f"python -m sweeper.status {results_dir}", flush=True)
+            ids = sorted({array_id(r.job.job_id) for r in active})
+            print(
+                f"\ninterrupted: the SLURM jobs keep running (scancel {' '.join(ids)} stops them); "
+                f"python -m sweeper.status {results_dir}",
+                flush=True,
+            )
         raise SystemExit(130) from None  # no traceback: the message says it all
     return monitor
 
@@ -139,6 +151,6 @@ def save_launch(launch: dict, update: bool = True) -> None:
         log_launch(Path(results_dir), launch, update=update)
 
 
-def log_jobs(launch: dict, results_dir: Path, runs: Sequence[Running]) -> None:
+def log_jobs(launch: dict, runs: Sequence[Running]) -> None:
     launch["jobs"] += [{"job_id": str(r.job.job_id), "run_ids": [p.run_id for p in r.points]} for r in runs]
     save_launch(launch)

@@ -5,6 +5,7 @@ Every function takes the tables of sweeper.report / sweeper.collect, writes one 
 its path. When there is nothing to draw (no ReLoRA run, no metrics.jsonl yet) the PNG says so
 instead of being absent, so a report always has the same files.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,12 +19,22 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from sweeper import report
-from sweeper.collect import PRIMARY
-from sweeper.records import METRICS_NAME
+from ..records import METRICS_NAME, Status
+from . import tables
+from .collect import PRIMARY
 
-_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
-           "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
+_COLORS = [
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:red",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:gray",
+    "tab:olive",
+    "tab:cyan",
+]
 _MARKERS = {"lora": "o", "relora": "s", "qlora": "^", "full": "*"}
 
 
@@ -55,7 +66,7 @@ def _color_map(values) -> dict:
 
 def heatmap(summary: pd.DataFrame, path: str | os.PathLike, task: str = "classification") -> Path:
     """datasets x configurations, colour = seed-mean score; failed points hatched red, missing blank."""
-    scores = report.score_matrix(summary, task)
+    scores = tables.score_matrix(summary, task)
     if scores.empty:
         return placeholder(path, f"no {task} results yet")
     status = summary[summary["task"] == task].pivot(index="dataset", columns="config", values="status")
@@ -67,10 +78,11 @@ def heatmap(summary: pd.DataFrame, path: str | os.PathLike, task: str = "classif
     values = scores.to_numpy(dtype=float)
     if not higher:  # perplexities span orders of magnitude
         values = np.log10(values)
-    image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis" if higher else "viridis_r",
-                      interpolation="nearest")
+    image = ax.imshow(
+        np.ma.masked_invalid(values), aspect="auto", cmap="viridis" if higher else "viridis_r", interpolation="nearest"
+    )
     fig.colorbar(image, ax=ax, label=metric if higher else f"log10 {metric}", shrink=0.8)
-    failed = status.to_numpy() == "failed"
+    failed = status.to_numpy() == Status.FAILED.value
     for i, j in zip(*np.nonzero(failed)):
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#f4c4c4", hatch="xx", edgecolor="red", lw=0))
     if n_rows * n_cols <= 600:  # numbers only where they stay legible
@@ -124,7 +136,7 @@ def score_vs_rank(summary: pd.DataFrame, path: str | os.PathLike, dataset: str |
         ax = fig.add_subplot(1, len(tasks), k + 1)
         _rank_panel(ax, sub[sub["task"] == task], colors, per_dataset=dataset is not None)
         metric, higher = PRIMARY[task]
-        ax.set_title(f"{task}" + (f" – {dataset}" if dataset else f" – mean over datasets ± s.e."))
+        ax.set_title(f"{task}" + (f" – {dataset}" if dataset else " – mean over datasets ± s.e."))
         ax.set_xlabel("LoRA rank r")
         ax.set_ylabel(f"test {metric} ({'higher' if higher else 'lower'} is better)")
         ax.legend(fontsize=7)
@@ -136,7 +148,8 @@ def _rank_panel(ax, sub: pd.DataFrame, colors: dict, per_dataset: bool) -> None:
     sub = sub.assign(line=line)
     for name, group in sub.groupby("line"):
         points = group.groupby("r" if group["r"].notna().any() else "config").agg(
-            y=("mean", "mean"), sd=("mean", "std"), n=("mean", "size"), seed_sd=("std", "mean"))
+            y=("mean", "mean"), sd=("mean", "std"), n=("mean", "size"), seed_sd=("std", "mean")
+        )
         err = points["seed_sd"] if per_dataset else points["sd"] / np.sqrt(points["n"])
         color = colors[group["model"].iloc[0]]
         if group["r"].isna().all():  # full fine-tuning: no rank axis, a level to compare against
@@ -145,8 +158,15 @@ def _rank_panel(ax, sub: pd.DataFrame, colors: dict, per_dataset: bool) -> None:
             ax.axhspan(y - e, y + e, color=color, alpha=0.1)
             continue
         x = points.index.astype(float)
-        ax.errorbar(x, points["y"], yerr=err.fillna(0), color=color, capsize=3,
-                    marker=_MARKERS.get(group["method"].iloc[0], "o"), label=name)
+        ax.errorbar(
+            x,
+            points["y"],
+            yerr=err.fillna(0),
+            color=color,
+            capsize=3,
+            marker=_MARKERS.get(group["method"].iloc[0], "o"),
+            label=name,
+        )
     ranks = sorted(int(r) for r in sub["r"].dropna().unique())
     if ranks:
         ax.set_xscale("log", base=2)
@@ -177,7 +197,7 @@ def read_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 def default_curve_runs(df: pd.DataFrame, max_runs: int = 8) -> list[str]:
     """One run per configuration (lowest seed) on the dataset with the most successful runs."""
-    ok = df[df["status"] == "ok"]
+    ok = df[df["status"] == Status.OK.value]
     if ok.empty:
         return []
     dataset = ok["dataset"].value_counts().index[0]
@@ -209,7 +229,7 @@ def loss_curves(df: pd.DataFrame, path: str | os.PathLike, run_ids: list[str] | 
 
 def relora_timeline(df: pd.DataFrame, path: str | os.PathLike, run_id: str | None = None) -> Path:
     """Learning rate and loss of one ReLoRA run with its merge events (vertical lines)."""
-    candidates = df[(df["method"] == "relora") & (df["status"] == "ok")]
+    candidates = df[(df["method"] == "relora") & (df["status"] == Status.OK.value)]
     if run_id is not None:
         candidates = df[df["run_id"] == run_id]
     for row in candidates.itertuples(index=False):
@@ -245,9 +265,19 @@ def _timeline(metrics: pd.DataFrame, label: str, path) -> Path:
 
 def score_vs_cost(summary: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Per configuration, mean score over datasets against trainable parameters and seconds (log x)."""
-    per = summary.dropna(subset=["mean"]).groupby(["task", "config"], sort=False).agg(
-        model=("model", "first"), method=("method", "first"), r=("r", "first"), y=("mean", "mean"),
-        params=("trainable_params", "median"), seconds=("train_seconds", "mean")).reset_index()
+    per = (
+        summary.dropna(subset=["mean"])
+        .groupby(["task", "config"], sort=False)
+        .agg(
+            model=("model", "first"),
+            method=("method", "first"),
+            r=("r", "first"),
+            y=("mean", "mean"),
+            params=("trainable_params", "median"),
+            seconds=("train_seconds", "mean"),
+        )
+        .reset_index()
+    )
     tasks = [t for t in PRIMARY if (per["task"] == t).any()]
     if not tasks:
         return placeholder(path, "no successful runs to plot")
@@ -269,8 +299,14 @@ def _cost_panel(ax, rows: pd.DataFrame, column: str, colors: dict) -> None:
         ax.text(0.5, 0.5, "no cost recorded", ha="center", va="center", transform=ax.transAxes)
         return
     for (model, method), group in rows.groupby(["model", "method"]):
-        ax.scatter(group[column], group["y"], color=colors[model], marker=_MARKERS.get(method, "o"),
-                   label=f"{model}/{method}", s=40)
+        ax.scatter(
+            group[column],
+            group["y"],
+            color=colors[model],
+            marker=_MARKERS.get(method, "o"),
+            label=f"{model}/{method}",
+            s=40,
+        )
         for x, y, r in zip(group[column], group["y"], group["r"]):
             if not pd.isna(r):
                 ax.annotate(f"r{int(r)}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -281,8 +317,9 @@ def _cost_panel(ax, rows: pd.DataFrame, column: str, colors: dict) -> None:
 # ---------------------------------------------------------------- all at once
 
 
-def write_plots(df: pd.DataFrame, summary: pd.DataFrame, out_dir: str | os.PathLike,
-                run_ids: list[str] | None = None) -> dict[str, Path]:
+def write_plots(
+    df: pd.DataFrame, summary: pd.DataFrame, out_dir: str | os.PathLike, run_ids: list[str] | None = None
+) -> dict[str, Path]:
     """Every plot into `out_dir`; returns file name -> path."""
     out = Path(out_dir)
     written = {"heatmap.png": heatmap(summary, out / "heatmap.png", "classification")}

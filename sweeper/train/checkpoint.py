@@ -8,6 +8,7 @@
 The folder is replaced atomically (write beside, then rename), so a kill mid-save leaves the
 previous checkpoint intact.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-CHECKPOINT_DIR = "checkpoint"
+from ..records import publish_dir
+from ..runs import CHECKPOINT_DIR
 
 
 def _weights_to_save(model, optimizer, method) -> dict[str, torch.Tensor]:
@@ -34,18 +36,17 @@ def save(run_dir: Path, model, optimizer, method, step: int) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(_weights_to_save(model, optimizer, method), str(tmp / "weights.safetensors"))
-    state = {"step": step, "optimizer": optimizer.state_dict(), "method": method.state_dict(),
-             "torch_rng": torch.get_rng_state()}
+    state = {
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "method": method.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
     torch.save(state, tmp / "trainer.pt")
-    (tmp / "step.json").write_text(json.dumps({"step": step}))
-    old = Path(run_dir) / f".{CHECKPOINT_DIR}.old-{os.getpid()}"
-    if final.exists():
-        os.rename(final, old)
-    os.rename(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
+    (tmp / "step.json").write_text(json.dumps({"step": step}))  # last: marks the checkpoint complete
+    return publish_dir(tmp, final, replace=True)
 
 
 def saved_step(run_dir: Path) -> int:

@@ -1,5 +1,6 @@
 """Full fine-tuning (or full-rank pretraining): every parameter trains. The baseline of every table."""
-from . import Method, register
+
+from .base import Method, register
 
 
 @register("full")

@@ -1,0 +1,21 @@
+"""Datasets: a small spec (conf/dataset/<name>.yaml) -> HF `datasets.DatasetDict` of text + label.
+
+spec -> checked_spec (spec) -> inputs: pools or files (pools) -> split frames (build)
+     -> parquet under the cache, keyed by a hash of spec + inputs (cache) -> load_splits
+python -m sweeper.datasets     the catalogue (catalogue)
+"""
+
+from .cache import load_splits, materialise, read_meta
+from .spec import SPLITS, DatasetError, checked_spec, load_spec, resolve_dataset_name, spec_names
+
+__all__ = [
+    "SPLITS",
+    "DatasetError",
+    "checked_spec",
+    "load_spec",
+    "load_splits",
+    "materialise",
+    "read_meta",
+    "resolve_dataset_name",
+    "spec_names",
+]

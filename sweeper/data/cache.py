@@ -1,0 +1,93 @@
+"""Datasets for the worker: a small spec (conf/dataset/<name>.yaml) -> HF `datasets.DatasetDict`.
+
+Specs point at a committed source pool (data/pools/*.parquet), at files of your own, or at
+anything `datasets.load_dataset` can open. The first use materialises the splits as parquet under
+`<cache>/<name>-<hash of spec + inputs>/` (built in a temp folder, then renamed: readers never
+see a half-written dataset); later uses read that folder back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import paths
+from ..records import publish_dir
+from .build import build_frames
+from .pools import file_digest, input_files
+from .spec import SPLITS, checked_spec
+
+if TYPE_CHECKING:
+    import datasets
+
+FORMAT_VERSION = 2  # bump when materialisation changes, so old caches are not reused
+
+
+def spec_hash(spec: Mapping) -> str:
+    """Hash of the spec, the inputs' contents and the format version: the cache key."""
+    name = spec.get("name", "?")
+    blob = json.dumps(
+        {"spec": spec, "format": FORMAT_VERSION, "inputs": [file_digest(p) for p in input_files(name, spec)]},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def cache_folder(spec: Mapping, cache_dir: Path | None = None) -> Path:
+    root = Path(cache_dir) if cache_dir is not None else paths.CACHE_DIR / "datasets"
+    return root / f"{spec['name']}-{spec_hash(spec)}"
+
+
+def materialise(spec: Any, cache_dir: Path | None = None) -> Path:
+    """Build the splits as parquet (once) and return their folder; `meta.json` marks it complete."""
+    spec = checked_spec(spec)
+    folder = cache_folder(spec, cache_dir)
+    if (folder / "meta.json").exists():
+        return folder
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frames, meta = build_frames(spec, hf_cache=folder.parent / "hf")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    for split, df in frames.items():
+        columns = [c for c in ("text", "label") if c in df]
+        table = pa.Table.from_pandas(df[columns], preserve_index=False)
+        pq.write_table(table, tmp / f"{split}.parquet", compression="zstd")
+    sizes = {s: len(df) for s, df in frames.items()}
+    meta = {**meta, "name": spec["name"], "spec": spec, "format": FORMAT_VERSION, "sizes": sizes}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    publish_dir(tmp, folder)  # a concurrent build of the same content may have won: theirs is as good
+    return folder
+
+
+def read_meta(folder: Path) -> dict:
+    return json.loads((folder / "meta.json").read_text())
+
+
+def load_splits(spec: Mapping, cache_dir: Path | None = None) -> datasets.DatasetDict:
+    """classification: splits train/validation/test, columns `text` (str) and `label` (int),
+    and the label names available as ds["train"].features["label"].names (ClassLabel).
+    lm: splits train/validation with a `text` column."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    folder = materialise(spec, cache_dir)
+    meta = read_meta(folder)
+    features = {"text": datasets.Value("string")}
+    if meta["task"] == "classification":
+        features["label"] = datasets.ClassLabel(names=meta["label_names"])
+    features = datasets.Features(features)
+    out = datasets.DatasetDict()
+    for split in [s for s in SPLITS if s in meta["sizes"]]:
+        table = pq.read_table(folder / f"{split}.parquet").cast(features.arrow_schema)
+        # In memory; the folder name is a content hash, so it is a sound fingerprint for .map().
+        out[split] = datasets.Dataset(
+            table, info=datasets.DatasetInfo(features=features), split=split, fingerprint=f"{folder.name}-{split}"
+        )
+    return out

@@ -1,0 +1,16 @@
+"""Launching a sweep (the Hydra plugin `hydra/launcher=local|slurm` hands its batch to `launch`).
+
+    driver    launch(): plan, submit, watch; sweeper.detach
+    planner   each point's run folder and decision; jobs of K points
+    job       PointsJob: the points of one submitit job, USR2/SIGTERM -> checkpoint + requeue
+    backends  where jobs run: LocalQueue (worker processes), SlurmArrays (job arrays)
+    monitor   report points as records appear; write failed records for jobs that died
+
+Pickles of jobs submitted before the package split refer to `sweeper.launch.PointsJob`: it stays here.
+"""
+
+from .driver import launch
+from .job import PointsJob, stop_requested
+from .planner import Point
+
+__all__ = ["Point", "PointsJob", "launch", "stop_requested"]

@@ -1,0 +1,208 @@
+"""Run a planned sweep as submitit jobs (a SLURM job array, or a local queue of worker processes),
+watch it, and report each point as it finishes.
+
+    python -m sweeper -m hydra/launcher=slurm  'dataset=glob(fortune_*)' method.r=4,8
+    python -m sweeper -m hydra/launcher=local  hydra.launcher.workers=2 ...
+    ... sweeper.detach=true      submit and return; `python -m sweeper.status <results_dir>`
+    ... sweeper.chunk=10         10 grid points per job (one torch import per job)
+
+How one grid point flows (the Hydra plugin in hydra_plugins/sweeper_launcher is a thin adapter):
+
+  1. `launch()` composes each point's config, computes its run folder and decides (planner, sweeper.runs):
+     skip (ok record; failed record unless sweeper.retry_failed), resume (checkpoint), run.
+  2. The points to run are cut into jobs of `sweeper.chunk` points; each job is a `PointsJob`
+     (a submitit Checkpointable) submitted as one task of a SLURM array, or started by the local
+     queue on a free slot (its own GPU, or its share of the CPU threads).
+  3. In the job (job.py), each point goes through Hydra's `run_job` -> the app's task function ->
+     `sweeper.train.run_point(cfg, should_stop=stop_requested)`, which writes record.json.
+  4. SLURM's USR2 (time limit or preemption) checkpoints and requeues; the next attempt resumes (job.py).
+  5. The launcher watches record files and job states (monitor.py): it prints each point as it finishes (failures
+     at once) and writes a `failed` record ("job <id> CANCELLED by 0") for a point whose job died
+     without one, as soon as SLURM accounting (or the local process) says the job is gone.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shlex
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from .. import shell
+from ..config import point_config, task_config
+from ..ledger import array_id, now_iso
+from ..records import Status
+from .backends import LocalQueue, SlurmArrays
+from .job import PointsJob
+from .monitor import Running, log_jobs, save_launch, watch
+from .planner import Point, chunked, plan, plan_message, summarize
+
+
+def launch(
+    kind: str,
+    params: Any,
+    hydra_context,
+    task_function,
+    config: DictConfig,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+) -> list:
+    """Plan, submit and (unless sweeper.detach) watch one batch of Hydra jobs; one JobReturn per job."""
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import JobReturn, JobStatus, setup_globals
+
+    setup_globals()
+    sweep_cfg = config.sweeper
+    # a pack trains inside one job: K points per job at least
+    chunk = max(int(sweep_cfg.chunk or 1), int(sweep_cfg.pack or 1))
+    sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+
+    items = []
+    for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+        items.append((idx, list(overrides), task_config(point_config(hydra_context, config, overrides, idx))))
+    points = plan(items, bool(sweep_cfg.retry_failed))
+    plan_time = time.time()
+    for p in points:
+        p.since = plan_time
+    to_run = [p for p in points if p.runs]
+    results_dirs = sorted({p.results_dir for p in points if p.results_dir is not None})
+    results_dirs = results_dirs or [Path(str(sweep_cfg.results_dir)).absolute()]
+    results_dir = results_dirs[0]
+    launch_entry = new_launch(points, kind, sweep_cfg, str(sweep_dir))
+    launch_entry["results_dirs"] = [str(d) for d in results_dirs]
+    print(f"sweep {results_dir}: {plan_message(summarize(points))}", flush=True)
+
+    finals: dict[int, str] = {p.idx: ("skipped" if not p.runs else "submitted") for p in points}
+    save_launch(launch_entry, update=False)
+    if to_run:
+        backend = (SlurmArrays if kind == "slurm" else LocalQueue)(sweep_dir / ".submitit" / "%j", params)
+        print(backend.describe() + f"; {len(to_run)} point(s) in jobs of {chunk}", flush=True)
+        state = Singleton.get_state()
+
+        def make_job(pts: list[Point]) -> PointsJob:
+            return PointsJob(hydra_context, task_function, config, pts, state)
+
+        jobs = chunked(to_run, chunk)
+        if sweep_cfg.detach and kind == "slurm":
+            submitted = backend.submit_all([make_job(pts) for pts in jobs])
+            log_jobs(launch_entry, [Running(j, pts) for j, pts in zip(submitted, jobs)])
+            ids = sorted({array_id(j.job_id) for j in submitted})
+            print(
+                f"detached: SLURM job(s) {' '.join(ids)}; follow with: python -m sweeper.status {results_dir}",
+                flush=True,
+            )
+        elif sweep_cfg.detach:
+            _detach_local(backend, jobs, make_job, launch_entry, results_dir, len(to_run), params, sweep_dir)
+        else:
+            t0 = time.time()
+            launch_entry["monitor"] = {"pid": os.getpid(), "host": socket.gethostname(), "log": None}
+            monitor = watch(backend, jobs, make_job, launch_entry, results_dir, len(to_run), float(params.poll_s))
+            failed = {q.idx for q, _ in monitor.failed}
+            for p in to_run:
+                finals[p.idx] = str(Status.FAILED if p.idx in failed else Status.OK)
+            print(
+                f"sweep done in {time.time() - t0:.0f}s: {monitor.ok} ok, {len(monitor.failed)} failed"
+                + (" (sweeper.retry_failed=true re-runs them)" if monitor.failed else "")
+                + f"; python -m sweeper.collect {results_dir}",
+                flush=True,
+            )
+
+    returns = []
+    for p in points:
+        ret = JobReturn(overrides=list(p.overrides), status=JobStatus.COMPLETED)
+        ret.return_value = finals[p.idx]
+        returns.append(ret)
+    return returns
+
+
+def _detach_local(
+    backend, jobs, make_job, launch_entry, results_dir: Path, total: int, params, sweep_dir: Path
+) -> None:
+    """Fork a monitor that runs the local queue to the end, in its own session, logging to a file."""
+    log_path = sweep_dir / "monitor.log"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(ready_w)
+        os.read(ready_r, 1)  # the child has recorded itself in sweep.json (or died: EOF)
+        os.close(ready_r)
+        print(
+            f"detached: local queue running in process {pid} (log {log_path}); "
+            f"follow with: python -m sweeper.status {results_dir}",
+            flush=True,
+        )
+        return
+    code = 0
+    try:
+        os.close(ready_r)
+        os.setsid()
+        fd = os.open(str(log_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        launch_entry["monitor"] = {"pid": os.getpid(), "host": socket.gethostname(), "log": str(log_path)}
+        save_launch(launch_entry)
+        os.write(ready_w, b"1")
+        os.close(ready_w)
+        monitor = watch(backend, jobs, make_job, launch_entry, results_dir, total, float(params.poll_s))
+        print(f"sweep done: {monitor.ok} ok, {len(monitor.failed)} failed", flush=True)
+    except BaseException:  # noqa: BLE001
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+# ---------------------------------------------------------------- the launch entry of sweep.json
+def command_line() -> str:
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(os.path.join("sweeper", "__main__.py")):
+        argv[0:1] = ["python", "-m", "sweeper"]
+    return shlex.join(argv)
+
+
+def git_state(cwd: Path | str | None = None) -> dict[str, Any]:
+    cwd = str(cwd or Path(__file__).resolve().parents[2])
+
+    def git(*args: str) -> str | None:
+        out = shell.output(["git", "-C", cwd, *args], timeout=10)
+        return out.strip() if out is not None else None
+
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_sha": git("rev-parse", "HEAD"), "git_dirty": bool(dirty) if dirty is not None else None}
+
+
+def new_launch(points: Sequence[Point], launcher: str, sweep_cfg: Any, hydra_sweep_dir: str) -> dict[str, Any]:
+    """The launch entry: who launched what, from which commit, and each point's decision."""
+    return {
+        "started_at": now_iso(),
+        "command": command_line(),
+        "cwd": os.getcwd(),
+        "host": socket.gethostname(),
+        "user": getpass.getuser(),
+        **git_state(),
+        "launcher": launcher,
+        "hydra_sweep_dir": str(Path(hydra_sweep_dir).absolute()),
+        "chunk": int(sweep_cfg.chunk or 1),
+        "detach": bool(sweep_cfg.detach),
+        "retry_failed": bool(sweep_cfg.retry_failed),
+        "counts": summarize(points),
+        "points": {p.run_id: {"overrides": p.label, "decision": str(p.decision)} for p in points if p.run_id},
+        "jobs": [],  # [{"job_id": ..., "run_ids": [...]}], filled as jobs are submitted
+        "monitor": None,  # local queue: {"pid", "host", "log"} of the process running it
+    }

@@ -1,0 +1,153 @@
+"""The job side of a sweep: one submitit job runs a few grid points in one process.
+
+SLURM's USR2 (time limit or preemption) makes `stop_requested()` true: the training loop
+checkpoints at the end of the step and raises `Interrupted`; the job then lets submitit requeue
+it, and the new attempt resumes from `<run_dir>/checkpoint`. SIGTERM (scontrol requeue, scancel)
+also checkpoints, then training goes on until SLURM kills the job.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import submitit
+
+from ..config import point_config, task_config
+from ..ledger import mark_started
+from ..records import Status
+from .planner import Point
+
+# ---------------------------------------------------------------- stop requests inside a job
+_STOP = {"requeue": False, "term": False}
+
+
+def stop_requested() -> bool:
+    """True once the job was asked to stop (USR2: checkpoint and requeue; SIGTERM: checkpoint)."""
+    return _STOP["requeue"] or _STOP["term"]
+
+
+def _preempt_signal() -> int:
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+
+
+def _install_stop_handlers() -> Callable[[], None]:
+    """Turn USR2/SIGTERM into flags the training loop polls between steps; return `requeue()`, which
+    runs submitit's own USR2 handler (checkpoint this job object, requeue it, exit) when we are ready."""
+    submitit_handler = signal.getsignal(_preempt_signal())
+    signal.signal(_preempt_signal(), lambda *_: _STOP.update(requeue=True))
+    signal.signal(signal.SIGTERM, lambda *_: _STOP.update(term=True))
+
+    def requeue() -> None:
+        if callable(submitit_handler):
+            submitit_handler(_preempt_signal(), None)  # exits (requeued) or raises (not requeued)
+        raise SystemExit("stop requested and no submitit handler to requeue this job")
+
+    return requeue
+
+
+def _after_interrupt(requeue: Callable[[], None]) -> None:
+    """USR2: requeue now. SIGTERM: the checkpoint is written; go on (training resumes from it)."""
+    if _STOP["requeue"]:
+        requeue()
+    _STOP["term"] = False
+
+
+def current_job_id() -> str | None:
+    try:
+        return str(submitit.JobEnvironment().job_id)
+    except RuntimeError:  # not inside a submitit job
+        return None
+
+
+# ---------------------------------------------------------------- the job
+class PointsJob(submitit.helpers.Checkpointable):
+    """One submitit job: a few grid points, run one after the other in this process.
+
+    submitit's checkpoint() pickles this object as it is; that is enough, because the progress
+    lives on disk (records of finished points are skipped, the current point resumes from its
+    checkpoint)."""
+
+    def __init__(self, hydra_context, task_function, config, points: Sequence[Point], singleton_state):
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+        self.points, self.singleton_state = list(points), singleton_state
+
+    def __call__(self) -> list[dict[str, Any]]:
+        from hydra.core.singleton import Singleton
+        from hydra.core.utils import setup_globals
+
+        Singleton.set_state(self.singleton_state)
+        setup_globals()
+        requeue = _install_stop_handlers()
+        job_id = current_job_id()
+        os.environ["SWEEPER_JOB_ID"] = job_id or ""
+        outcomes: list[dict[str, Any]] = []
+        for group in self._groups():
+            if _STOP["requeue"] and outcomes:
+                requeue()  # between points: nothing to checkpoint
+            if len(group) == 1:
+                outcomes.append(self._run_point(group[0], job_id, requeue))
+            else:
+                outcomes.extend(self._run_pack(group, job_id, requeue))
+        return outcomes
+
+    def _task_config(self, point: Point, job_id: str | None = None):
+        return task_config(point_config(self.hydra_context, self.config, point.overrides, point.idx, job_id))
+
+    def _groups(self) -> list[list[Point]]:
+        """Points one by one; with sweeper.pack=K, packable LoRA points of this job in packs of <= K."""
+        pack = int(self.config.sweeper.pack or 1)
+        if pack <= 1 or len(self.points) == 1:
+            return [[p] for p in self.points]
+        from ..train.pack import group_points  # the job side only: torch
+
+        cfgs = [self._task_config(p) for p in self.points]
+        return [[self.points[i] for i in idx] for idx in group_points(cfgs, size=pack)]
+
+    def _run_pack(self, points: list[Point], job_id: str | None, requeue) -> list[dict[str, Any]]:
+        """K points on one shared base, one forward per step (sweeper.pack; docs/packing.md)."""
+        from ..train import Interrupted
+        from ..train.pack import run_packed
+
+        cfgs = [self._task_config(p) for p in points]
+        for p in points:
+            if p.run_dir is not None:
+                mark_started(p.run_dir, job_id)
+        while True:
+            try:
+                records = run_packed(cfgs, should_stop=stop_requested)
+                break
+            except Interrupted:  # checkpoints written; the next attempt resumes every member
+                _after_interrupt(requeue)
+        return [{"idx": p.idx, "run_id": p.run_id, "status": str(r["status"])} for p, r in zip(points, records)]
+
+    def _run_point(self, point: Point, job_id: str | None, requeue) -> dict[str, Any]:
+        from hydra.core.utils import JobStatus, run_job
+
+        from ..train import Interrupted
+
+        config = point_config(self.hydra_context, self.config, point.overrides, point.idx, job_id or f"job{point.idx}")
+        if point.run_dir is not None:
+            mark_started(point.run_dir, job_id)
+        while True:
+            ret = run_job(
+                hydra_context=self.hydra_context,
+                task_function=self.task_function,
+                config=config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+            if ret.status == JobStatus.FAILED and isinstance(ret._return_value, Interrupted):
+                _after_interrupt(requeue)
+                continue
+            break
+        if ret.status == JobStatus.COMPLETED:
+            return {"idx": point.idx, "run_id": point.run_id, "status": str(ret._return_value)}
+        return {
+            "idx": point.idx,
+            "run_id": point.run_id,
+            "status": str(Status.FAILED),
+            "error": f"{type(ret._return_value).__name__}: {ret._return_value}",
+        }

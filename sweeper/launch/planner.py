@@ -1,0 +1,111 @@
+"""Planning a launch, independent of where it runs: each point's run folder and decision, jobs of
+K points, and the records the launcher writes for jobs that died.
+
+    points = plan(items, retry_failed=False)       # one Point per grid point, each with its decision
+    jobs = chunked([p for p in points if p.runs], k) # K points per job
+
+The skip rule itself lives in sweeper.runs (the worker applies the same one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..ledger import now_iso
+from ..records import RECORD_NAME, Status, write_record
+from ..runs import Decision, base_record, decide, run_dir_of
+
+
+@dataclass
+class Point:
+    """One grid point of this launch."""
+
+    idx: int  # Hydra's job number (hydra.job.num)
+    overrides: list[str]
+    run_id: str | None = None  # None when the config does not resolve (the worker records that)
+    run_dir: Path | None = None
+    results_dir: Path | None = None
+    decision: Decision = Decision.RUN
+    error: str | None = None  # the earlier failure, for skip-failed / retry
+    since: float = 0.0  # when it was planned: a record older than this is not this launch's
+    cfg: Any = field(default=None, repr=False)  # the composed config (launcher side only, never pickled)
+
+    @property
+    def runs(self) -> bool:
+        return Decision(self.decision).runs
+
+    @property
+    def label(self) -> str:
+        return " ".join(o for o in self.overrides if not o.startswith("hydra.")) or f"#{self.idx}"
+
+    def __getstate__(self):  # jobs carry their points: leave the heavy config behind
+        return {**self.__dict__, "cfg": None}
+
+
+def plan(items: Sequence[tuple[int, list[str], Any]], retry_failed: bool) -> list[Point]:
+    """items: (job number, overrides, composed config); returns one decided Point per item."""
+    points = []
+    for idx, overrides, cfg in items:
+        point = Point(idx, list(overrides), cfg=cfg)
+        try:
+            run_dir = run_dir_of(cfg)
+        except Exception as error:  # noqa: BLE001  unresolvable config: the job writes its failed record
+            point.error = " ".join(str(error).split())[:300]
+        else:
+            point.run_id, point.run_dir, point.results_dir = run_dir.name, run_dir, run_dir.parent.parent
+            point.decision, point.error = decide(run_dir, retry_failed)
+        points.append(point)
+    return points
+
+
+def summarize(points: Sequence[Point]) -> dict[str, int]:
+    counts = {"grid": len(points)}
+    for p in points:
+        counts[str(p.decision)] = counts.get(str(p.decision), 0) + 1
+    counts["to_run"] = sum(p.runs for p in points)
+    return counts
+
+
+def plan_message(counts: dict[str, int]) -> str:
+    """'grid of 12: skipping 8 already ok, 1 failed earlier (sweeper.retry_failed=true re-runs it); running 3 (1 resumes)'."""
+    parts = []
+    if counts.get(Decision.SKIP_OK):
+        parts.append(f"skipping {counts[Decision.SKIP_OK]} already ok")
+    if counts.get(Decision.SKIP_FAILED):
+        n = counts[Decision.SKIP_FAILED]
+        parts.append(f"{n} failed earlier (sweeper.retry_failed=true re-runs {'it' if n == 1 else 'them'})")
+    extra = [
+        f"{counts[k]} {w}"
+        for k, w in ((Decision.RESUME, "resume from a checkpoint"), (Decision.RETRY, "retry a failure"))
+        if counts.get(k)
+    ]
+    run = f"running {counts['to_run']}" + (f" ({', '.join(extra)})" if extra else "")
+    return f"grid of {counts['grid']}: " + ", ".join(parts + [run if counts["to_run"] else "nothing to run"])
+
+
+def chunked(points: Sequence[Point], k: int) -> list[list[Point]]:
+    """Consecutive groups of k points (k <= 1: one point per job)."""
+    k = max(1, int(k or 1))
+    return [list(points[i : i + k]) for i in range(0, len(points), k)]
+
+
+# ---------------------------------------------------------------- records written for the jobs
+def lost_record(point: Point, error: str) -> dict[str, Any]:
+    """A failed record for a point whose job died without writing one (scancel, SIGKILL, OOM)."""
+    record = base_record(point.cfg, point.run_id)
+    record.update(status=Status.FAILED, error=error, error_type="JobLost", finished_at=now_iso())
+    return record
+
+
+def write_lost_record(point: Point, error: str) -> bool:
+    """Write it unless the point has a record by now (the job may have finished after all)."""
+    if point.run_dir is None or point.cfg is None:
+        return False
+    record_path = point.run_dir / RECORD_NAME
+    if record_path.exists() and record_path.stat().st_mtime >= point.since:
+        return False
+    write_record(point.run_dir, lost_record(point, error))
+    return True

@@ -1,0 +1,387 @@
+"""Collect run records into one long table (one row per grid point) and a dataset x config pivot.
+
+    python -m sweeper.collect results/my_sweep [results/other_sweep ...] [--out DIR]
+
+Works on a sweep that is still running: whatever record.json files exist are read; records are
+written atomically by the worker, so a file is either complete or absent. Anything unreadable
+(truncated copy, hand-edited, wrong schema) is listed in a warning and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..records import Status, find_records, read_record
+from .markdown import is_missing, markdown_table
+
+# Top-level record fields copied as they are.
+TOP_FIELDS = [
+    "run_id",
+    "sweep",
+    "status",
+    "error",
+    "error_type",
+    "dataset",
+    "family",
+    "task",
+    "model",
+    "method",
+    "r",
+    "alpha",
+    "seed",
+    "lr",
+    "max_steps",
+    "started_at",
+    "finished_at",
+    "wall_seconds",
+    "host",
+    "schema_version",
+]
+METRIC_FIELDS = ["accuracy", "macro_f1", "eval_loss", "perplexity", "majority_accuracy", "n_test", "train_loss_final"]
+# Nested sections renamed to flat, unambiguous columns.
+SECTION_FIELDS = {
+    "params": {"trainable": "trainable_params", "total": "total_params"},
+    "cost": {
+        "train_seconds": "train_seconds",
+        "peak_memory_mb": "peak_memory_mb",
+        "examples_per_second": "examples_per_second",
+    },
+    "train": {"steps": "steps", "resumed_from_step": "resumed_from_step", "merges": "merges"},
+}
+COLUMNS = (
+    TOP_FIELDS
+    + METRIC_FIELDS
+    + [c for names in SECTION_FIELDS.values() for c in names.values()]
+    + ["record_path", "run_dir"]
+)
+NUMERIC = [
+    "r",
+    "alpha",
+    "seed",
+    "lr",
+    "max_steps",
+    "wall_seconds",
+    *METRIC_FIELDS,
+    *[c for names in SECTION_FIELDS.values() for c in names.values()],
+]
+# The headline metric per task and whether higher is better.
+PRIMARY = {"classification": ("accuracy", True), "lm": ("perplexity", False)}
+MISSING = "missing"  # cell text for a grid point without any record
+_IO_THREADS = 16  # records often live on NFS: overlap the per-file latency
+_PROBE, _SLOW_READ_S = 64, 0.0005  # mean seconds per record read above which threads pay off
+
+
+# ---------------------------------------------------------------- reading
+def _read_one(path: str) -> tuple[str, dict | None, str | None]:
+    try:
+        return path, read_record(path), None
+    except ValueError as e:
+        return path, None, str(e).replace(f" {path}", "")  # the listing names the file already
+    except Exception as e:  # a reader must never die on one strange file
+        return path, None, f"{type(e).__name__}: {e}"
+
+
+def _read_chunk(paths: list[str]) -> list[tuple[str, dict | None, str | None]]:
+    return [_read_one(p) for p in paths]
+
+
+def _read_all(files: list[str]) -> list[tuple[str, dict | None, str | None]]:
+    """Serial on a local disk (threads only fight over the GIL there); a thread pool when the
+    first reads show network-filesystem latency, where overlapping the waits is what matters."""
+    start = time.perf_counter()
+    results = _read_chunk(files[:_PROBE])
+    rest = files[_PROBE:]
+    if not rest or (time.perf_counter() - start) / max(len(results), 1) < _SLOW_READ_S:
+        return results + _read_chunk(rest)
+    chunks = [rest[i : i + 64] for i in range(0, len(rest), 64)]
+    with ThreadPoolExecutor(_IO_THREADS) as pool:
+        return results + [r for chunk in pool.map(_read_chunk, chunks) for r in chunk]
+
+
+def read_records(*paths: str | os.PathLike) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Flat rows of every readable record under `paths`, and (path, reason) for every skipped one."""
+    results = _read_all(find_records(*paths))
+    rows, skipped = [], []
+    for path, record, reason in results:
+        if record is None:
+            skipped.append((path, reason))
+        else:
+            rows.append(flatten_record(record, path))
+    return rows, skipped
+
+
+def flatten_record(record: dict[str, Any], path: str) -> dict[str, Any]:
+    """One table row: top-level fields, metrics/params/cost/train flattened, config as config.* columns."""
+    row = {k: record.get(k) for k in TOP_FIELDS}
+    metrics = _as_dict(record.get("metrics"))
+    for key, value in metrics.items():
+        row[key if key in METRIC_FIELDS or key not in row else f"metrics.{key}"] = value
+    for section, names in SECTION_FIELDS.items():
+        values = _as_dict(record.get(section))
+        for key, column in names.items():
+            row[column] = values.get(key)
+    _flatten_into(row, "config", _as_dict(record.get("config")))
+    row["record_path"] = str(path)
+    row["run_dir"] = os.path.dirname(path)
+    return row
+
+
+def _as_dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _flatten_into(row: dict, prefix: str, mapping: dict) -> None:
+    for key, value in mapping.items():
+        name = f"{prefix}.{key}"
+        if type(value) is dict:
+            _flatten_into(row, name, value)
+        elif type(value) is list:
+            row[name] = json.dumps(value, default=str)  # one scalar per cell: CSV and parquet stay simple
+        else:
+            row[name] = value
+
+
+def load_records(*paths: str | os.PathLike, warn: bool = True) -> pd.DataFrame:
+    """Long table of every record under `paths` (several sweep folders may be combined).
+
+    Skipped files are listed in a RuntimeWarning and kept in ``df.attrs["skipped"]``.
+    Adds the derived columns ``config`` (label such as "tiny_llama/lora/r4") and ``score``
+    (the task's headline metric: accuracy for classification, perplexity for lm).
+    """
+    rows, skipped = read_records(*paths)
+    df = pd.DataFrame(rows)
+    df = df.reindex(columns=COLUMNS + [c for c in df.columns if c not in COLUMNS])
+    for column in NUMERIC:
+        df[column] = pd.to_numeric(df[column], errors="coerce")
+    df["r"] = df["r"].astype("Int64")
+    df = add_config_column(df)
+    df["score"] = primary_score(df)
+    df = df.sort_values(["dataset", "config", "seed"], kind="stable", na_position="last")
+    df = df.reset_index(drop=True)
+    df.attrs["skipped"] = skipped
+    if skipped and warn:
+        warnings.warn(format_skipped(skipped), RuntimeWarning, stacklevel=2)
+    return df
+
+
+def format_skipped(skipped: list[tuple[str, str]]) -> str:
+    lines = [f"skipped {len(skipped)} unreadable record file(s):"]
+    lines += [f"  {path}: {reason}" for path, reason in skipped]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- configurations and scores
+
+
+def hyper_columns(df: pd.DataFrame) -> list[str]:
+    """Hyper-parameters beyond model/method/r that tell runs of one dataset apart (besides seed).
+
+    A sweep over lr or warm-start steps must not average different lrs as if they were seeds,
+    but a sweep with one lr should not repeat it in every label.
+    """
+    candidates = ["alpha", "lr", "max_steps"] + sorted(
+        c
+        for c in df.columns
+        if c.startswith("config.method.") and c.rsplit(".", 1)[1] not in {"name", "r", "alpha", "lr"}
+    )
+    base = ["dataset", "model", "method", "r"]
+    out = []
+    for column in candidates:
+        if column not in df or df[column].isna().all():
+            continue
+        spread = df[base + [column]].astype(str).groupby(base, dropna=False)[column].nunique()
+        if (spread > 1).any():
+            out.append(column)
+    return out
+
+
+def add_config_column(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``config``: model/method[/rN][ key=value ...], the unit that seeds are averaged over."""
+    if df.empty:
+        df["config"] = pd.Series(dtype=str)
+        return df
+    extras = hyper_columns(df)
+    # A config that never resolved has no model/method: "?" keeps it visible in the failure listing.
+    labels = df["model"].fillna("?").astype(str) + "/" + df["method"].fillna("?").astype(str)
+    labels = labels + df["r"].map(lambda r: "" if pd.isna(r) else f"/r{int(r)}")
+    for column in extras:
+        name = column.rsplit(".", 1)[-1]
+        labels = labels + df[column].map(lambda v, n=name: "" if is_missing(v) else f" {n}={_fmt(v)}")
+    df["config"] = labels
+    return df
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def primary_score(df: pd.DataFrame) -> pd.Series:
+    """The headline metric of each row; NaN for failed runs and unknown tasks."""
+    score = pd.Series(float("nan"), index=df.index)
+    ok = df["status"] == Status.OK.value
+    for task, (metric, _) in PRIMARY.items():
+        mask = ok & (df["task"] == task)
+        score[mask] = df.loc[mask, metric]
+    return score
+
+
+def config_order(df: pd.DataFrame) -> list[str]:
+    """Configs sorted by model, method, rank (numeric), then label: stable column order everywhere."""
+    keys = df[["config", "model", "method", "r"]].drop_duplicates("config")
+    keys = keys.assign(_r=keys["r"].astype("Float64").fillna(float("inf")))
+    return keys.sort_values(["model", "method", "_r", "config"])["config"].tolist()
+
+
+# ---------------------------------------------------------------- pivot
+
+
+def pivot(df: pd.DataFrame, task: str = "classification") -> pd.DataFrame:
+    """Rows dataset, columns config, cells the seed-mean headline metric as text.
+
+    "FAILED" where every run of the point failed, "0.812 (1/3 failed)" where some did,
+    "missing" where no record exists although the config ran elsewhere (not run yet, or lost).
+    """
+    sub = df[df["task"] == task]
+    if sub.empty:
+        return pd.DataFrame()
+    digits = 3 if PRIMARY.get(task, ("", True))[1] else 2
+    ok = sub["status"] == Status.OK.value
+    grouped = sub.assign(_ok=ok, _bad=~ok).groupby(["dataset", "config"])
+    stats = grouped.agg(mean=("score", "mean"), n_ok=("_ok", "sum"), n_bad=("_bad", "sum"))
+    cells = [_pivot_cell(m, int(k), int(b), digits) for m, k, b in zip(stats["mean"], stats["n_ok"], stats["n_bad"])]
+    table = pd.Series(cells, index=stats.index).unstack("config", fill_value=MISSING)
+    table = table.reindex(columns=config_order(sub), fill_value=MISSING)
+    table.columns.name = None
+    return table
+
+
+def _pivot_cell(mean: float, n_ok: int, n_bad: int, digits: int) -> str:
+    if n_ok == 0:
+        return "FAILED"
+    text = "n/a" if math.isnan(mean) else f"{mean:.{digits}f}"
+    return f"{text} ({n_bad}/{n_ok + n_bad} failed)" if n_bad else text
+
+
+def failures(df: pd.DataFrame) -> pd.DataFrame:
+    """One line per failed run: where, what, and the one-line error."""
+    cols = ["dataset", "config", "seed", "status", "error_type", "error", "run_id"]
+    return df.loc[df["status"] != Status.OK.value, cols].reset_index(drop=True)
+
+
+def pivot_markdown(df: pd.DataFrame) -> str:
+    """Both pivots (classification accuracy, lm perplexity) and the failure listing, as markdown."""
+    sweeps = ", ".join(sorted(df["sweep"].dropna().astype(str).unique())) or "?"
+    n_bad = int((df["status"] != Status.OK.value).sum())
+    parts = [
+        f"# Sweep results: {sweeps}\n",
+        f"{len(df)} runs, {len(df) - n_bad} ok, {n_bad} failed"
+        f", {len(df.attrs.get('skipped', []))} unreadable record file(s) skipped.\n",
+    ]
+    for task, (metric, higher) in PRIMARY.items():
+        table = pivot(df, task)
+        if not table.empty:
+            better = "higher" if higher else "lower"
+            parts += [f"## {task}: test {metric} (seed mean, {better} is better)\n", markdown_table(table)]
+    parts += ["## Failed runs\n", markdown_table(failures(df), index=False)]
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- files and CLI
+
+
+def parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Object columns holding mixed types (a config key that is 8 here and "auto" there) become text."""
+    out = df.copy()
+    for column in out.columns[out.dtypes == object]:  # noqa: E721  a dtype, not a type
+        kinds = {type(v) for v in out[column].dropna()}
+        if len(kinds) > 1 or (kinds and kinds != {str}):
+            out[column] = out[column].map(lambda v: None if is_missing(v) else str(v))
+    out.attrs = {}
+    return out
+
+
+def write_outputs(df: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """runs.parquet, runs.csv, pivot.md, pivot.csv (classification), pivot_lm.csv (lm) in `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"runs.parquet": out / "runs.parquet", "runs.csv": out / "runs.csv", "pivot.md": out / "pivot.md"}
+    safe = parquet_safe(df)
+    safe.to_parquet(paths["runs.parquet"], index=False)
+    safe.to_csv(paths["runs.csv"], index=False)
+    paths["pivot.md"].write_text(pivot_markdown(df), encoding="utf-8")
+    for task, name in [("classification", "pivot.csv"), ("lm", "pivot_lm.csv")]:
+        table = pivot(df, task)
+        if not table.empty:
+            paths[name] = out / name
+            table.to_csv(paths[name])
+    return paths
+
+
+def default_out_dir(paths: Iterable[str | os.PathLike]) -> Path:
+    first = Path(next(iter(paths)))
+    return first.parent if first.is_file() else first
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sweeper.collect",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Collect the record.json files of one or more sweeps into a table and a\n"
+        "dataset x model/method/rank pivot (test accuracy; perplexity for lm datasets).\n"
+        "Failed runs show as FAILED and are listed with their error. Safe on a running sweep.",
+        epilog="Writes runs.parquet, runs.csv, pivot.md, pivot.csv (+ pivot_lm.csv) into the first\n"
+        "PATH or --out DIR. Example:\n"
+        "  python -m sweeper.collect results/glue_lora results/glue_full --out /tmp/glue",
+    )
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="a results folder, sweep folder, run folder or record.json (several are combined)",
+    )
+    p.add_argument("--out", metavar="DIR", help="where to write the tables (default: the first PATH)")
+    p.add_argument("--no-write", action="store_true", help="only print the pivot")
+    return p
+
+
+def load_for_cli(paths: list[str]) -> pd.DataFrame | int:
+    """Records for a command-line reader, or its exit code (2: no such path, 1: no records yet)."""
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        print(f"error: no such path: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    df = load_records(*paths, warn=False)
+    if df.attrs["skipped"]:
+        print(format_skipped(df.attrs["skipped"]), file=sys.stderr)
+    if df.empty:
+        print(f"no records found under {', '.join(paths)} (sweep not started yet?)", file=sys.stderr)
+        return 1
+    return df
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    df = load_for_cli(args.paths)
+    if isinstance(df, int):
+        return df
+    print(pivot_markdown(df))
+    if not args.no_write:
+        written = write_outputs(df, args.out or default_out_dir(args.paths))
+        print("wrote " + ", ".join(str(p) for p in written.values()), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The report CLI: summary tables and plots of a sweep.
+
+    python -m sweeper.report results/my_sweep [more sweep folders] [--out DIR] [--tie 0.005]
+
+The numbers are sweeper.results.tables; this module renders them (markdown, HTML, CSV) with the plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from ..records import Status
+from . import collect
+from .collect import MISSING, PRIMARY
+from .markdown import markdown_table
+from .tables import TIE_TOL, best_configs, config_table, seed_table, summarize
+
+# ---------------------------------------------------------------- renderings
+
+
+def display_configs(configs: pd.DataFrame) -> pd.DataFrame:
+    """config_table with human units: params as integers with separators, seconds rounded."""
+    if configs.empty:
+        return configs
+    out = configs.drop(columns=["model", "method", "r"], errors="ignore").copy()
+    out["trainable_params"] = out["trainable_params"].map(lambda v: "" if pd.isna(v) else f"{int(v):,}")
+    for column, digits in [("mean_score", 4), ("mean_rank", 2), ("train_seconds", 1), ("peak_memory_mb", 0)]:
+        out[column] = out[column].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
+    return out
+
+
+def display_best(best: pd.DataFrame) -> pd.DataFrame:
+    out = best.copy()
+    for column in ("mean", "std", "margin"):
+        out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+    return out
+
+
+def named_tables(df: pd.DataFrame, tol: float = TIE_TOL) -> dict[str, pd.DataFrame]:
+    """Every table of the report, display-ready, keyed by a title."""
+    summary = summarize(df)
+    out = {}
+    for task, (metric, higher) in PRIMARY.items():
+        table = seed_table(summary, task)
+        if not table.empty:
+            better = "higher" if higher else "lower"
+            out[f"{task}: test {metric}, mean ± std (number of seeds), {better} is better"] = table
+    out["Best configuration per dataset"] = display_best(best_configs(summary))
+    out[f"Configurations: mean rank, W/T/L (tie: |diff| <= {tol:g}; relative for perplexity), cost"] = display_configs(
+        config_table(summary, tol)
+    )
+    out["Failed runs"] = collect.failures(df)
+    return out
+
+
+def overview(df: pd.DataFrame) -> str:
+    """One paragraph: how many runs, how many failed, which record files could not be read."""
+    n_ok = int((df["status"] == Status.OK.value).sum())
+    skipped = df.attrs.get("skipped", [])
+    text = f"{len(df)} runs: {n_ok} ok, {len(df) - n_ok} failed; {len(skipped)} unreadable record file(s) skipped"
+    return text + ("".join(f"\n- `{path}`: {reason}" for path, reason in skipped) if skipped else ".")
+
+
+def render_markdown(named: dict[str, pd.DataFrame], title: str = "Sweep report", intro: str = "") -> str:
+    parts = [f"# {title}\n"] + ([intro + "\n"] if intro else [])
+    for name, table in named.items():
+        parts += [f"## {name}\n", markdown_table(table, index=not isinstance(table.index, pd.RangeIndex))]
+    return "\n".join(parts)
+
+
+_CSS = (
+    "body{font-family:sans-serif} table{border-collapse:collapse;font-size:13px}"
+    "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} td.failed{background:#f8d0d0}"
+    "td.missing{color:#999}"
+)
+
+
+def render_html(named: dict[str, pd.DataFrame], title: str = "Sweep report", intro: str = "") -> str:
+    body = [f"<h1>{html.escape(title)}</h1>"] + [f"<p>{html.escape(line)}</p>" for line in intro.splitlines()]
+    for name, table in named.items():
+        frame = table if not table.empty else pd.DataFrame({"": ["(none)"]})
+        rendered = frame.to_html(na_rep="", border=0, index=not isinstance(frame.index, pd.RangeIndex))
+        rendered = rendered.replace("<td>FAILED</td>", '<td class="failed">FAILED</td>')
+        rendered = rendered.replace(f"<td>{MISSING}</td>", f'<td class="missing">{MISSING}</td>')
+        body += [f"<h2>{html.escape(name)}</h2>", rendered]
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n"
+    )
+
+
+def write_report(
+    df: pd.DataFrame, out_dir: str | os.PathLike, tol: float = TIE_TOL, run_ids: list[str] | None = None
+) -> dict[str, Path]:
+    """summary.md, summary.html, CSVs of the raw numbers and every plot, into `out_dir`."""
+    from . import plots  # matplotlib only when plots are wanted
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    named = named_tables(df, tol)
+    title = "Sweep report: " + (", ".join(sorted(df["sweep"].dropna().astype(str).unique())) or "?")
+    written = {"summary.md": out / "summary.md", "summary.html": out / "summary.html"}
+    intro = overview(df)
+    written["summary.md"].write_text(render_markdown(named, title, intro), encoding="utf-8")
+    written["summary.html"].write_text(render_html(named, title, intro), encoding="utf-8")
+    summary = summarize(df)
+    for name, frame in [
+        ("points.csv", summary),
+        ("best.csv", best_configs(summary)),
+        ("configs.csv", config_table(summary, tol)),
+        ("failed.csv", collect.failures(df)),
+    ]:
+        frame.to_csv(out / name, index=False)
+        written[name] = out / name
+    written.update(plots.write_plots(df, summary, out, run_ids=run_ids))
+    return written
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sweeper.report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Summary tables (mean ± std over seeds, best config per dataset, mean rank,\n"
+        "win/tie/loss vs full fine-tuning and vs majority class, cost) and plots of a sweep.",
+        epilog="Writes summary.md, summary.html, points/best/configs/failed.csv and PNG plots into\n"
+        "PATH/report/ (the first PATH) or --out DIR.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="sweep or results folder(s); several are combined")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: FIRST_PATH/report)")
+    p.add_argument(
+        "--tie",
+        type=float,
+        default=TIE_TOL,
+        metavar="TOL",
+        help=f"tie tolerance: absolute for accuracy, relative for perplexity (default {TIE_TOL})",
+    )
+    p.add_argument("--runs", nargs="*", metavar="RUN_ID", help="run ids for the loss-curve plot (default: a few)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    df = collect.load_for_cli(args.paths)
+    if isinstance(df, int):
+        return df
+    out = Path(args.out) if args.out else collect.default_out_dir(args.paths) / "report"
+    written = write_report(df, out, tol=args.tie, run_ids=args.runs)
+    print(f"report for {len(df)} runs written to {out}/:")
+    for name in written:
+        print(f"  {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

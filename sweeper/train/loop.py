@@ -1,0 +1,160 @@
+"""The training loop: one model, one method, one dataset, `train.max_steps` optimizer steps.
+
+A run resumed from a checkpoint at step k sees exactly the batches an uninterrupted run would
+(sweeper.train.batches), so its final metrics are identical (CPU, same seed).
+The step tail (clip, step, zero_grad, method hook, metrics.jsonl line) is shared with the packed
+loop (sweeper.train.pack.loop): `optimizer_step` and `MetricsLog`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..records import METRICS_NAME
+from . import checkpoint as ckpt
+from .batches import Encoded, batch_rows, collate
+from .errors import Interrupted, TrainingError
+from .runtime import Runtime
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    resumed_from_step: int
+    train_seconds: float
+    examples_seen: int
+    final_loss: float
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def make_optimizer(params, train_cfg):
+    lr = float(train_cfg.lr)
+    if not (math.isfinite(lr) and lr > 0):
+        raise TrainingError(f"train.lr must be a finite number > 0, got {train_cfg.lr!r}")
+    return torch.optim.AdamW(params, lr=lr, weight_decay=float(train_cfg.weight_decay))
+
+
+def progress_bar(total: int, initial: int, desc: str) -> tqdm:
+    # On a terminal a live bar; in a job log one line every 30 s, not one per step.
+    interval = 1.0 if sys.stderr.isatty() else 30.0
+    return tqdm(
+        total=total, initial=initial, desc=desc, unit="step", file=sys.stderr, mininterval=interval, leave=False
+    )
+
+
+# ---------------------------------------------------------------- the step tail (shared with packing)
+def check_finite(loss_value: float, step: int, lr: float) -> None:
+    if not math.isfinite(loss_value):
+        raise TrainingError(f"non-finite training loss {loss_value} at step {step} (lr={lr:.3g}); lower train.lr")
+
+
+def optimizer_step(optimizer, grad_clip: float | None) -> None:
+    """Clip (train.grad_clip; null disables), step, and drop the gradients."""
+    if grad_clip:
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, float(grad_clip))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+class MetricsLog:
+    """The one writer of <run_dir>/metrics.jsonl: method events at once, the loss every log_every steps.
+
+    Opening it drops lines past `start_step` (written after the checkpoint a resumed run restarts from).
+    """
+
+    def __init__(self, run_dir: Path, start_step: int, log_every: int, max_steps: int):
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        path = Path(run_dir) / METRICS_NAME
+        ckpt.truncate_metrics(path, start_step)
+        self.file = open(path, "a", encoding="utf-8")
+        self.log_every, self.max_steps = int(log_every), int(max_steps)
+        self.events: list[dict[str, Any]] = []
+
+    def step(self, done: int, loss_value: float, lr: float, events: list[dict[str, Any]]) -> None:
+        """After optimizer step number `done` (1-based)."""
+        for event in events:
+            line = {"step": done, **event}
+            self.events.append(line)
+            self.file.write(json.dumps(line) + "\n")
+        if done % self.log_every == 0 or done == self.max_steps:
+            self.file.write(json.dumps({"step": done, "loss": round(loss_value, 6), "lr": lr}) + "\n")
+            self.file.flush()
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+# ---------------------------------------------------------------- the loop
+def set_lr(optimizer, method, model, step: int, train_cfg) -> float:
+    """The method's hook before `step`, and the lr of `step` for every parameter group."""
+    method.before_step(step, model)
+    lr = float(train_cfg.lr) * method.lr_scale(step, train_cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def train(
+    *,
+    model,
+    method,
+    train_enc: Encoded,
+    task: str,
+    pad_id: int,
+    train_cfg,
+    run_dir: Path,
+    runtime: Runtime,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> TrainResult:
+    """Train for train_cfg.max_steps, resuming from run_dir/checkpoint when one exists."""
+    optimizer = make_optimizer(method.optimizer_parameters(model), train_cfg)
+    start_step = ckpt.load(run_dir, model, optimizer, method)
+    max_steps, batch_size, seed = int(train_cfg.max_steps), int(train_cfg.batch_size), int(train_cfg.seed)
+    log = MetricsLog(run_dir, start_step, train_cfg.log_every, max_steps)
+    checkpoint_every = int(train_cfg.checkpoint_every or 0)
+    loss_value, seconds = float("nan"), 0.0
+    model.train()
+    bar = progress_bar(max_steps, start_step, Path(run_dir).name[:40])
+    try:
+        for step in range(start_step, max_steps):
+            t0 = time.perf_counter()
+            lr = set_lr(optimizer, method, model, step, train_cfg)
+            rows = batch_rows(len(train_enc.input_ids), batch_size, step, seed)
+            batch = {k: v.to(runtime.device) for k, v in collate(train_enc, rows, pad_id, task).items()}
+            with runtime.autocast():
+                loss = model(**batch).loss
+            loss_value = float(loss.detach())
+            check_finite(loss_value, step, lr)
+            loss.backward()
+            optimizer_step(optimizer, train_cfg.grad_clip)
+            events = method.after_step(step, model, optimizer)
+            seconds += time.perf_counter() - t0
+            done = step + 1
+            log.step(done, loss_value, lr, events)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+            stop = should_stop()
+            if stop or (checkpoint_every and done % checkpoint_every == 0 and done < max_steps):
+                log.flush()
+                ckpt.save(run_dir, model, optimizer, method, done)
+                if stop:
+                    raise Interrupted(f"stopped at step {done}; checkpoint written")
+    finally:
+        bar.close()
+        log.close()
+    examples = (max_steps - start_step) * batch_size
+    return TrainResult(max_steps, start_step, seconds, examples, loss_value, log.events)

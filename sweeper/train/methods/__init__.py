@@ -1,0 +1,33 @@
+"""Training methods, one module each, registered by name (`method.name` in the config).
+
+A method decides which parameters train and may hook into the loop:
+
+    method = build_method(cfg.method, cfg.model, task)
+    model = method.wrap(model)                  # e.g. attach PEFT LoRA layers
+    params = method.optimizer_parameters(model) # every parameter that may ever train
+    ... each step: method.before_step(step, model); lr *= method.lr_scale(step, train_cfg)
+                   ... optimizer.step() ...; events = method.after_step(step, model, optimizer)
+
+Adding a method: a module here with a `Method` subclass (base.py) decorated by `@register("name")`,
+imported below,
+a `conf/method/<name>.yaml`, and a test (tests/test_models.py, tests/test_relora.py show how).
+"""
+
+from __future__ import annotations
+
+import difflib
+
+# Each import registers its method (bitsandbytes is imported only when a qlora model is built).
+from . import full, lora, qlora, relora  # noqa: F401
+from .base import METHODS, Method, MethodError, register, warmup_cosine
+
+__all__ = ["METHODS", "Method", "MethodError", "build_method", "register", "warmup_cosine"]
+
+
+def build_method(method_cfg, model_cfg, task: str) -> Method:
+    name = method_cfg.name
+    if name not in METHODS:
+        close = difflib.get_close_matches(str(name), METHODS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(METHODS))}"
+        raise MethodError(f"unknown method '{name}'{hint}")
+    return METHODS[name](method_cfg, model_cfg, task)

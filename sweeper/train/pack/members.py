@@ -1,0 +1,226 @@
+"""One pack: K grid points trained on one shared frozen base (see sweeper.train.pack)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from ...records import Status, one_line
+from .. import checkpoint as ckpt
+from ..batches import encode_splits
+from ..evaluate import add_final_metrics, evaluate
+from ..loop import MetricsLog, make_optimizer
+from ..methods import build_method
+from ..models import build_model, count_parameters
+from ..point import finish_record, load_point_data, num_labels_of, outcome, previous_record, run_point, start_record
+from ..runtime import PeakMemory, setup_runtime
+from .grouping import group_points
+from .layers import PackContext, attach_adapter, share_frozen_weights
+from .loop import AdapterView, train_packed
+
+
+# ---------------------------------------------------------------- one pack
+@dataclass
+class Member:
+    """One grid point inside a pack."""
+
+    key: int
+    cfg: DictConfig
+    record: dict[str, Any]
+    run_dir: Path
+    started: float
+    splits: Any = None
+    num_labels: int = 0
+    train_enc: Any = None
+    eval_enc: Any = None
+    peft: Any = None
+    method: Any = None
+    optimizer: Any = None
+    generator: Any = None
+    trainable: int = 0
+    total: int = 0
+    start_step: int = 0
+    max_steps: int = 0
+    seconds: float = 0.0
+    final_loss: float = float("nan")
+    log: MetricsLog | None = None
+    finished: bool = False
+
+
+class Pack:
+    def __init__(self, cfgs: list[DictConfig]):
+        self.cfgs, self.results, self.members = cfgs, [None] * len(cfgs), []
+        self.started = time.time()
+        for k, cfg in enumerate(cfgs):
+            record, run_dir = start_record(cfg)
+            previous = previous_record(cfg, run_dir)
+            if previous is not None:  # relaunched sweep: the existing record as it is
+                self.results[k] = previous
+            elif record["status"] != Status.RUNNING:  # a config that does not resolve: its failed record
+                self.results[k] = finish_record(record, run_dir, self.started)
+            else:
+                self.members.append(Member(k, cfg, record, run_dir, self.started))
+        self.task = str(self.members[0].cfg.dataset.task) if self.members else "classification"
+        self.ctx = None
+
+    # ------------------------------------------------------------ outcomes
+    def fail(self, m: Member, error: BaseException) -> None:
+        m.finished = True
+        if m.log is not None:
+            m.log.close()
+        m.record.update(status=Status.FAILED, error=one_line(error), error_type=type(error).__name__)
+        self.results[m.key] = finish_record(m.record, m.run_dir, m.started)
+
+    def done(self, m: Member) -> None:
+        """Evaluate a point whose budget ended, save its adapter, write its record."""
+        try:
+            tr = m.cfg.train
+            view = AdapterView(self.base, self.ctx, m.key, m.num_labels, self.task)
+            metrics = evaluate(view, m.eval_enc, self.task, self.pad_id, int(tr.eval_batch_size), self.runtime)
+            add_final_metrics(metrics, m.final_loss, m.train_enc, m.eval_enc, m.num_labels, self.task)
+            if tr.save_adapter:
+                m.peft.save_pretrained(m.run_dir / "adapter")  # PEFT format: adapter_config.json + safetensors
+        except Exception as error:  # noqa: BLE001
+            self.fail(m, error)
+            return
+        m.finished = True
+        m.log.close()
+        # train_seconds: this point's share of each packed step (the step's time / points in it).
+        result = outcome(
+            metrics=metrics,
+            trainable=m.trainable,
+            total=m.total,
+            steps=m.max_steps,
+            resumed_from_step=m.start_step,
+            method=m.method,
+            events=m.log.events,
+            train_seconds=m.seconds,
+            examples=(m.max_steps - m.start_step) * int(tr.batch_size),
+        )
+        result["cost"]["peak_memory_mb"] = self.memory.mb
+        pack = {"size": len(self.members), "index": m.key, "run_ids": [x.record["run_id"] for x in self.members]}
+        m.record.update(status=Status.OK, pack=pack, **result)
+        self.results[m.key] = finish_record(m.record, m.run_dir, m.started)
+
+    # ------------------------------------------------------------ setup
+    def load_data(self, m: Member) -> None:
+        m.splits = load_point_data(m.cfg.dataset)
+        m.num_labels = num_labels_of(m.splits, self.task)
+
+    def build_base(self, m: Member) -> None:
+        """The shared frozen base, built as the first point's model would be (its seed), quantised for qlora."""
+        torch.manual_seed(int(m.cfg.train.seed))
+        self.base, self.tokenizer = build_model(m.cfg.model, self.task, m.num_labels)
+        method = build_method(m.cfg.method, m.cfg.model, self.task)
+        if hasattr(method, "quantize_base"):
+            method.quantize_base(self.base)
+        self.base.requires_grad_(False)
+        self.base_params = dict(self.base.named_parameters())  # names before any wrapper is attached
+        self.pad_id = self.tokenizer.pad_token_id
+
+    def add_member(self, m: Member) -> None:
+        """Build the point's model + adapter exactly as run_point would, then hang its adapter on the base."""
+        tr = m.cfg.train
+        torch.manual_seed(int(tr.seed))  # run_point seeds here too (setup_runtime) before building
+        model, _ = build_model(m.cfg.model, self.task, m.num_labels)
+        m.method = build_method(m.cfg.method, m.cfg.model, self.task)
+        m.peft = m.method.wrap(model)
+        m.generator = self.dropout_generator()
+        share_frozen_weights(m.peft, self.base_params)
+        m.peft.to(self.runtime.device)
+        m.trainable, m.total = count_parameters(m.peft)
+        m.optimizer = make_optimizer(m.method.optimizer_parameters(m.peft), tr)
+        m.start_step = ckpt.load(m.run_dir, m.peft, m.optimizer, m.method)
+        if m.start_step and m.generator.device.type == "cpu":
+            m.generator.set_state(torch.get_rng_state())  # the checkpoint holds this point's dropout RNG
+        m.max_steps = int(tr.max_steps)
+        m.train_enc, m.eval_enc = encode_splits(m.splits, self.tokenizer, tr, self.task)
+        m.splits = None
+        attach_adapter(self.base, m.key, m.peft, self.ctx, m.generator)
+        m.log = MetricsLog(m.run_dir, m.start_step, tr.log_every, m.max_steps)
+
+    def dropout_generator(self) -> torch.Generator:
+        # On CPU: the global RNG exactly as run_point's training would find it, so LoRA dropout masks match.
+        device = self.runtime.device
+        if device.type == "cpu":
+            generator = torch.Generator()
+            generator.set_state(torch.get_rng_state())
+            return generator
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(torch.initial_seed()))
+        return generator
+
+    def save_checkpoint(self, m: Member, step: int) -> None:
+        # sweeper.train.checkpoint stores the global RNG: lend it this point's dropout RNG for the save.
+        saved = torch.get_rng_state()
+        if m.generator.device.type == "cpu":
+            torch.set_rng_state(m.generator.get_state())
+        try:
+            m.log.flush()
+            ckpt.save(m.run_dir, m.peft, m.optimizer, m.method, step)
+        finally:
+            torch.set_rng_state(saved)
+
+    # ------------------------------------------------------------ run
+    def run(self, should_stop: Callable[[], bool]) -> list[dict[str, Any]]:
+        if not self.members:
+            return self.results
+        for m in self.members:
+            m.record["started_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.runtime = setup_runtime(self.members[0].cfg.train)
+        self.ctx = PackContext()
+        with PeakMemory(self.runtime.device) as self.memory:
+            self.setup_step(self.load_data, self.members)
+            ready = [m for m in self.members if not m.finished]
+            if not ready:
+                return self.results
+            try:
+                self.build_base(ready[0])
+            except Exception as error:  # noqa: BLE001  no base, no pack: every point fails with the reason
+                for m in ready:
+                    self.fail(m, error)
+                return self.results
+            ready = self.setup_step(self.add_member, ready)
+            self.base.to(self.runtime.device)
+            train_packed(
+                self.base,
+                ready,
+                self.ctx,
+                self.task,
+                self.pad_id,
+                self.runtime,
+                on_done=self.done,
+                on_fail=self.fail,
+                save_checkpoint=self.save_checkpoint,
+                should_stop=should_stop,
+            )
+        return self.results
+
+    def setup_step(self, fn: Callable[[Member], None], members: list[Member]) -> list[Member]:
+        """Run a setup step for each point; one that raises fails alone."""
+        for m in members:
+            try:
+                fn(m)
+            except Exception as error:  # noqa: BLE001
+                self.fail(m, error)
+        return [m for m in members if not m.finished]
+
+
+def run_packed(cfgs: list[DictConfig], should_stop: Callable[[], bool] = lambda: False) -> list[dict[str, Any]]:
+    """Train `cfgs` packed wherever they can share a base (see can_pack); one record per cfg, in order.
+    A point that cannot be packed with any other runs alone through run_point."""
+    records: list[dict[str, Any] | None] = [None] * len(cfgs)
+    for group in group_points(cfgs, size=len(cfgs)):
+        if len(group) == 1:
+            records[group[0]] = run_point(cfgs[group[0]], should_stop)
+            continue
+        for i, record in zip(group, Pack([cfgs[i] for i in group]).run(should_stop)):
+            records[i] = record
+    return records

@@ -1,0 +1,204 @@
+"""One grid point, start to finish: config -> data -> model -> method -> train -> evaluate -> record.
+
+    record = run_point(cfg)
+
+Never raises for a bad point: any error becomes a `failed` record with a one-line message, so the
+rest of the sweep goes on. (`Interrupted`, a requested stop after a checkpoint, does propagate: the
+launcher requeues the job and the next attempt resumes.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..config import default_results_dir
+from ..data import DatasetError, load_splits
+from ..records import RECORD_NAME, Status, one_line, write_record
+from ..runs import base_record, finished_record, run_dir_of
+from . import checkpoint
+from .batches import encode_splits
+from .errors import Interrupted
+from .evaluate import add_final_metrics, evaluate
+from .loop import train
+from .methods import build_method
+from .models import build_model, count_parameters
+from .runtime import PeakMemory, Runtime, setup_runtime
+
+# peft 0.21 calls a transformers API deprecated in 5.x on every wrap: harmless, and it buries real output.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+# peft imports bitsandbytes (method=qlora) whenever it is installed; on CPUs with AVX512-BF16 bnb then logs
+# that an optional fused-kernel package is missing. It falls back to its own kernels: not worth a line per job.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
+# ---------------------------------------------------------------- the point
+def load_point_data(dataset_cfg):
+    """The point's splits; an unforeseen data problem still names its dataset."""
+    try:
+        return load_splits(dataset_cfg)
+    except DatasetError:
+        raise
+    except Exception as error:
+        raise DatasetError(str(dataset_cfg.name), f"{type(error).__name__}: {error}") from error
+
+
+def num_labels_of(splits, task: str) -> int:
+    return 0 if task == "lm" else splits["train"].features["label"].num_classes
+
+
+def outcome(
+    *,
+    metrics: dict,
+    trainable: int,
+    total: int,
+    steps: int,
+    resumed_from_step: int,
+    method,
+    events: list,
+    train_seconds: float,
+    examples: int,
+) -> dict[str, Any]:
+    """The sections an ok record adds to its base record (run_point and packed points alike)."""
+    return {
+        "metrics": metrics,
+        "params": {"trainable": trainable, "total": total},
+        "train": {"steps": steps, "resumed_from_step": resumed_from_step, **method.summary(), "events": events},
+        "cost": {
+            "train_seconds": round(train_seconds, 3),
+            "examples_per_second": round(examples / max(train_seconds, 1e-9), 2),
+        },
+    }
+
+
+def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> dict[str, Any]:
+    task, tr = cfg.dataset.task, cfg.train
+    splits = load_point_data(cfg.dataset)
+    num_labels = num_labels_of(splits, task)
+    model, tokenizer = build_model(cfg.model, task, num_labels)
+    method = build_method(cfg.method, cfg.model, task)
+    model = method.wrap(model).to(runtime.device)
+    trainable, total = count_parameters(model)
+    pad_id = tokenizer.pad_token_id
+    train_enc, eval_enc = encode_splits(splits, tokenizer, tr, task)
+
+    result = train(
+        model=model,
+        method=method,
+        train_enc=train_enc,
+        task=task,
+        pad_id=pad_id,
+        train_cfg=tr,
+        run_dir=run_dir,
+        runtime=runtime,
+        should_stop=should_stop,
+    )
+    metrics = evaluate(model, eval_enc, task, pad_id, int(tr.eval_batch_size), runtime)
+    add_final_metrics(metrics, result.final_loss, train_enc, eval_enc, num_labels, task)
+    if method.is_peft() and tr.save_adapter:
+        model.save_pretrained(run_dir / "adapter")  # PEFT format: adapter_config.json + safetensors
+    return outcome(
+        metrics=metrics,
+        trainable=trainable,
+        total=total,
+        steps=result.steps,
+        resumed_from_step=result.resumed_from_step,
+        method=method,
+        events=result.events,
+        train_seconds=result.train_seconds,
+        examples=result.examples_seen,
+    )
+
+
+def run_point(cfg: DictConfig, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    started = time.time()
+    record, run_dir = start_record(cfg)
+    previous = previous_record(cfg, run_dir)
+    if previous is not None:  # relaunched sweep: return the existing record as it is, not rewritten
+        return previous
+    if record["status"] == Status.RUNNING:
+        record["started_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        try:
+            runtime = setup_runtime(cfg.train)
+            with PeakMemory(runtime.device) as memory:
+                result = _train_and_evaluate(cfg, run_dir, runtime, should_stop)
+            result["cost"]["peak_memory_mb"] = memory.mb
+            record.update(status=Status.OK, **result)
+        except Interrupted:
+            raise
+        except Exception as error:  # noqa: BLE001  one bad point must not stop the sweep
+            record.update(status=Status.FAILED, error=one_line(error), error_type=type(error).__name__)
+    return finish_record(record, run_dir, started)
+
+
+# ---------------------------------------------------------------- the record
+def previous_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The existing record when the skip rule says this point need not run again (sweeper.runs)."""
+    retry = OmegaConf.select(cfg, "sweeper.retry_failed", default=False, throw_on_resolution_failure=False)
+    return finished_record(run_dir, bool(retry))
+
+
+def start_record(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
+    """The point's record (status running; failed for a config that does not resolve) and its folder."""
+    try:
+        run_dir = run_dir_of(cfg)
+        return base_record(cfg, run_dir.name), run_dir
+    except Exception as error:  # noqa: BLE001
+        return _unresolved_record(cfg, error)
+
+
+def _unresolved_record(cfg: DictConfig, error: Exception) -> tuple[dict[str, Any], Path]:
+    """A config that does not even resolve still gets a record, named by a hash of its raw text."""
+    raw = OmegaConf.to_yaml(cfg, resolve=False)
+    run_id = "unresolved-" + hashlib.sha256(raw.encode()).hexdigest()[:10]
+    results_dir = OmegaConf.select(cfg, "sweeper.results_dir", default=None, throw_on_resolution_failure=False)
+    results_dir = results_dir or default_results_dir()
+    record = {
+        "run_id": run_id,
+        "sweep": str(OmegaConf.select(cfg, "sweeper.name", default="main")),
+        "config_yaml": raw,
+        "status": Status.FAILED,
+        "error": one_line(error),
+        "error_type": type(error).__name__,
+    }
+    return record, Path(str(results_dir)).absolute() / "runs" / run_id
+
+
+def worker_context(started: float) -> dict[str, Any]:
+    """Where the point ran: the launcher's slot and job (sweeper.launch sets SWEEPER_SLOT / SWEEPER_JOB_ID)."""
+    job_id = os.environ.get("SWEEPER_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    return {
+        "slot": os.environ.get("SWEEPER_SLOT"),
+        "job_id": job_id,
+        "pid": os.getpid(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "threads": torch.get_num_threads(),
+        "started_unix": round(started, 3),
+    }
+
+
+def finish_record(record: dict[str, Any], run_dir: Path, started: float) -> dict[str, Any]:
+    """Stamp times and worker, write the record atomically, drop the checkpoint of a finished run."""
+    record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record["wall_seconds"] = round(time.time() - started, 3)
+    record["worker"] = worker_context(started)
+    try:
+        write_record(run_dir, record)
+        if record["status"] == Status.OK:
+            checkpoint.remove(run_dir)
+        record["record_path"] = str(run_dir / RECORD_NAME)
+    except OSError as error:
+        record.update(
+            status=Status.FAILED, error=f"cannot write record under {run_dir}: {one_line(error)}", error_type="OSError"
+        )
+    return record
