@@ -175,7 +175,7 @@ def derived_labels(spec: Mapping, raw: pd.Series) -> np.ndarray:
     if rule == "one_vs_rest":
         pos = str(spec["positive"])
         hit = has_value(raw, pos, sep) if sep else raw == pos
-        return np.where(raw == "", "", np.where(hit, pos, spec.get("negative_name", "rest")))
+        return np.where(raw == "", "", np.where(hit, pos, spec["negative_name"]))
     chosen = [str(c) for c in spec.get("classes") or []]
     if sep:  # a multi-valued row counts only when exactly one chosen value is among its values
         picks = raw.str.split(sep).map(lambda t: [v for v in t if v and (not chosen or v in chosen)])
@@ -252,7 +252,7 @@ def dedupe(df: pd.DataFrame) -> pd.DataFrame:
 def classification_frames(name: str, spec: Mapping, given: dict[str, pd.DataFrame]):
     counts = given.get("all", given.get("train"))["y"].value_counts()  # classes come from train
     if spec["rule"] == "one_vs_rest":
-        names = [spec.get("negative_name", "rest"), str(spec["positive"])]
+        names = [spec["negative_name"], str(spec["positive"])]
     else:
         names = [str(c) for c in spec.get("classes") or []]
     small = sorted(c for c in (names or counts.index) if counts.get(c, 0) < spec["min_count"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -55,13 +56,17 @@ def materialise(spec: Any, cache_dir: Path | None = None) -> Path:
     frames, meta = build_frames(spec, hf_cache=folder.parent / "hf")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    for split, df in frames.items():
-        columns = [c for c in ("text", "label") if c in df]
-        table = pa.Table.from_pandas(df[columns], preserve_index=False)
-        pq.write_table(table, tmp / f"{split}.parquet", compression="zstd")
-    sizes = {s: len(df) for s, df in frames.items()}
-    meta = {**meta, "name": spec["name"], "spec": spec, "format": FORMAT_VERSION, "sizes": sizes}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    try:
+        for split, df in frames.items():
+            columns = [c for c in ("text", "label") if c in df]
+            table = pa.Table.from_pandas(df[columns], preserve_index=False)
+            pq.write_table(table, tmp / f"{split}.parquet", compression="zstd")
+        sizes = {s: len(df) for s, df in frames.items()}
+        meta = {**meta, "name": spec["name"], "spec": spec, "format": FORMAT_VERSION, "sizes": sizes}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    except BaseException:  # disk full, a pyarrow error: no half-written folder stays in the cache
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     publish_dir(tmp, folder)  # a concurrent build of the same content may have won: theirs is as good
     return folder
 

@@ -92,6 +92,8 @@ def checked_spec(spec: Any) -> dict:
         spec.setdefault("balance", False)
         if spec["rule"] not in RULES:
             raise DatasetError(name, f"rule must be one of {', '.join(RULES)}, got {spec['rule']!r}")
+        if spec["rule"] == "one_vs_rest":
+            spec.setdefault("negative_name", "rest")
         if spec["rule"] == "one_vs_rest" and not spec.get("positive"):
             raise DatasetError(name, "rule one_vs_rest needs `positive: <label value>`")
         if spec["rule"] in ("pair", "subset") and len(spec.get("classes") or []) < 2:

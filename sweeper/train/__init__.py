@@ -10,7 +10,17 @@ models      the model families;  methods/  lora, relora, qlora, full
 pack/       K LoRA points on one shared base (sweeper.pack=K)
 """
 
-from .errors import Interrupted, TrainingError
-from .point import run_point
+import logging
+import warnings
+
+# Set before the imports below: they import peft, which imports bitsandbytes.
+# peft 0.21 calls a transformers API deprecated in 5.x on every wrap: harmless, and it buries real output.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+# peft imports bitsandbytes (method=qlora) whenever it is installed; on CPUs with AVX512-BF16 bnb then logs
+# that an optional fused-kernel package is missing. It falls back to its own kernels: not worth a line per job.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+from .errors import Interrupted, TrainingError  # noqa: E402
+from .point import run_point  # noqa: E402
 
 __all__ = ["Interrupted", "TrainingError", "run_point"]

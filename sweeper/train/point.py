@@ -10,10 +10,8 @@ launcher requeues the job and the next attempt resumes.)
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import time
-import warnings
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,12 +32,6 @@ from .loop import train
 from .methods import build_method
 from .models import build_model, count_parameters
 from .runtime import PeakMemory, Runtime, setup_runtime
-
-# peft 0.21 calls a transformers API deprecated in 5.x on every wrap: harmless, and it buries real output.
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-# peft imports bitsandbytes (method=qlora) whenever it is installed; on CPUs with AVX512-BF16 bnb then logs
-# that an optional fused-kernel package is missing. It falls back to its own kernels: not worth a line per job.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 # ---------------------------------------------------------------- the point
