@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,21 +22,16 @@ import threading
 import time
 from pathlib import Path
 
+import run_benchmarks  # scripts/ is sys.path[0] when run as a script
+
+from sweeper.config import compose
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from sweeper.config import compose  # noqa: E402
-
-DATASETS = [
-    "fortune_art_vs_rest",
-    "fortune_computers_vs_rest",
-    "fortune_cookie_vs_rest",
-    "fortune_food_vs_rest",
-    "fortune_kids_vs_rest",
-    "fortune_law_vs_rest",
-    "fortune_linux_vs_rest",
-    "fortune_love_vs_rest",
-]
+# fmt: off
+DATASETS = ["fortune_art_vs_rest", "fortune_computers_vs_rest", "fortune_cookie_vs_rest", "fortune_food_vs_rest",
+            "fortune_kids_vs_rest", "fortune_law_vs_rest", "fortune_linux_vs_rest", "fortune_love_vs_rest"]
+# fmt: on
 
 
 # ---------------------------------------------------------------- configs
@@ -269,16 +263,11 @@ def warm_data_cache() -> None:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     import bitsandbytes
     import torch
 
     return (
-        f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; "
+        f"{run_benchmarks.machine()}; load average {os.getloadavg()[0]:.1f} at start; "
         f"torch {torch.__version__}, bitsandbytes {bitsandbytes.__version__}"
     )
 

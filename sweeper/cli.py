@@ -121,9 +121,10 @@ def checked_argv(argv: list[str]) -> list[str]:
             raise SystemExit(2)
         if arg is not None:
             out.append(arg)
+    failures_dir = default_results_dir(name, results_dir) if errors else None
     for point_name, error in errors:
         print(f"[FAILED] {error}", file=sys.stderr, flush=True)
-        _record_failure(point_name, error, argv, default_results_dir(name, results_dir))
+        _record_failure(point_name, error, argv, failures_dir)
     if errors and not _all_groups_runnable(argv, out):
         raise SystemExit(2)  # a group override lost every value: nothing of this command can run
     return out

@@ -30,11 +30,8 @@ class Status(str, Enum):
     OK = "ok"
     FAILED = "failed"
 
-    def __str__(self) -> str:
+    def __str__(self) -> str:  # f-strings and str() give "ok", as the JSON does
         return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
 
 
 # ---------------------------------------------------------------- atomic files and folders

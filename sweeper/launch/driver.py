@@ -81,9 +81,11 @@ def launch(
     print(f"sweep {results_dir}: {plan_message(summarize(points))}", flush=True)
 
     finals: dict[int, str] = {p.idx: ("skipped" if not p.runs else "submitted") for p in points}
-    save_launch(launch_entry, update=False)
-    if to_run:
+    if not to_run:
+        save_launch(launch_entry, update=False)
+    else:
         backend = (SlurmArrays if kind == "slurm" else LocalQueue)(sweep_dir / ".submitit" / "%j", params)
+        save_launch(launch_entry, update=False)  # after the backend: a launch that cannot submit leaves no entry
         print(backend.describe() + f"; {len(to_run)} point(s) in jobs of {chunk}", flush=True)
         state = Singleton.get_state()
 

@@ -27,29 +27,13 @@ from ..records import Status, find_records, read_record
 from .markdown import is_missing, markdown_table
 
 # Top-level record fields copied as they are.
-TOP_FIELDS = [
-    "run_id",
-    "sweep",
-    "status",
-    "error",
-    "error_type",
-    "dataset",
-    "family",
-    "task",
-    "model",
-    "method",
-    "r",
-    "alpha",
-    "seed",
-    "lr",
-    "max_steps",
-    "started_at",
-    "finished_at",
-    "wall_seconds",
-    "host",
-    "schema_version",
-]
-METRIC_FIELDS = ["accuracy", "macro_f1", "eval_loss", "perplexity", "majority_accuracy", "n_test", "train_loss_final"]
+# fmt: off
+TOP_FIELDS = ["run_id", "sweep", "status", "error", "error_type", "dataset", "family", "task", "model", "method",
+              "r", "alpha", "seed", "lr", "max_steps", "started_at", "finished_at", "wall_seconds", "host",
+              "schema_version"]
+METRIC_FIELDS = ["accuracy", "macro_f1", "eval_loss", "perplexity", "majority_accuracy", "n_test",
+                 "train_loss_final"]
+# fmt: on
 # Nested sections renamed to flat, unambiguous columns.
 SECTION_FIELDS = {
     "params": {"trainable": "trainable_params", "total": "total_params"},
