@@ -157,7 +157,7 @@ def run_method(cfg, train_enc, eval_enc, vocab: int, run_dir: Path) -> dict:
     summary = method.summary()
     return {
         "perplexity": metrics["perplexity"],
-        "eval_loss": metrics["eval_loss"],
+        "eval_loss": metrics["loss"],
         "train_loss": result.final_loss,
         "train_seconds": result.train_seconds,
         "trainable": total if cfg.method.name == "full" else low_rank,

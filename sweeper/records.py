@@ -16,8 +16,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: metrics.validation + metrics.test sections (1: test scores only, at the top level)
 RECORD_NAME = "record.json"
+PREDICTIONS_NAME = "predictions.parquet"  # classification: row, label, pred of each test row
 METRICS_NAME = "metrics.jsonl"  # one JSON object per logged step: {"step", "loss", "lr", ...}
 # Subfolders of a run that never hold records but may hold many files.
 _NOT_RECORDS = {"adapter", "checkpoint", "checkpoints", "report", "__pycache__", ".cache"}

@@ -31,8 +31,9 @@ def test_catalogue_materialises(tmp_path):
         families[spec["family"]] += 1
         ds = load_splits(spec, tmp_path)
         if spec["task"] == "lm":
-            assert list(ds) == ["train", "validation"], name
-            assert not texts(ds["train"]) & texts(ds["validation"]), name
+            assert list(ds) == ["train", "validation", "test"], name
+            held = texts(ds["validation"]) | texts(ds["test"])
+            assert len(ds["test"]) > 0 and not texts(ds["train"]) & held, name
             continue
         assert list(ds) == ["train", "validation", "test"], name
         assert all(len(ds[s]) > 0 for s in ds), name
@@ -60,8 +61,9 @@ def test_default_dataset_and_globs():
 
 def test_lm_holds_out_persuasion(tmp_path):
     ds = load_splits(load_spec("austen_lm"), tmp_path)
-    assert set(ds) == {"train", "validation"} and list(ds["train"].features) == ["text"]
+    assert list(ds) == ["train", "validation", "test"] and list(ds["train"].features) == ["text"]
     assert any("Anne Elliot" in t for t in ds["validation"]["text"][:50])
+    assert not texts(ds["validation"]) & texts(ds["test"])  # Persuasion, first half / second half
     assert not any("Anne Elliot" in t for t in ds["train"]["text"])
 
 
@@ -267,4 +269,4 @@ def test_unknown_where_value_and_lm_from_files(tmp_path):
         {"name": "corpus", "family": "custom", "task": "lm", "source": "files", "path": str(tmp_path / "corpus.jsonl")},
         tmp_path / "cache",
     )
-    assert (len(ds["train"]), len(ds["validation"])) == (45, 5)
+    assert (len(ds["train"]), len(ds["validation"]), len(ds["test"])) == (45, 2, 3)

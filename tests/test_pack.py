@@ -98,12 +98,12 @@ def test_packed_adapter_reloads_with_peft(make_cfg, tmp_path):
     torch.manual_seed(int(cfg.train.seed))  # the base as run_point builds it
     base, tokenizer = build_model(cfg.model, "classification", 2)
     model = PeftModel.from_pretrained(base, Path(record["record_path"]).parent / "adapter")
-    _, eval_enc = encode_splits(load_splits(cfg.dataset), tokenizer, cfg.train, "classification")
+    _, evals = encode_splits(load_splits(cfg.dataset), tokenizer, cfg.train, "classification")
     metrics = evaluate(
-        model, eval_enc, "classification", tokenizer.pad_token_id, 64, Runtime(torch.device("cpu"), nullcontext)
+        model, evals["test"], "classification", tokenizer.pad_token_id, 64, Runtime(torch.device("cpu"), nullcontext)
     )
     assert metrics["accuracy"] == record["metrics"]["accuracy"]
-    assert metrics["eval_loss"] == pytest.approx(record["metrics"]["eval_loss"], abs=LOSS_TOL)
+    assert metrics["loss"] == pytest.approx(record["metrics"]["test"]["loss"], abs=LOSS_TOL)
 
 
 def test_interrupted_pack_resumes_to_the_same_result(make_cfg, tmp_path):

@@ -99,12 +99,12 @@ def test_qlora_point_saves_an_adapter_that_reloads(make_cfg):
     base, tokenizer = build_model(cfg.model, "classification", 2)
     build_method(cfg.method, cfg.model, "classification").quantize_base(base)
     model = PeftModel.from_pretrained(base, adapter)
-    _, eval_enc = encode_splits(load_splits(cfg.dataset), tokenizer, cfg.train, "classification")
+    _, evals = encode_splits(load_splits(cfg.dataset), tokenizer, cfg.train, "classification")
     metrics = evaluate(
-        model, eval_enc, "classification", tokenizer.pad_token_id, 64, Runtime(torch.device("cpu"), nullcontext)
+        model, evals["test"], "classification", tokenizer.pad_token_id, 64, Runtime(torch.device("cpu"), nullcontext)
     )
     assert metrics["accuracy"] == record["metrics"]["accuracy"]
-    assert metrics["eval_loss"] == pytest.approx(record["metrics"]["eval_loss"], abs=1e-6)
+    assert metrics["loss"] == pytest.approx(record["metrics"]["test"]["loss"], abs=1e-6)
 
 
 def test_qlora_points_pack_like_they_run_alone(make_cfg, tmp_path):

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from sweeper.records import write_record
-from sweeper.results import collect, plots, report, tables
+from sweeper.results import collect, plots, report, significance, tables
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -179,7 +179,8 @@ def test_seed_table_shows_failed_and_missing(summary):
 def test_best_config_per_dataset(summary):
     best = tables.best_configs(summary).set_index("dataset")
     assert best.loc["d1", "best_config"] == "m/lora/r8" and best.loc["d1", "runner_up"] == "m/full"
-    assert best.loc["d1", "margin"] == pytest.approx(0.001)
+    assert best.loc["d1", "val_margin"] == pytest.approx(0.001)
+    assert set(best["selected_on"]) == {"test"}  # schema-1 records: no validation scores to select on
     assert best.loc["d2", "best_config"] == "m/lora/r4"
     assert best.loc["d3", "best_config"] == "m/lora/r8"
     assert best.loc["wiki", "best_config"] == "m/full"  # lowest perplexity wins
@@ -217,12 +218,13 @@ def test_win_tie_loss_vs_majority(summary):
 
 
 def test_tie_rule():
-    assert tables.compare(0.804, 0.80, "classification") == "tie"
-    assert tables.compare(0.81, 0.80, "classification") == "win"
-    assert tables.compare(0.79, 0.80, "classification") == "loss"
-    assert tables.compare(20.09, 20.0, "lm") == "tie"  # 0.45 % relative
-    assert tables.compare(19.0, 20.0, "lm") == "win"  # lower perplexity is better
-    assert tables.compare(0.81, 0.80, "classification", tol=0.02) == "tie"
+    rule = significance.tolerance_outcome
+    assert rule(0.804, 0.80, True, 0.005) == "tie"
+    assert rule(0.81, 0.80, True, 0.005) == "win"
+    assert rule(0.79, 0.80, True, 0.005) == "loss"
+    assert rule(20.09, 20.0, False, 0.005) == "tie"  # 0.45 % relative
+    assert rule(19.0, 20.0, False, 0.005) == "win"  # lower perplexity is better
+    assert rule(0.81, 0.80, True, 0.02) == "tie"
 
 
 def test_config_table_has_cost_and_wtl(summary):

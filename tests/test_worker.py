@@ -6,9 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from sweeper.records import atomic_write_text, find_records, read_record
+from sweeper.records import PREDICTIONS_NAME, atomic_write_text, find_records, read_record
 from sweeper.runs import make_run_id, run_dir_of
 from sweeper.train import Interrupted, run_point
 
@@ -56,10 +57,18 @@ def test_record_schema(make_cfg):
     metrics = on_disk["metrics"]
     assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["macro_f1"] <= 1 and metrics["eval_loss"] > 0
     assert metrics["n_test"] == 64 and 0 < metrics["majority_accuracy"] < 1
+    assert on_disk["schema_version"] == 2
+    for split in ("validation", "test"):  # schema 2: both splits scored; the top level is test
+        assert set(metrics[split]) >= {"accuracy", "macro_f1", "loss", "n", "majority_accuracy"}, split
+        assert metrics[split]["n"] == 64 and 0 <= metrics[split]["accuracy"] <= 1
+    assert (metrics["test"]["accuracy"], metrics["test"]["loss"]) == (metrics["accuracy"], metrics["eval_loss"])
     assert 0 < on_disk["params"]["trainable"] < on_disk["params"]["total"]
     assert on_disk["cost"]["train_seconds"] > 0 and on_disk["cost"]["peak_memory_mb"] > 0
     run_dir = Path(record["record_path"]).parent
     assert (run_dir / "adapter" / "adapter_config.json").exists()
+    predictions = pd.read_parquet(run_dir / PREDICTIONS_NAME)  # the report's paired tests read these
+    assert list(predictions.columns) == ["row", "label", "pred"] and len(predictions) == 64
+    assert (predictions["label"] == predictions["pred"]).mean() == pytest.approx(metrics["accuracy"])
     assert not (run_dir / "checkpoint").exists(), "a finished run keeps no checkpoint"
     assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == [], "temp files left behind"
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

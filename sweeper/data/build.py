@@ -214,7 +214,8 @@ def proper_nouns(corpus: tuple[str, ...]) -> frozenset[str]:
 # ---------------------------------------------------------------- lm
 def lm_frames(name: str, spec: Mapping, given: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """lm: `split_field` + `validation: [values]` holds those rows out (e.g. a whole book);
-    otherwise a given validation file, otherwise the last 10% of train. Order is kept."""
+    otherwise a given validation file, otherwise the last 10% of train. The held-out rows are cut
+    into validation and test (split_held_out). Order is kept."""
     if spec.get("split_field"):
         df = pd.concat(given.values(), ignore_index=True)
         held = [str(v) for v in spec.get("validation") or []]
@@ -227,15 +228,28 @@ def lm_frames(name: str, spec: Mapping, given: dict[str, pd.DataFrame]) -> dict[
         val = df["_split"].isin(held)
         frames = {"train": df[~val], "validation": df[val]}
     else:
-        train = pd.concat([df for s, df in given.items() if s != "validation"], ignore_index=True)
+        train = pd.concat([df for s, df in given.items() if s not in ("validation", "test")], ignore_index=True)
         frames = {"train": train, "validation": given.get("validation")}
         if frames["validation"] is None:
             cut = len(train) - max(1, len(train) // 10)
             frames = {"train": train.iloc[:cut], "validation": train.iloc[cut:]}
     frames = {s: df.drop_duplicates("_key") for s, df in frames.items()}
-    held_keys = set(frames["validation"]["_key"])
+    frames["validation"], frames["test"] = split_held_out(frames["validation"], given.get("test"))
+    held_keys = set(frames["validation"]["_key"]) | set(frames["test"]["_key"])
     frames["train"] = frames["train"][~member(frames["train"]["_key"], held_keys)]
     return {s: df[["text"]].reset_index(drop=True) for s, df in frames.items()}
+
+
+def split_held_out(held: pd.DataFrame, test: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(validation, test) of an lm dataset: a given test file, else the held-out rows' second half
+    (order kept: configurations are chosen on the first half of a held-out book, scored on the rest)."""
+    if test is not None:
+        test = test.drop_duplicates("_key")
+        return held[~member(held["_key"], set(test["_key"]))], test
+    if len(held) < 2:
+        return held, held.iloc[:0]
+    half = len(held) // 2
+    return held.iloc[:half], held.iloc[half:]
 
 
 # ---------------------------------------------------------------- classification

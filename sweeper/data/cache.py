@@ -25,7 +25,7 @@ from .spec import SPLITS, checked_spec
 if TYPE_CHECKING:
     import datasets
 
-FORMAT_VERSION = 2  # bump when materialisation changes, so old caches are not reused
+FORMAT_VERSION = 3  # bump when materialisation changes, so old caches are not reused
 
 
 def spec_hash(spec: Mapping) -> str:
@@ -78,7 +78,7 @@ def read_meta(folder: Path) -> dict:
 def load_splits(spec: Mapping, cache_dir: Path | None = None) -> datasets.DatasetDict:
     """classification: splits train/validation/test, columns `text` (str) and `label` (int),
     and the label names available as ds["train"].features["label"].names (ClassLabel).
-    lm: splits train/validation with a `text` column."""
+    lm: splits train/validation/test with a `text` column."""
     import datasets
     import pyarrow.parquet as pq
 

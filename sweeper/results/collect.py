@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from ..records import Status, find_records, read_record
+from ..runs import BOOKKEEPING_TRAIN_KEYS
 from .markdown import is_missing, markdown_table
 
 # Top-level record fields copied as they are.
@@ -31,9 +32,17 @@ from .markdown import is_missing, markdown_table
 TOP_FIELDS = ["run_id", "sweep", "status", "error", "error_type", "dataset", "family", "task", "model", "method",
               "r", "alpha", "seed", "lr", "max_steps", "started_at", "finished_at", "wall_seconds", "host",
               "schema_version"]
-METRIC_FIELDS = ["accuracy", "macro_f1", "eval_loss", "perplexity", "majority_accuracy", "n_test",
-                 "train_loss_final"]
+METRIC_FIELDS = ["accuracy", "macro_f1", "eval_loss", "perplexity", "majority_accuracy", "majority_class",
+                 "n_test", "train_loss_final"]
 # fmt: on
+# Schema 2's metrics.validation section; the top-level metrics are the test ones (both schemas).
+VALIDATION_FIELDS = {
+    "accuracy": "val_accuracy",
+    "macro_f1": "val_macro_f1",
+    "loss": "val_loss",
+    "perplexity": "val_perplexity",
+    "n": "n_validation",
+}
 # Nested sections renamed to flat, unambiguous columns.
 SECTION_FIELDS = {
     "params": {"trainable": "trainable_params", "total": "total_params"},
@@ -47,6 +56,7 @@ SECTION_FIELDS = {
 COLUMNS = (
     TOP_FIELDS
     + METRIC_FIELDS
+    + list(VALIDATION_FIELDS.values())
     + [c for names in SECTION_FIELDS.values() for c in names.values()]
     + ["record_path", "run_dir"]
 )
@@ -58,6 +68,7 @@ NUMERIC = [
     "max_steps",
     "wall_seconds",
     *METRIC_FIELDS,
+    *VALIDATION_FIELDS.values(),
     *[c for names in SECTION_FIELDS.values() for c in names.values()],
 ]
 # The headline metric per task and whether higher is better.
@@ -111,7 +122,11 @@ def flatten_record(record: dict[str, Any], path: str) -> dict[str, Any]:
     row = {k: record.get(k) for k in TOP_FIELDS}
     metrics = _as_dict(record.get("metrics"))
     for key, value in metrics.items():
-        row[key if key in METRIC_FIELDS or key not in row else f"metrics.{key}"] = value
+        if key not in ("validation", "test"):  # test: the same numbers as the top-level metrics
+            row[key if key in METRIC_FIELDS or key not in row else f"metrics.{key}"] = value
+    validation = _as_dict(metrics.get("validation"))
+    for key, column in VALIDATION_FIELDS.items():
+        row[column] = validation.get(key)
     for section, names in SECTION_FIELDS.items():
         values = _as_dict(record.get(section))
         for key, column in names.items():
@@ -141,8 +156,9 @@ def load_records(*paths: str | os.PathLike, warn: bool = True) -> pd.DataFrame:
     """Long table of every record under `paths` (several sweep folders may be combined).
 
     Skipped files are listed in a RuntimeWarning and kept in ``df.attrs["skipped"]``.
-    Adds the derived columns ``config`` (label such as "tiny_llama/lora/r4") and ``score``
-    (the task's headline metric: accuracy for classification, perplexity for lm).
+    Adds the derived columns ``config`` (label such as "tiny_llama/lora/r4"), ``score`` (the task's
+    headline test metric: accuracy for classification, perplexity for lm) and ``val_score`` (the
+    same on validation, which the report selects configurations on).
     """
     rows, skipped = read_records(*paths)
     df = pd.DataFrame(rows)
@@ -152,6 +168,7 @@ def load_records(*paths: str | os.PathLike, warn: bool = True) -> pd.DataFrame:
     df["r"] = df["r"].astype("Int64")
     df = add_config_column(df)
     df["score"] = primary_score(df)
+    df["val_score"] = primary_score(df, "validation")
     df = df.sort_values(["dataset", "config", "seed"], kind="stable", na_position="last")
     df = df.reset_index(drop=True)
     df.attrs["skipped"] = skipped
@@ -170,25 +187,37 @@ def format_skipped(skipped: list[tuple[str, str]]) -> str:
 
 
 def hyper_columns(df: pd.DataFrame) -> list[str]:
-    """Hyper-parameters beyond model/method/r that tell runs of one dataset apart (besides seed).
+    """Result-determining settings beyond model/method/r that tell runs of one dataset apart.
 
-    A sweep over lr or warm-start steps must not average different lrs as if they were seeds,
-    but a sweep with one lr should not repeat it in every label.
+    Every model.*, method.* and train.* key (but the seed and bookkeeping keys) that takes two values
+    within one dataset/model/method/r: a sweep over lr or batch_size must not average different
+    settings as if they were seeds, and a sweep with one lr should not repeat it in every label.
+    A column that only mirrors one already chosen (train.lr is ${method.lr}) is left out.
     """
+    skip = {"config.model.name", "config.method.name", "config.method.r", "config.train.seed"}
+    skip |= {f"config.train.{k}" for k in BOOKKEEPING_TRAIN_KEYS}
+    sections = ("config.method.", "config.model.", "config.train.")
     candidates = ["alpha", "lr", "max_steps"] + sorted(
-        c
-        for c in df.columns
-        if c.startswith("config.method.") and c.rsplit(".", 1)[1] not in {"name", "r", "alpha", "lr"}
+        c for c in df.columns if c.startswith(sections) and c not in skip
     )
     base = ["dataset", "model", "method", "r"]
-    out = []
+    out: list[str] = []
     for column in candidates:
         if column not in df or df[column].isna().all():
             continue
-        spread = df[base + [column]].astype(str).groupby(base, dropna=False)[column].nunique()
+        text = df[column].astype(str)
+        if any(text.equals(df[chosen].astype(str)) for chosen in out):
+            continue
+        spread = df[base].assign(_v=text).groupby(base, dropna=False)["_v"].nunique()
         if (spread > 1).any():
             out.append(column)
     return out
+
+
+def label_names(columns: list[str]) -> dict[str, str]:
+    """Short names in config labels: the last key, or section.key where two sections share it."""
+    leaves = [c.rsplit(".", 1)[-1] for c in columns]
+    return {c: leaf if leaves.count(leaf) == 1 else ".".join(c.split(".")[-2:]) for c, leaf in zip(columns, leaves)}
 
 
 def add_config_column(df: pd.DataFrame) -> pd.DataFrame:
@@ -196,12 +225,11 @@ def add_config_column(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         df["config"] = pd.Series(dtype=str)
         return df
-    extras = hyper_columns(df)
+    names = label_names(hyper_columns(df))
     # A config that never resolved has no model/method: "?" keeps it visible in the failure listing.
     labels = df["model"].fillna("?").astype(str) + "/" + df["method"].fillna("?").astype(str)
     labels = labels + df["r"].map(lambda r: "" if pd.isna(r) else f"/r{int(r)}")
-    for column in extras:
-        name = column.rsplit(".", 1)[-1]
+    for column, name in names.items():
         labels = labels + df[column].map(lambda v, n=name: "" if is_missing(v) else f" {n}={_fmt(v)}")
     df["config"] = labels
     return df
@@ -211,13 +239,15 @@ def _fmt(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def primary_score(df: pd.DataFrame) -> pd.Series:
-    """The headline metric of each row; NaN for failed runs and unknown tasks."""
+def primary_score(df: pd.DataFrame, split: str = "test") -> pd.Series:
+    """The headline metric of each row on `split` (test or validation); NaN for failed runs, unknown
+    tasks, and validation scores of schema-1 records (they have none)."""
     score = pd.Series(float("nan"), index=df.index)
     ok = df["status"] == Status.OK.value
     for task, (metric, _) in PRIMARY.items():
         mask = ok & (df["task"] == task)
-        score[mask] = df.loc[mask, metric]
+        column = metric if split == "test" else VALIDATION_FIELDS[metric]
+        score[mask] = df.loc[mask, column]
     return score
 
 

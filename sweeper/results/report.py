@@ -19,25 +19,36 @@ from ..records import Status
 from . import collect
 from .collect import MISSING, PRIMARY
 from .markdown import markdown_table
-from .tables import TIE_TOL, best_configs, config_table, seed_table, summarize
+from .tables import (
+    TIE_TOL,
+    best_configs,
+    config_table,
+    method_table,
+    rule_text,
+    seed_table,
+    significance_summary,
+    summarize,
+)
 
 # ---------------------------------------------------------------- renderings
 
 
 def display_configs(configs: pd.DataFrame) -> pd.DataFrame:
-    """config_table with human units: params as integers with separators, seconds rounded."""
+    """config_table / method_table with human units: params with separators, seconds rounded."""
     if configs.empty:
         return configs
     out = configs.drop(columns=["model", "method", "r"], errors="ignore").copy()
-    out["trainable_params"] = out["trainable_params"].map(lambda v: "" if pd.isna(v) else f"{int(v):,}")
+    if "trainable_params" in out:
+        out["trainable_params"] = out["trainable_params"].map(lambda v: "" if pd.isna(v) else f"{int(v):,}")
     for column, digits in [("mean_score", 4), ("mean_rank", 2), ("train_seconds", 1), ("peak_memory_mb", 0)]:
-        out[column] = out[column].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
+        if column in out:
+            out[column] = out[column].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
     return out
 
 
 def display_best(best: pd.DataFrame) -> pd.DataFrame:
-    out = best.copy()
-    for column in ("mean", "std", "margin"):
+    out = best.rename(columns={"val_mean": "validation", "mean": "test", "std": "test_std"})
+    for column in ("validation", "test", "test_std", "val_margin"):
         out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
     return out
 
@@ -51,12 +62,23 @@ def named_tables(df: pd.DataFrame, tol: float = TIE_TOL) -> dict[str, pd.DataFra
         if not table.empty:
             better = "higher" if higher else "lower"
             out[f"{task}: test {metric}, mean ± std (number of seeds), {better} is better"] = table
-    out["Best configuration per dataset"] = display_best(best_configs(summary))
-    out[f"Configurations: mean rank, W/T/L (tie: |diff| <= {tol:g}; relative for perplexity), cost"] = display_configs(
+    out["Methods: each one's configuration selected on validation per dataset, scored on test"] = display_configs(
+        method_table(summary, tol)
+    )
+    out["Best configuration per dataset (selected on validation, test score reported)"] = display_best(
+        best_configs(summary)
+    )
+    out["Configurations: test score, mean rank, W/T/L vs validation-selected baselines, cost"] = display_configs(
         config_table(summary, tol)
     )
     out["Failed runs"] = collect.failures(df)
     return out
+
+
+def intro_text(df: pd.DataFrame, tol: float = TIE_TOL) -> str:
+    """The paragraph above the tables: counts, the W/T/L rule, how many comparisons were significant."""
+    parts = [overview(df), rule_text(tol), significance_summary(summarize(df), tol)]
+    return "\n\n".join(p for p in parts if p)
 
 
 def overview(df: pd.DataFrame) -> str:
@@ -82,7 +104,7 @@ _CSS = (
 
 
 def render_html(named: dict[str, pd.DataFrame], title: str = "Sweep report", intro: str = "") -> str:
-    body = [f"<h1>{html.escape(title)}</h1>"] + [f"<p>{html.escape(line)}</p>" for line in intro.splitlines()]
+    body = [f"<h1>{html.escape(title)}</h1>"] + [f"<p>{html.escape(line)}</p>" for line in intro.splitlines() if line]
     for name, table in named.items():
         frame = table if not table.empty else pd.DataFrame({"": ["(none)"]})
         rendered = frame.to_html(na_rep="", border=0, index=not isinstance(frame.index, pd.RangeIndex))
@@ -106,7 +128,7 @@ def write_report(
     named = named_tables(df, tol)
     title = "Sweep report: " + (", ".join(sorted(df["sweep"].dropna().astype(str).unique())) or "?")
     written = {"summary.md": out / "summary.md", "summary.html": out / "summary.html"}
-    intro = overview(df)
+    intro = intro_text(df, tol)
     written["summary.md"].write_text(render_markdown(named, title, intro), encoding="utf-8")
     written["summary.html"].write_text(render_html(named, title, intro), encoding="utf-8")
     summary = summarize(df)
@@ -114,6 +136,7 @@ def write_report(
         ("points.csv", summary),
         ("best.csv", best_configs(summary)),
         ("configs.csv", config_table(summary, tol)),
+        ("methods.csv", method_table(summary, tol)),
         ("failed.csv", collect.failures(df)),
     ]:
         frame.to_csv(out / name, index=False)
@@ -126,9 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m sweeper.report",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Summary tables (mean ± std over seeds, best config per dataset, mean rank,\n"
-        "win/tie/loss vs full fine-tuning and vs majority class, cost) and plots of a sweep.",
-        epilog="Writes summary.md, summary.html, points/best/configs/failed.csv and PNG plots into\n"
+        description="Summary tables of a sweep (mean ± std over seeds; per method and per dataset the\n"
+        "configuration selected on validation, with its test score; mean rank; win/tie/loss vs\n"
+        "full fine-tuning, the tfidf baseline and the majority class, significant differences\n"
+        "only; cost) and plots.",
+        epilog="Writes summary.md, summary.html, points/best/configs/methods/failed.csv and PNG plots into\n"
         "PATH/report/ (the first PATH) or --out DIR.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="sweep or results folder(s); several are combined")
@@ -138,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=TIE_TOL,
         metavar="TOL",
-        help=f"tie tolerance: absolute for accuracy, relative for perplexity (default {TIE_TOL})",
+        help="tie tolerance where no significance test applies (lm, records without predictions):"
+        f" absolute for accuracy, relative for perplexity (default {TIE_TOL})",
     )
     p.add_argument("--runs", nargs="*", metavar="RUN_ID", help="run ids for the loss-curve plot (default: a few)")
     return p

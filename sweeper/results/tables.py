@@ -1,11 +1,17 @@
 """The numbers of a sweep report, as DataFrames (reused by plots, the report and the notebook).
 
-A *configuration* is model/method/rank (plus any other hyper-parameter the sweep varied, see
+A *configuration* is model/method/rank (plus any other setting the sweep varied, see
 collect.hyper_columns); a *point* is one dataset x configuration, averaged over seeds.
-Scores are the task's headline metric: test accuracy (classification, higher is better) or
-perplexity (lm, lower is better). Tie rule: two scores tie when they differ by at most TIE_TOL
-(absolute accuracy, i.e. half a percentage point) or, for perplexity, by at most TIE_TOL relative
-to the baseline. See docs/results.md.
+Scores are the task's headline metric: accuracy (classification, higher is better) or perplexity
+(lm, lower is better).
+
+Selection: the best configuration of a dataset (and the full / tfidf baselines it is compared
+with) is chosen on the **validation** score and reported with its **test** score, so the table is
+not selected on the data it reports. Records without validation scores (schema 1) fall back to
+test, and the tables say so (`selected_on`).
+Win / tie / loss: a difference counts only when significant at significance.ALPHA (paired McNemar
+on the test predictions with fewer than 3 seeds, Welch's t on the seeds otherwise); see
+sweeper.results.significance and docs/results.md.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ import pandas as pd
 from ..records import Status
 from . import collect
 from .collect import MISSING, PRIMARY
+from .significance import ALPHA, MIN_SEEDS, Side, compare_points
 
 OK, FAILED = Status.OK.value, Status.FAILED.value
-TIE_TOL = 0.005
+TIE_TOL = 0.005  # the tolerance rule, for comparisons without predictions or seeds (lm, schema 1)
 BASELINE_METHOD = "full"
+BASELINES = ("full", "tfidf", "majority")
 _KEY = ["task", "dataset", "config"]
 SUMMARY_COLUMNS = _KEY + [
     "metric",
@@ -30,15 +38,20 @@ SUMMARY_COLUMNS = _KEY + [
     "r",
     "mean",
     "std",
+    "val_mean",
     "n_seeds",
     "n_failed",
     "majority",
+    "majority_class",
     "trainable_params",
     "total_params",
     "train_seconds",
     "peak_memory_mb",
     "errors",
     "status",
+    "scores",
+    "seeds",
+    "run_dirs",
 ]
 
 
@@ -47,7 +60,8 @@ SUMMARY_COLUMNS = _KEY + [
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """One row per point (task, dataset, config): seed mean and sample std (ddof=1, NaN for a
-    single seed) of the headline metric, seed counts, and mean cost."""
+    single seed) of the test score, seed mean of the validation score, seed counts, mean cost, and
+    the ok runs' seeds, scores and folders (for the significance tests)."""
     if df.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     ok = df["status"] == OK
@@ -62,9 +76,11 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         r=("r", "first"),
         mean=("score", "mean"),
         std=("score", "std"),
+        val_mean=("val_score", "mean"),
         n_seeds=("_ok", "sum"),
         n_failed=("_bad", "sum"),
         majority=("majority_accuracy", "mean"),
+        majority_class=("majority_class", "first"),
         trainable_params=("_trainable_params", "median"),
         total_params=("_total_params", "median"),
         train_seconds=("_train_seconds", "mean"),
@@ -72,6 +88,10 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         errors=("error", _first_error),
     )
     agg = agg.reset_index()
+    runs = work[ok & work["score"].notna()].sort_values("seed", kind="stable").groupby(_KEY, sort=False)
+    for column, source in [("scores", "score"), ("seeds", "seed"), ("run_dirs", "run_dir")]:
+        values = runs[source].agg(tuple)
+        agg[column] = [values.get(tuple(k), ()) for k in agg[_KEY].itertuples(index=False)]
     agg.insert(3, "metric", agg["task"].map(lambda t: PRIMARY.get(t, ("?", True))[0]))
     agg["n_seeds"] = agg["n_seeds"].astype(int)
     agg["n_failed"] = agg["n_failed"].astype(int)
@@ -124,118 +144,183 @@ def _seed_cell(mean: float, std: float, n: int, failed: int, digits: int) -> str
     return text + (f" +{failed} failed" if failed else "")
 
 
-def best_configs(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset: the best configuration by seed mean (ties broken by fewer trainable params,
-    then canonical config order) and its margin over the runner-up."""
+# ---------------------------------------------------------------- selection on validation
+
+
+def selection_key(points: pd.DataFrame) -> tuple[str, str]:
+    """("val_mean", "validation") when every scored point has a validation score, else the test
+    mean: a schema-1 sweep can only be selected on test, and the tables say so."""
+    scored = points.dropna(subset=["mean"])
+    if len(scored) and scored["val_mean"].notna().all():
+        return "val_mean", "validation"
+    return "mean", "test"
+
+
+def ranked(points: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Points of one group, best first on the selection score (ties: fewer trainable params, then
+    canonical config order, which summarize already applied)."""
+    column, _ = selection_key(points)
+    scored = points.dropna(subset=["mean", column])
+    sign = -1 if higher_is_better(task) else 1
+    keys = scored.assign(_s=scored[column] * sign, _p=scored["trainable_params"].fillna(float("inf")))
+    return keys.sort_values(["_s", "_p"], kind="stable").drop(columns=["_s", "_p"])
+
+
+def select(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """The validation-selected point of every group of `by` (e.g. task, dataset, model, method),
+    with a `selected_on` column."""
     rows = []
-    for (task, dataset), sub in summary.dropna(subset=["mean"]).groupby(["task", "dataset"], sort=True):
-        ranked = sub.assign(
-            _s=sub["mean"] * (-1 if higher_is_better(task) else 1), _p=sub["trainable_params"].fillna(float("inf"))
-        )
-        ranked = ranked.sort_values(["_s", "_p"], kind="stable")
-        best = ranked.iloc[0]
-        runner = ranked.iloc[1] if len(ranked) > 1 else None
+    for _, sub in summary.groupby(by, sort=False, dropna=False):
+        best = ranked(sub, sub["task"].iloc[0])
+        if len(best):
+            rows.append(best.iloc[0].to_dict() | {"selected_on": selection_key(sub)[1]})
+    return pd.DataFrame(rows, columns=list(summary.columns) + ["selected_on"])
+
+
+BEST_COLUMNS = ["task", "dataset", "best_config", "selected_on", "metric", "val_mean", "mean", "std", "n_seeds",
+                "runner_up", "val_margin", "n_configs"]  # fmt: skip
+
+
+def best_configs(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset: the configuration with the best validation score, its test score (`mean`,
+    `std` over seeds), the runner-up on validation and the validation margin."""
+    rows = []
+    for (task, dataset), sub in summary.groupby(["task", "dataset"], sort=True):
+        order = ranked(sub, task)
+        if order.empty:
+            continue
+        column, split = selection_key(sub)
+        best, runner = order.iloc[0], (order.iloc[1] if len(order) > 1 else None)
         rows.append(
             {
                 "task": task,
                 "dataset": dataset,
                 "best_config": best["config"],
+                "selected_on": split,
                 "metric": best["metric"],
+                "val_mean": best["val_mean"],
                 "mean": best["mean"],
                 "std": best["std"],
                 "n_seeds": best["n_seeds"],
                 "runner_up": None if runner is None else runner["config"],
-                "margin": np.nan if runner is None else abs(best["mean"] - runner["mean"]),
+                "val_margin": np.nan if runner is None else abs(best[column] - runner[column]),
                 "n_configs": len(sub),
             }
         )
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "task",
-            "dataset",
-            "best_config",
-            "metric",
-            "mean",
-            "std",
-            "n_seeds",
-            "runner_up",
-            "margin",
-            "n_configs",
-        ],
-    )
+    return pd.DataFrame(rows, columns=BEST_COLUMNS)
 
 
-def mean_ranks(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration: mean rank across datasets (1 = best on a dataset; ties share the average
-    rank). Only points with a score are ranked; n_datasets says how many that was."""
-    scored = summary.dropna(subset=["mean"])
+def mean_ranks(points: pd.DataFrame, unit: str = "config") -> pd.DataFrame:
+    """Per `unit` (config, or the label of a method's validation-selected point): mean rank of the
+    test score across datasets (1 = best on a dataset; ties share the average rank)."""
+    scored = points.dropna(subset=["mean"])
     parts = []
     for task, sub in scored.groupby("task"):
         ranks = sub.groupby("dataset")["mean"].rank(ascending=not higher_is_better(task), method="average")
         parts.append(sub.assign(rank=ranks))
     if not parts:
-        return pd.DataFrame(columns=["task", "config", "mean_rank", "n_datasets"])
-    ranked = pd.concat(parts)
-    out = ranked.groupby(["task", "config"], sort=False).agg(mean_rank=("rank", "mean"), n_datasets=("rank", "size"))
+        return pd.DataFrame(columns=["task", unit, "mean_rank", "n_datasets"])
+    out = (
+        pd.concat(parts)
+        .groupby(["task", unit], sort=False)
+        .agg(mean_rank=("rank", "mean"), n_datasets=("rank", "size"))
+    )
     return out.reset_index()
 
 
-def is_tie(a: float, b: float, task: str, tol: float = TIE_TOL) -> bool:
-    """The tie rule: |a - b| <= tol for accuracy; <= tol * b (relative) for perplexity."""
-    return abs(a - b) <= (tol if higher_is_better(task) else tol * abs(b))
+# ---------------------------------------------------------------- win / tie / loss
 
 
-def compare(score: float, baseline: float, task: str, tol: float = TIE_TOL) -> str:
-    """ "win", "tie" or "loss" of `score` against `baseline` under the tie rule."""
-    if is_tie(score, baseline, task, tol):
-        return "tie"
-    return "win" if (score > baseline) == higher_is_better(task) else "loss"
+def side(point) -> Side:
+    return Side(float(point.mean), tuple(point.scores), tuple(int(s) for s in point.seeds), tuple(point.run_dirs))
 
 
-def win_tie_loss(summary: pd.DataFrame, against: str = "full", tol: float = TIE_TOL) -> pd.DataFrame:
-    """Per configuration: wins/ties/losses over datasets against a baseline.
-
-    against="full": the best full fine-tuning config of the same dataset and model
-    (method == "full"); full configs themselves are not compared.
-    against="majority": the majority-class accuracy (classification only).
-    Points without a score or without a baseline are counted in `n_unmatched`, not silently dropped.
-    """
-    base = _baselines(summary, against)
-    sub = summary if against != "full" else summary[summary["method"] != BASELINE_METHOD]
+def baseline_finder(summary: pd.DataFrame, against: str):
+    """A function point -> the baseline's Side (or None): the validation-selected full config of the
+    same dataset and model, the validation-selected tfidf config of the dataset, or the majority class."""
     if against == "majority":
-        sub = sub[sub["task"] == "classification"]
-    rows = {}
-    for point in sub.itertuples(index=False):
-        key = (point.task, point.config)
-        counts = rows.setdefault(
-            key, {"task": point.task, "config": point.config, "win": 0, "tie": 0, "loss": 0, "n_unmatched": 0}
-        )
-        baseline = base(point)
-        if pd.isna(point.mean) or baseline is None or pd.isna(baseline):
-            counts["n_unmatched"] += 1
-        else:
-            counts[compare(point.mean, baseline, point.task, tol)] += 1
-    return pd.DataFrame(list(rows.values()), columns=["task", "config", "win", "tie", "loss", "n_unmatched"])
+
+        def majority(point):
+            if point.task != "classification" or pd.isna(point.majority):
+                return None
+            constant = None if pd.isna(point.majority_class) else int(point.majority_class)
+            return Side(float(point.majority), constant=constant)
+
+        return majority
+    if against not in ("full", "tfidf"):
+        raise ValueError(f"against must be one of {', '.join(BASELINES)}, not {against!r}")
+    by = ["task", "dataset", "model"] if against == "full" else ["task", "dataset"]
+    chosen = select(summary[summary["method"] == against], by)
+    table = {tuple(getattr(row, k) for k in by): side(row) for row in chosen.itertuples(index=False)}
+    return lambda point: table.get(tuple(getattr(point, k) for k in by))
 
 
-def _baselines(summary: pd.DataFrame, against: str):
-    """A function point -> baseline score (or None)."""
-    if against == "majority":
-        return lambda point: point.majority if not pd.isna(point.majority) else None
-    if against != "full":
-        raise ValueError(f"against must be 'full' or 'majority', not {against!r}")
-    full = summary[(summary["method"] == BASELINE_METHOD)].dropna(subset=["mean"])
-    best = {}
-    for row in full.itertuples(index=False):
-        key = (row.task, row.dataset, row.model)
-        better = max if higher_is_better(row.task) else min
-        best[key] = row.mean if key not in best else better(best[key], row.mean)
-    return lambda point: best.get((point.task, point.dataset, point.model))
+def comparisons(points: pd.DataFrame, summary: pd.DataFrame, against: str, tol: float = TIE_TOL) -> pd.DataFrame:
+    """One row per point x baseline: outcome (win/tie/loss/n/a), p-value, test used. Points of the
+    baseline's own method are not compared with it."""
+    find = baseline_finder(summary, against)
+    rows = []
+    for point in points.itertuples(index=False):
+        if point.method == against or (against != "full" and point.task != "classification"):
+            continue
+        baseline = find(point)
+        if pd.isna(point.mean) or baseline is None or pd.isna(baseline.mean):
+            rows.append((point.task, point.dataset, point.config, "n/a", np.nan, ""))
+            continue
+        result = compare_points(side(point), baseline, higher_is_better(point.task), tol)
+        rows.append((point.task, point.dataset, point.config, result.outcome, result.p_value, result.test))
+    return pd.DataFrame(rows, columns=["task", "dataset", "config", "outcome", "p_value", "test"])
+
+
+def win_tie_loss(summary: pd.DataFrame, against: str, tol: float = TIE_TOL, points=None) -> pd.DataFrame:
+    """Per configuration of `points` (default: every point): wins / ties / losses over datasets
+    against a baseline (significant differences only), and `n_unmatched`: points without a score or
+    without a baseline, counted, not dropped."""
+    table = comparisons(summary if points is None else points, summary, against, tol)
+    counts = pd.crosstab([table["task"], table["config"]], table["outcome"])
+    counts = counts.reindex(columns=["win", "tie", "loss", "n/a"], fill_value=0).rename(columns={"n/a": "n_unmatched"})
+    return counts.reset_index().rename_axis(columns=None)
+
+
+def wtl_text(points: pd.DataFrame, summary: pd.DataFrame, against: str, tol: float) -> dict[tuple, str]:
+    wtl = win_tie_loss(summary, against, tol, points)
+    text = {}
+    for row in wtl.itertuples(index=False):
+        cell = f"{row.win}/{row.tie}/{row.loss}"
+        text[(row.task, row.config)] = cell + (f" ({row.n_unmatched} n/a)" if row.n_unmatched else "")
+    return text
+
+
+def baselines_in(summary: pd.DataFrame) -> list[str]:
+    """The baselines a sweep can be compared with: full / tfidf when it ran them, majority for classification."""
+    present = {"full": (summary["method"] == "full").any(), "tfidf": (summary["method"] == "tfidf").any()}
+    present["majority"] = (summary["task"] == "classification").any()
+    return [b for b in BASELINES if present[b]]
+
+
+def significance_summary(summary: pd.DataFrame, tol: float = TIE_TOL) -> str:
+    """One line per baseline: how many comparisons (validation-selected method points) were significant."""
+    methods = method_points(summary)
+    lines = []
+    for against in baselines_in(summary):
+        table = comparisons(methods, summary, against, tol)
+        table = table[table["outcome"] != "n/a"]
+        if table.empty:
+            continue
+        tested = table[table["test"] != "tolerance"]
+        significant = int(tested["outcome"].isin(["win", "loss"]).sum())
+        tests = ", ".join(f"{n} {t}" for t, n in table["test"].value_counts().items())
+        lines.append(f"vs {against}: {significant} of {len(tested)} tested comparisons significant at "
+                     f"alpha={ALPHA:g} ({tests})")  # fmt: skip
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- configuration and method tables
 
 
 def config_table(summary: pd.DataFrame, tol: float = TIE_TOL) -> pd.DataFrame:
-    """Per configuration: mean score over datasets, mean rank, W/T/L vs full and vs majority, cost."""
+    """Per configuration: mean test score over datasets, mean rank, W/T/L vs the validation-selected
+    full / tfidf configurations and vs majority, cost."""
     if summary.empty:
         return pd.DataFrame()
     per = (
@@ -254,10 +339,41 @@ def config_table(summary: pd.DataFrame, tol: float = TIE_TOL) -> pd.DataFrame:
         .reset_index()
     )
     per = per.merge(mean_ranks(summary), on=["task", "config"], how="left")
-    for against in ("full", "majority"):
-        wtl = win_tie_loss(summary, against, tol).set_index(["task", "config"])
-        text = wtl["win"].astype(str) + "/" + wtl["tie"].astype(str) + "/" + wtl["loss"].astype(str)
-        # points without a score or a baseline: say so, or 0/0/0 would read as "never compared badly"
-        text = text + wtl["n_unmatched"].map(lambda n: f" ({n} n/a)" if n else "")
+    for against in baselines_in(summary):
+        text = wtl_text(summary, summary, against, tol)
         per[f"vs_{against} W/T/L"] = [text.get((t, c), "") for t, c in zip(per["task"], per["config"])]
     return per.sort_values(["task", "mean_rank"], na_position="last").reset_index(drop=True)
+
+
+def method_points(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and model/method: the validation-selected configuration (over r, lr, ...),
+    labelled `unit` = model/method (the rows of the paper's table)."""
+    chosen = select(summary.dropna(subset=["mean"]), ["task", "dataset", "model", "method"])
+    chosen["unit"] = chosen["model"].astype(str) + "/" + chosen["method"].astype(str)
+    return chosen
+
+
+def method_table(summary: pd.DataFrame, tol: float = TIE_TOL) -> pd.DataFrame:
+    """Per model/method: the mean test score of its validation-selected configuration per dataset,
+    mean rank among methods, W/T/L vs full / tfidf / majority (significant differences only)."""
+    points = method_points(summary)
+    if points.empty:
+        return pd.DataFrame()
+    per = (
+        points.groupby(["task", "unit"], sort=False)
+        .agg(mean_score=("mean", "mean"), n_datasets=("dataset", "size"), selected_on=("selected_on", "first"))
+        .reset_index()
+    )
+    per = per.merge(mean_ranks(points, "unit").drop(columns="n_datasets"), on=["task", "unit"], how="left")
+    for against in baselines_in(summary):
+        text = wtl_text(points.assign(config=points["unit"]), summary, against, tol)
+        per[f"vs_{against} W/T/L"] = [text.get((t, u), "") for t, u in zip(per["task"], per["unit"])]
+    return per.sort_values(["task", "mean_rank"], na_position="last").reset_index(drop=True)
+
+
+def rule_text(tol: float = TIE_TOL) -> str:
+    return (
+        f"W/T/L: a win or loss only when significant at alpha={ALPHA:g} (exact McNemar on the test "
+        f"predictions with fewer than {MIN_SEEDS} seeds, Welch's t on the seed scores otherwise; without "
+        f"predictions, |diff| <= {tol:g}, relative for perplexity); baselines selected on validation."
+    )

@@ -68,15 +68,17 @@ def batch_rows(n_examples: int, batch_size: int, step: int, seed: int) -> list[i
     return order[k * batch_size : (k + 1) * batch_size].tolist() if n_examples >= batch_size else order.tolist()
 
 
-def encode_splits(splits, tokenizer, train_cfg, task: str) -> tuple[Encoded, Encoded]:
-    """(train, eval) token ids: lm blocks of train.max_length (eval: validation), classification rows
-    (eval: the first train.eval_size test rows)."""
+def encode_splits(splits, tokenizer, train_cfg, task: str) -> tuple[Encoded, dict[str, Encoded]]:
+    """(train, {"validation": .., "test": ..}) token ids: lm blocks of train.max_length, classification
+    rows. Each evaluation split keeps its first train.eval_size rows (blocks)."""
     max_length, eval_size = int(train_cfg.max_length), int(train_cfg.eval_size)
     if task == "lm":
-        train_enc = encode_lm(splits["train"], tokenizer, max_length)
-        eval_enc = encode_lm(splits["validation"], tokenizer, max_length)
-        eval_enc.input_ids = eval_enc.input_ids[:eval_size]
-        return train_enc, eval_enc
-    train_enc = encode_classification(splits["train"], tokenizer, max_length)
-    test = splits["test"].select(range(min(len(splits["test"]), eval_size)))
-    return train_enc, encode_classification(test, tokenizer, max_length)
+        evals = {s: encode_lm(splits[s], tokenizer, max_length) for s in ("validation", "test")}
+        for enc in evals.values():
+            enc.input_ids = enc.input_ids[:eval_size]
+        return encode_lm(splits["train"], tokenizer, max_length), evals
+    evals = {}
+    for s in ("validation", "test"):
+        head = splits[s].select(range(min(len(splits[s]), eval_size)))
+        evals[s] = encode_classification(head, tokenizer, max_length)
+    return encode_classification(splits["train"], tokenizer, max_length), evals

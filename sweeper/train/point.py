@@ -27,7 +27,7 @@ from ..runs import base_record, finished_record, run_dir_of
 from . import checkpoint
 from .batches import encode_splits
 from .errors import Interrupted
-from .evaluate import add_final_metrics, evaluate
+from .evaluate import evaluate_splits, record_metrics, save_predictions
 from .loop import train
 from .methods import build_method
 from .models import build_model, count_parameters
@@ -82,7 +82,7 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
     model = method.wrap(model).to(runtime.device)
     trainable, total = count_parameters(model)
     pad_id = tokenizer.pad_token_id
-    train_enc, eval_enc = encode_splits(splits, tokenizer, tr, task)
+    train_enc, evals = encode_splits(splits, tokenizer, tr, task)
 
     result = train(
         model=model,
@@ -95,8 +95,10 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
         runtime=runtime,
         should_stop=should_stop,
     )
-    metrics = evaluate(model, eval_enc, task, pad_id, int(tr.eval_batch_size), runtime)
-    add_final_metrics(metrics, result.final_loss, train_enc, eval_enc, num_labels, task)
+    scores, test_preds = evaluate_splits(model, evals, task, pad_id, int(tr.eval_batch_size), runtime, num_labels)
+    metrics = record_metrics(scores, result.final_loss, train_enc.labels, evals, task, num_labels)
+    if task != "lm":
+        save_predictions(run_dir, evals["test"].labels, test_preds)
     if method.is_peft() and tr.save_adapter:
         model.save_pretrained(run_dir / "adapter")  # PEFT format: adapter_config.json + safetensors
     return outcome(

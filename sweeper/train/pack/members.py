@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from ...records import Status, one_line
 from .. import checkpoint as ckpt
 from ..batches import encode_splits
-from ..evaluate import add_final_metrics, evaluate
+from ..evaluate import evaluate_splits, record_metrics, save_predictions
 from ..loop import MetricsLog, make_optimizer
 from ..methods import build_method
 from ..models import build_model, count_parameters
@@ -39,7 +39,7 @@ class Member:
     splits: Any = None
     num_labels: int = 0
     train_enc: Any = None
-    eval_enc: Any = None
+    evals: Any = None
     peft: Any = None
     method: Any = None
     optimizer: Any = None
@@ -83,8 +83,11 @@ class Pack:
         try:
             tr = m.cfg.train
             view = AdapterView(self.base, self.ctx, m.key, m.num_labels, self.task)
-            metrics = evaluate(view, m.eval_enc, self.task, self.pad_id, int(tr.eval_batch_size), self.runtime)
-            add_final_metrics(metrics, m.final_loss, m.train_enc, m.eval_enc, m.num_labels, self.task)
+            args = (self.task, self.pad_id, int(tr.eval_batch_size), self.runtime, m.num_labels)
+            scores, test_preds = evaluate_splits(view, m.evals, *args)
+            metrics = record_metrics(scores, m.final_loss, m.train_enc.labels, m.evals, self.task, m.num_labels)
+            if self.task != "lm":
+                save_predictions(m.run_dir, m.evals["test"].labels, test_preds)
             if tr.save_adapter:
                 m.peft.save_pretrained(m.run_dir / "adapter")  # PEFT format: adapter_config.json + safetensors
         except Exception as error:  # noqa: BLE001
@@ -141,7 +144,7 @@ class Pack:
         if m.start_step and m.generator.device.type == "cpu":
             m.generator.set_state(torch.get_rng_state())  # the checkpoint holds this point's dropout RNG
         m.max_steps = int(tr.max_steps)
-        m.train_enc, m.eval_enc = encode_splits(m.splits, self.tokenizer, tr, self.task)
+        m.train_enc, m.evals = encode_splits(m.splits, self.tokenizer, tr, self.task)
         m.splits = None
         attach_adapter(self.base, m.key, m.peft, self.ctx, m.generator)
         m.log = MetricsLog(m.run_dir, m.start_step, tr.log_every, m.max_steps)

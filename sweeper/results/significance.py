@@ -1,0 +1,129 @@
+"""Is a difference between two points real? Paired tests on test predictions, or seed scores.
+
+    outcome = compare_points(point, baseline, task)     # Comparison("win", p_value, "mcnemar")
+
+The rule (docs/results.md):
+- both points have at least MIN_SEEDS ok seeds: Welch's t-test on the seed scores;
+- otherwise, classification: exact McNemar test on the test predictions of one run of each (the
+  lowest seed they share, else each one's lowest seed): the paired test for two classifiers scored
+  on the same rows;
+- lm points, and runs without saved predictions (schema-1 records): the tolerance rule
+  (|difference| <= tol; relative for perplexity), marked "tolerance".
+A difference is a win or a loss only when significant at ALPHA; anything else is a tie.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..records import PREDICTIONS_NAME
+
+ALPHA = 0.05
+MIN_SEEDS = 3
+
+
+@dataclass(frozen=True)
+class Comparison:
+    outcome: str  # "win", "tie" or "loss" of the point against the baseline
+    p_value: float  # NaN under the tolerance rule
+    test: str  # "welch", "mcnemar" or "tolerance"
+
+    @property
+    def significant(self) -> bool:
+        return self.outcome != "tie" and self.test != "tolerance"
+
+
+@dataclass(frozen=True)
+class Side:
+    """What a comparison needs of one point: seed scores and run folders (both in seed order), or a
+    constant prediction (the majority baseline)."""
+
+    mean: float
+    scores: tuple[float, ...] = ()
+    seeds: tuple[int, ...] = ()
+    run_dirs: tuple[str, ...] = ()
+    constant: int | None = None
+
+
+def compare_points(point: Side, baseline: Side, higher_is_better: bool, tol: float, alpha: float = ALPHA) -> Comparison:
+    if len(point.scores) >= MIN_SEEDS and len(baseline.scores) >= MIN_SEEDS:
+        p = welch_p(point.scores, baseline.scores)
+        if not math.isnan(p):
+            return _decide(point.mean - baseline.mean, p, alpha, higher_is_better, "welch")
+    pair = paired_correct(point, baseline)
+    if pair is not None:
+        a, b = pair
+        return _decide(float(a.mean() - b.mean()), mcnemar_p(a, b), alpha, True, "mcnemar")
+    return Comparison(tolerance_outcome(point.mean, baseline.mean, higher_is_better, tol), float("nan"), "tolerance")
+
+
+def tolerance_outcome(score: float, baseline: float, higher_is_better: bool, tol: float) -> str:
+    """The rule without a test: a tie within tol (absolute; relative to the baseline when lower is
+    better, i.e. perplexity), else win or loss by direction."""
+    diff = score - baseline
+    if abs(diff) <= (tol if higher_is_better else tol * abs(baseline)):
+        return "tie"
+    return "win" if (diff > 0) == higher_is_better else "loss"
+
+
+def _decide(diff: float, p: float, alpha: float, higher_is_better: bool, test: str) -> Comparison:
+    if p >= alpha or diff == 0:
+        return Comparison("tie", p, test)
+    return Comparison("win" if (diff > 0) == higher_is_better else "loss", p, test)
+
+
+def welch_p(a, b) -> float:
+    """Two-sided Welch t-test p-value; NaN when neither side varies (the test is undefined)."""
+    from scipy import stats
+
+    if np.std(a) == 0 and np.std(b) == 0:
+        return float("nan")
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def mcnemar_p(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
+    """Exact (binomial) McNemar test on paired correctness: only rows where exactly one is right count."""
+    from scipy import stats
+
+    only_a = int(np.sum(correct_a & ~correct_b))
+    only_b = int(np.sum(~correct_a & correct_b))
+    if only_a + only_b == 0:
+        return 1.0
+    return float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+def paired_correct(point: Side, baseline: Side) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-row correctness of one run of each side on the same test rows, or None without predictions."""
+    run_a, run_b = _pick_runs(point, baseline)
+    a = load_predictions(run_a) if run_a else None
+    if a is None:
+        return None
+    if baseline.constant is not None:
+        return a["pred"] == a["label"], a["label"] == baseline.constant
+    b = load_predictions(run_b) if run_b else None
+    if b is None or len(a) != len(b) or not np.array_equal(a["label"], b["label"]):
+        return None  # not the same rows (a different eval_size): no paired test
+    return a["pred"] == a["label"], b["pred"] == b["label"]
+
+
+def _pick_runs(point: Side, baseline: Side) -> tuple[str | None, str | None]:
+    shared = sorted(set(point.seeds) & set(baseline.seeds))
+    if shared:
+        return point.run_dirs[point.seeds.index(shared[0])], baseline.run_dirs[baseline.seeds.index(shared[0])]
+    return (point.run_dirs[0] if point.run_dirs else None), (baseline.run_dirs[0] if baseline.run_dirs else None)
+
+
+@lru_cache(maxsize=8192)
+def load_predictions(run_dir: str) -> dict[str, np.ndarray] | None:
+    path = Path(run_dir) / PREDICTIONS_NAME
+    try:
+        frame = pd.read_parquet(path, columns=["label", "pred"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return {"label": frame["label"].to_numpy(), "pred": frame["pred"].to_numpy()}
