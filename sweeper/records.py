@@ -146,8 +146,10 @@ def summary_line(record: dict[str, Any]) -> str:
     if record["status"] != Status.OK:
         return f"[FAILED] {name}: {record['error']}"
     m = record["metrics"]
+    validation = m.get("validation") or {}
     if "perplexity" in m:
-        score = f"ppl {m['perplexity']:.2f}"
+        score = f"test ppl {m['perplexity']:.2f}" + (f" (val {validation['perplexity']:.2f})" if validation else "")
     else:
-        score = f"acc {m['accuracy']:.3f} (majority {m['majority_accuracy']:.3f})"
+        val = f"val {validation['accuracy']:.3f}, " if validation else ""
+        score = f"test acc {m['accuracy']:.3f} ({val}majority {m['majority_accuracy']:.3f})"
     return f"[ok] {name}: {score}, {record['cost']['train_seconds']:.1f}s train"

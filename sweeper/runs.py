@@ -29,7 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 from .records import RECORD_NAME, Status, read_existing
 
 # Fields that cannot change a result: excluded from the run id so that they can change freely.
-BOOKKEEPING_TRAIN_KEYS = {"log_every", "threads", "device", "eval_batch_size", "checkpoint_every", "save_adapter"}
+BOOKKEEPING_TRAIN_KEYS = {"log_every", "threads", "eval_batch_size", "checkpoint_every", "save_adapter"}
+# Descriptive dataset fields: editing them changes no number (the data itself enters as its fingerprint).
+DESCRIPTIVE_KEYS = {"description", "comment", "comments", "notes", "generated", "family"}
+IDENTITY_VERSION = 2  # bump when the identity's recipe changes (2: data fingerprint, precision, version)
 CHECKPOINT_DIR = "checkpoint"  # <run_dir>/checkpoint/ (sweeper.train.checkpoint writes it)
 CHECKPOINT_STEP_FILE = Path(CHECKPOINT_DIR) / "step.json"  # written last into a checkpoint: it is complete
 
@@ -42,25 +45,87 @@ class Decision(str, Enum):
     RETRY = "retry"
     SKIP_OK = "skip-ok"
     SKIP_FAILED = "skip-failed"
+    DUPLICATE = "duplicate"  # the same run id as an earlier point of this grid (tfidf ignores `model`)
 
     def __str__(self) -> str:
         return self.value
 
     @property
     def runs(self) -> bool:
-        return self not in (Decision.SKIP_OK, Decision.SKIP_FAILED)
+        return self not in (Decision.SKIP_OK, Decision.SKIP_FAILED, Decision.DUPLICATE)
 
 
 # ---------------------------------------------------------------- identity
 def result_config(cfg: DictConfig) -> dict[str, Any]:
-    """The part of the resolved config that determines the result."""
+    """The part of the resolved config that determines the result, normalised (16 == 16.0).
+
+    A method with `uses_model: false` (tfidf) leaves the model out, and one with `train_keys` keeps
+    only those train keys: `model=a,b method=tfidf` is one point, not two.
+    """
+    method = OmegaConf.to_container(cfg.method, resolve=True)
     train = OmegaConf.to_container(cfg.train, resolve=True)
-    return {
-        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
-        "method": OmegaConf.to_container(cfg.method, resolve=True),
-        "train": {k: v for k, v in train.items() if k not in BOOKKEEPING_TRAIN_KEYS},
+    dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    keep = method.get("train_keys")
+    train = {k: v for k, v in train.items() if k not in BOOKKEEPING_TRAIN_KEYS and (keep is None or k in keep)}
+    if keep is None:
+        train["dtype"], train["device"] = precision(train.get("device"), train.get("dtype"))
+    identity = {
+        "dataset": {k: v for k, v in dataset.items() if k not in DESCRIPTIVE_KEYS},
+        "model": OmegaConf.to_container(cfg.model, resolve=True) if uses_model(cfg) else None,
+        "method": method,
+        "train": train,
     }
+    return normalised(identity)
+
+
+def uses_model(cfg: DictConfig) -> bool:
+    return bool(cfg.method.get("uses_model", True))
+
+
+def precision(device: Any, dtype: Any) -> tuple[str, str]:
+    """(effective dtype, device type): bfloat16 autocast happens only on CUDA, so bfloat16 asked for
+    on the CPU computes what float32 does. `auto` stays `auto` (the record says what ran)."""
+    device_type = str(device or "auto").split(":")[0]
+    effective = "bfloat16" if str(dtype) == "bfloat16" and device_type != "cpu" else "float32"
+    return effective, device_type
+
+
+def normalised(value: Any) -> Any:
+    """Integral floats become ints (a YAML 16.0 and a CLI 16 are one setting), recursively."""
+    if isinstance(value, dict):
+        return {k: normalised(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalised(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def data_fingerprint(cfg: DictConfig) -> str:
+    """Digest of the dataset's input files (what the dataset cache keys on): an edited CSV or a
+    rebuilt pool is new data, so a new run id. Hub datasets: their spec (name, revision) only."""
+    from .data.cache import data_fingerprint as fingerprint  # pandas, not torch: the planner can afford it
+
+    return fingerprint(OmegaConf.to_container(cfg.dataset, resolve=True))
+
+
+def identity(cfg: DictConfig) -> dict[str, Any]:
+    """Everything the run id hashes: the result config, the data fingerprint, the package version."""
+    return {
+        "config": result_config(cfg),
+        "data": data_fingerprint(cfg),
+        "version": package_version(),
+        "identity": IDENTITY_VERSION,
+    }
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sweeper")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 def safe_name(text: Any) -> str:
@@ -70,11 +135,15 @@ def safe_name(text: Any) -> str:
 
 def make_run_id(cfg: DictConfig) -> str:
     """Readable prefix + hash of the result-determining config: stable across runs and machines."""
-    blob = json.dumps(result_config(cfg), sort_keys=True, default=str).encode()
+    blob = json.dumps(identity(cfg), sort_keys=True, default=str).encode()
     digest = hashlib.sha256(blob).hexdigest()[:10]
     rank = f"-r{cfg.method.r}" if cfg.method.get("r") is not None else ""
-    parts = f"{cfg.dataset.name}-{cfg.model.name}-{cfg.method.name}{rank}-s{cfg.train.seed}"
+    parts = f"{cfg.dataset.name}-{model_name(cfg)}-{cfg.method.name}{rank}-s{cfg.train.seed}"
     return f"{safe_name(parts)[:120]}-{digest}"
+
+
+def model_name(cfg: DictConfig) -> str:
+    return str(cfg.model.name) if uses_model(cfg) else "none"
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -94,7 +163,7 @@ def base_record(cfg: DictConfig, run_id: str) -> dict[str, Any]:
         # Dataset specs are user files: a spec without `family` / `task` still has a sensible one.
         "family": str(cfg.dataset.get("family") or str(cfg.dataset.name).split("_")[0]),
         "task": str(cfg.dataset.get("task") or "classification"),
-        "model": str(cfg.model.name),
+        "model": model_name(cfg),
         "method": str(method.name),
         "r": method.get("r"),
         "alpha": method.get("alpha"),
@@ -102,8 +171,25 @@ def base_record(cfg: DictConfig, run_id: str) -> dict[str, Any]:
         "lr": cfg.train.lr,
         "max_steps": int(cfg.train.max_steps),
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "data_fingerprint": data_fingerprint(cfg),
+        "version": package_version(),
+        "git_commit": git_commit(),
         "host": socket.gethostname(),
     }
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout the package runs from (None when it is not one, e.g. a wheel)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
 
 
 # ---------------------------------------------------------------- the skip rule

@@ -20,7 +20,7 @@ from .. import paths
 from ..records import publish_dir
 from .build import build_frames
 from .pools import file_digest, input_files
-from .spec import SPLITS, checked_spec
+from .spec import SPLITS, DatasetError, checked_spec
 
 if TYPE_CHECKING:
     import datasets
@@ -37,6 +37,26 @@ def spec_hash(spec: Mapping) -> str:
         default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def data_fingerprint(spec: Mapping) -> str:
+    """The data a spec reads, without its wording: the input files' digests and the format version.
+    (Hub datasets have no local input: their name and revision are in the spec itself.) A missing
+    or unreadable input still fingerprints, so the point gets its run id and loading it reports why."""
+    name = spec.get("name", "?")
+    try:
+        inputs = [_digest_or_reason(p) for p in input_files(name, spec)]
+    except DatasetError as error:
+        inputs = [str(error)]
+    blob = json.dumps({"format": FORMAT_VERSION, "inputs": inputs}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _digest_or_reason(path: Path) -> str:
+    try:
+        return file_digest(path)
+    except OSError as error:
+        return f"unreadable {path}: {type(error).__name__}"
 
 
 def cache_folder(spec: Mapping, cache_dir: Path | None = None) -> Path:

@@ -39,6 +39,7 @@ from .. import shell
 from ..config import point_config, task_config
 from ..ledger import array_id, now_iso
 from ..records import Status
+from ..runs import Decision
 from .backends import LocalQueue, SlurmArrays
 from .job import PointsJob
 from .monitor import Running, log_jobs, save_launch, watch
@@ -204,7 +205,11 @@ def new_launch(points: Sequence[Point], launcher: str, sweep_cfg: Any, hydra_swe
         "detach": bool(sweep_cfg.detach),
         "retry_failed": bool(sweep_cfg.retry_failed),
         "counts": summarize(points),
-        "points": {p.run_id: {"overrides": p.label, "decision": str(p.decision)} for p in points if p.run_id},
+        "points": {  # one entry per run folder (a duplicate point is its first point's folder)
+            p.run_id: {"overrides": p.label, "decision": str(p.decision)}
+            for p in points
+            if p.run_id and p.decision != Decision.DUPLICATE
+        },
         "jobs": [],  # [{"job_id": ..., "run_ids": [...]}], filled as jobs are submitted
         "monitor": None,  # local queue: {"pid", "host", "log"} of the process running it
     }

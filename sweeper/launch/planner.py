@@ -47,7 +47,7 @@ class Point:
 
 def plan(items: Sequence[tuple[int, list[str], Any]], retry_failed: bool) -> list[Point]:
     """items: (job number, overrides, composed config); returns one decided Point per item."""
-    points = []
+    points, seen = [], set()
     for idx, overrides, cfg in items:
         point = Point(idx, list(overrides), cfg=cfg)
         try:
@@ -57,6 +57,9 @@ def plan(items: Sequence[tuple[int, list[str], Any]], retry_failed: bool) -> lis
         else:
             point.run_id, point.run_dir, point.results_dir = run_dir.name, run_dir, run_dir.parent.parent
             point.decision, point.error = decide(run_dir, retry_failed)
+            if point.run_id in seen:  # one folder, one writer: the first of the identical points runs
+                point.decision = Decision.DUPLICATE
+            seen.add(point.run_id)
         points.append(point)
     return points
 
@@ -74,6 +77,8 @@ def plan_message(counts: dict[str, int]) -> str:
     parts = []
     if counts.get(Decision.SKIP_OK):
         parts.append(f"skipping {counts[Decision.SKIP_OK]} already ok")
+    if counts.get(Decision.DUPLICATE):
+        parts.append(f"{counts[Decision.DUPLICATE]} identical to another point (e.g. method=tfidf ignores model)")
     if counts.get(Decision.SKIP_FAILED):
         n = counts[Decision.SKIP_FAILED]
         parts.append(f"{n} failed earlier (sweeper.retry_failed=true re-runs {'it' if n == 1 else 'them'})")

@@ -51,7 +51,7 @@ SECTION_FIELDS = {
         "peak_memory_mb": "peak_memory_mb",
         "examples_per_second": "examples_per_second",
     },
-    "train": {"steps": "steps", "resumed_from_step": "resumed_from_step", "merges": "merges"},
+    "train": {"steps": "steps", "resumed_from_step": "resumed_from_step", "merges": "merges", "best_step": "best_step"},
 }
 COLUMNS = (
     TOP_FIELDS
@@ -60,17 +60,8 @@ COLUMNS = (
     + [c for names in SECTION_FIELDS.values() for c in names.values()]
     + ["record_path", "run_dir"]
 )
-NUMERIC = [
-    "r",
-    "alpha",
-    "seed",
-    "lr",
-    "max_steps",
-    "wall_seconds",
-    *METRIC_FIELDS,
-    *VALIDATION_FIELDS.values(),
-    *[c for names in SECTION_FIELDS.values() for c in names.values()],
-]
+NUMERIC = ["r", "alpha", "seed", "lr", "max_steps", "wall_seconds", *METRIC_FIELDS, *VALIDATION_FIELDS.values(),
+           *[c for names in SECTION_FIELDS.values() for c in names.values()]]  # fmt: skip
 # The headline metric per task and whether higher is better.
 PRIMARY = {"classification": ("accuracy", True), "lm": ("perplexity", False)}
 MISSING = "missing"  # cell text for a grid point without any record

@@ -107,6 +107,7 @@ def save_predictions(run_dir: Path, labels: list[int], preds: list[int]) -> None
 
     frame = pd.DataFrame({"row": np.arange(len(labels)), "label": labels, "pred": preds}).astype("int32")
     path = Path(run_dir) / PREDICTIONS_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     frame.to_parquet(tmp, index=False)
     tmp.replace(path)

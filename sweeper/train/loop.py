@@ -35,6 +35,7 @@ class TrainResult:
     examples_seen: int
     final_loss: float
     events: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)  # early stopping: best_step, best_validation
 
 
 def make_optimizer(params, train_cfg):
@@ -119,14 +120,18 @@ def train(
     run_dir: Path,
     runtime: Runtime,
     should_stop: Callable[[], bool] = lambda: False,
+    watch=None,
 ) -> TrainResult:
-    """Train for train_cfg.max_steps, resuming from run_dir/checkpoint when one exists."""
+    """Train for train_cfg.max_steps, resuming from run_dir/checkpoint when one exists.
+
+    `watch` (sweeper.train.early_stop.BestStep, for train.eval_every > 0) scores validation every
+    eval_every steps, may stop early, and leaves the model at its best validation step."""
     optimizer = make_optimizer(method.optimizer_parameters(model), train_cfg)
     start_step = ckpt.load(run_dir, model, optimizer, method)
     max_steps, batch_size, seed = int(train_cfg.max_steps), int(train_cfg.batch_size), int(train_cfg.seed)
     log = MetricsLog(run_dir, start_step, train_cfg.log_every, max_steps)
     checkpoint_every = int(train_cfg.checkpoint_every or 0)
-    loss_value, seconds = float("nan"), 0.0
+    loss_value, seconds, done = float("nan"), 0.0, start_step
     model.train()
     bar = progress_bar(max_steps, start_step, Path(run_dir).name[:40])
     try:
@@ -144,6 +149,10 @@ def train(
             events = method.after_step(step, model, optimizer)
             seconds += time.perf_counter() - t0
             done = step + 1
+            early_stop = False
+            if watch is not None:
+                checked, early_stop = watch.after_step(done, model)
+                events = events + checked
             log.step(done, loss_value, lr, events)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
@@ -153,8 +162,14 @@ def train(
                 ckpt.save(run_dir, model, optimizer, method, done)
                 if stop:
                     raise Interrupted(f"stopped at step {done}; checkpoint written")
+            if early_stop:
+                break
     finally:
         bar.close()
         log.close()
-    examples = (max_steps - start_step) * batch_size
-    return TrainResult(max_steps, start_step, seconds, examples, loss_value, log.events)
+    best = {}
+    if watch is not None:
+        watch.restore(model)
+        best = {**watch.summary(), "stopped_early": done < max_steps}
+    examples = (done - start_step) * batch_size
+    return TrainResult(done, start_step, seconds, examples, loss_value, log.events, best)

@@ -26,8 +26,9 @@ from ..records import RECORD_NAME, Status, one_line, write_record
 from ..runs import base_record, finished_record, run_dir_of
 from . import checkpoint
 from .batches import encode_splits
+from .early_stop import best_step_watch
 from .errors import Interrupted
-from .evaluate import evaluate_splits, record_metrics, save_predictions
+from .evaluate import evaluate, evaluate_splits, record_metrics, save_predictions
 from .loop import train
 from .methods import build_method
 from .models import build_model, count_parameters
@@ -77,14 +78,19 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
     task, tr = cfg.dataset.task, cfg.train
     splits = load_point_data(cfg.dataset)
     num_labels = num_labels_of(splits, task)
-    model, tokenizer = build_model(cfg.model, task, num_labels)
     method = build_method(cfg.method, cfg.model, task)
+    if method.standalone:
+        return _fit_standalone(method, splits, tr, run_dir, num_labels)
+    model, tokenizer = build_model(cfg.model, task, num_labels)
     model = method.wrap(model).to(runtime.device)
     trainable, total = count_parameters(model)
     pad_id = tokenizer.pad_token_id
     train_enc, evals = encode_splits(splits, tokenizer, tr, task)
 
+    eval_args = (task, pad_id, int(tr.eval_batch_size), runtime, num_labels)
+    watch = best_step_watch(tr, task, lambda m: evaluate(m, evals["validation"], *eval_args))
     result = train(
+        watch=watch,
         model=model,
         method=method,
         train_enc=train_enc,
@@ -95,13 +101,13 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
         runtime=runtime,
         should_stop=should_stop,
     )
-    scores, test_preds = evaluate_splits(model, evals, task, pad_id, int(tr.eval_batch_size), runtime, num_labels)
+    scores, test_preds = evaluate_splits(model, evals, *eval_args)
     metrics = record_metrics(scores, result.final_loss, train_enc.labels, evals, task, num_labels)
     if task != "lm":
         save_predictions(run_dir, evals["test"].labels, test_preds)
     if method.is_peft() and tr.save_adapter:
         model.save_pretrained(run_dir / "adapter")  # PEFT format: adapter_config.json + safetensors
-    return outcome(
+    point = outcome(
         metrics=metrics,
         trainable=trainable,
         total=total,
@@ -112,6 +118,28 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
         train_seconds=result.train_seconds,
         examples=result.examples_seen,
     )
+    point["train"].update(result.best)  # early stopping: best_step, best_validation, stopped_early
+    return point
+
+
+def _fit_standalone(method, splits, train_cfg, run_dir: Path, num_labels: int) -> dict[str, Any]:
+    """A method without a torch model (tfidf): it fits and scores itself; the record is the same shape."""
+    scores, evals, test_preds, info = method.fit_and_score(splits, train_cfg, num_labels)
+    metrics = record_metrics(scores, float("nan"), list(splits["train"]["label"]), evals, "classification", num_labels)
+    save_predictions(run_dir, evals["test"].labels, test_preds)
+    result = outcome(
+        metrics=metrics,
+        trainable=info["parameters"],
+        total=info["parameters"],
+        steps=0,
+        resumed_from_step=0,
+        method=method,
+        events=[],
+        train_seconds=info["train_seconds"],
+        examples=len(splits["train"]),
+    )
+    result["train"]["features"] = info["features"]
+    return result
 
 
 def run_point(cfg: DictConfig, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:

@@ -8,6 +8,9 @@ A method decides which parameters train and may hook into the loop:
     ... each step: method.before_step(step, model); lr *= method.lr_scale(step, train_cfg)
                    ... optimizer.step() ...; events = method.after_step(step, model, optimizer)
 
+A `standalone` method (tfidf) builds no torch model: it trains and scores itself
+(`fit_and_score`), and run_point records what it returns.
+
 Adding a method: a module here with a `Method` subclass (base.py) decorated by `@register("name")`,
 imported below,
 a `conf/method/<name>.yaml`, and a test (tests/test_models.py, tests/test_relora.py show how).
@@ -18,7 +21,7 @@ from __future__ import annotations
 import difflib
 
 # Each import registers its method (bitsandbytes is imported only when a qlora model is built).
-from . import full, lora, qlora, relora  # noqa: F401
+from . import full, lora, qlora, relora, tfidf  # noqa: F401
 from .base import METHODS, Method, MethodError, register, warmup_cosine
 
 __all__ = ["METHODS", "Method", "MethodError", "build_method", "register", "warmup_cosine"]

@@ -27,6 +27,7 @@ def register(name: str):
 
 class Method:
     name = "base"
+    standalone = False  # True: no torch model; the method's fit_and_score trains and scores (tfidf)
 
     def __init__(self, cfg, model_cfg, task: str):
         self.cfg, self.model_cfg, self.task = cfg, model_cfg, task

@@ -40,6 +40,8 @@ def pack_key(cfg: DictConfig) -> str | None:
         return None  # relora/full change the base; a warm start trains it
     if model.get("arch") == "lstm" or model.get("lora_target_parameters"):
         return None  # LoRA on target_parameters (LSTM weights) is not an nn.Linear delta
+    if train.get("eval_every"):
+        return None  # early stopping keeps one model's best state: it trains alone
     if method.get("gradient_checkpointing"):
         return None  # recomputation restores the global RNG, not each adapter's dropout generator
     shared_train = {k: v for k, v in train.items() if k not in PER_POINT_TRAIN_KEYS}
