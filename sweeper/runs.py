@@ -137,8 +137,8 @@ def make_run_id(cfg: DictConfig) -> str:
     """Readable prefix + hash of the result-determining config: stable across runs and machines."""
     blob = json.dumps(identity(cfg), sort_keys=True, default=str).encode()
     digest = hashlib.sha256(blob).hexdigest()[:10]
-    rank = f"-r{cfg.method.r}" if cfg.method.get("r") is not None else ""
-    parts = f"{cfg.dataset.name}-{model_name(cfg)}-{cfg.method.name}{rank}-s{cfg.train.seed}"
+    rank = f"-r{normalised(cfg.method.r)}" if cfg.method.get("r") is not None else ""
+    parts = f"{cfg.dataset.name}-{model_name(cfg)}-{cfg.method.name}{rank}-s{normalised(cfg.train.seed)}"
     return f"{safe_name(parts)[:120]}-{digest}"
 
 
@@ -147,7 +147,10 @@ def model_name(cfg: DictConfig) -> str:
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
-    return Path(cfg.sweeper.results_dir).absolute() / "runs" / make_run_id(cfg)
+    """The point's folder. A launcher's job passes the id its planner computed (sweeper.run_id), so
+    the worker writes where the launcher watches even if the data changed since planning."""
+    run_id = OmegaConf.select(cfg, "sweeper.run_id", default=None) or make_run_id(cfg)
+    return Path(cfg.sweeper.results_dir).absolute() / "runs" / run_id
 
 
 def base_record(cfg: DictConfig, run_id: str) -> dict[str, Any]:

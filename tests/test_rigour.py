@@ -15,7 +15,7 @@ import pytest
 from sweeper.launch.planner import plan
 from sweeper.records import PREDICTIONS_NAME, find_records, read_record, write_record
 from sweeper.results import collect, report, significance, tables
-from sweeper.runs import Decision, make_run_id
+from sweeper.runs import Decision, make_run_id, run_dir_of
 from sweeper.train.evaluate import classification_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,10 +151,25 @@ def test_run_id_follows_the_data_not_the_description(make_cfg, tmp_path):
     first = run_id("dataset.description=film reviews")
     assert run_id("dataset.description='reviews of films; reworded'") == first  # wording: same point
     assert run_id("train.batch_size=16.0") == run_id("train.batch_size=16")  # 16 == 16.0
+    assert run_id("method.r=8.0", "train.seed=0.0") == run_id("method.r=8", "train.seed=0")  # prefix too
     assert run_id("train.device=cpu", "train.dtype=bfloat16") == run_id("train.device=cpu")  # no bf16 on CPU
     assert run_id("train.device=cuda", "train.dtype=bfloat16") != run_id("train.device=cuda")
     csv.write_text(csv.read_text().replace("film number 7,", "movie number 7,"))  # an edited file
     assert run_id("dataset.description=film reviews") != first
+
+
+def test_the_worker_writes_where_the_planner_planned(make_cfg):
+    cfg = make_cfg("+sweeper.run_id=planned-abc")  # what launch/job.py sets from the planner's Point
+    assert run_dir_of(cfg).name == "planned-abc"
+
+
+def test_tfidf_label_ignores_the_model(tmp_path):
+    for seed, path in [(0, "minilm"), (1, "tiny")]:  # two launches with different `model=`
+        record = schema2_record("d", "none", "tfidf", seed, 0.7, 0.7, {"max_steps": 60 + seed})
+        record["config"]["model"] = {"name": path, "name_or_path": path}
+        record["config"]["method"].update(uses_model=False, train_keys=["seed", "eval_size"])
+        write_point(tmp_path, record)
+    assert collect.load_records(tmp_path)["config"].unique().tolist() == ["none/tfidf"]
 
 
 def test_tfidf_ignores_the_model_and_runs_once(make_cfg):
@@ -213,3 +228,28 @@ def test_early_stopping_scores_the_best_validation_step(make_cfg):
     # this lr peaks early: the last step is not the best one, so the restore is what is tested
     assert record["train"]["best_step"] < record["train"]["steps"]
     assert record["train"]["stopped_early"] == (record["train"]["steps"] < 12)
+
+
+def test_early_stopping_resumes_to_the_same_result(tmp_path):
+    from sweeper.config import compose
+    from sweeper.train import Interrupted, run_point
+
+    args = ("model=tiny_llama", "train.max_steps=12", "train.eval_every=2", "train.eval_size=48", "method.lr=3e-2")
+    plain = run_point(compose(f"sweeper.results_dir={tmp_path / 'plain'}", "train.threads=1", *args))
+    cut = compose(f"sweeper.results_dir={tmp_path / 'cut'}", "train.threads=1", *args)
+    calls = iter(range(100))
+    with pytest.raises(Interrupted):  # stopped after step 7: past the best step (6), before the end
+        run_point(cut, should_stop=lambda: next(calls) == 6)
+    resumed = run_point(cut)
+    assert plain["train"]["best_step"] < 7  # the best step lies before the cut: the checkpoint must keep it
+    assert resumed["train"]["resumed_from_step"] == 7
+    assert resumed["train"]["best_step"] == plain["train"]["best_step"]
+    assert resumed["metrics"]["test"] == pytest.approx(plain["metrics"]["test"])
+
+
+def test_early_stopping_needs_eval_every(make_cfg):
+    from sweeper.train import run_point
+
+    record = run_point(make_cfg("model=tiny_llama", "train.max_steps=2", "train.early_stopping=3"))
+    assert record["status"] == "failed"
+    assert record["error"] == "train.early_stopping=3 needs train.eval_every > 0 (steps between scores)"

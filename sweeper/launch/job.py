@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import submitit
+from omegaconf import open_dict, read_write
 
 from ..config import point_config, task_config
 from ..ledger import mark_started
@@ -94,7 +95,9 @@ class PointsJob(submitit.helpers.Checkpointable):
         return outcomes
 
     def _task_config(self, point: Point, job_id: str | None = None):
-        return task_config(point_config(self.hydra_context, self.config, point.overrides, point.idx, job_id))
+        return with_run_id(
+            task_config(point_config(self.hydra_context, self.config, point.overrides, point.idx, job_id)), point
+        )
 
     def _groups(self) -> list[list[Point]]:
         """Points one by one; with sweeper.pack=K, packable LoRA points of this job in packs of <= K."""
@@ -128,7 +131,10 @@ class PointsJob(submitit.helpers.Checkpointable):
 
         from ..train import Interrupted
 
-        config = point_config(self.hydra_context, self.config, point.overrides, point.idx, job_id or f"job{point.idx}")
+        config = with_run_id(
+            point_config(self.hydra_context, self.config, point.overrides, point.idx, job_id or f"job{point.idx}"),
+            point,
+        )
         if point.run_dir is not None:
             mark_started(point.run_dir, job_id)
         while True:
@@ -151,3 +157,12 @@ class PointsJob(submitit.helpers.Checkpointable):
             "status": str(Status.FAILED),
             "error": f"{type(ret._return_value).__name__}: {ret._return_value}",
         }
+
+
+def with_run_id(config, point: Point):
+    """The planner's run id travels with the point (sweeper.run_id): the worker writes where the
+    launcher watches, even if an input file changed between planning and the job's start."""
+    if point.run_id is not None:
+        with read_write(config), open_dict(config):
+            config.sweeper.run_id = point.run_id
+    return config

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from ..records import Status, find_records, read_record
-from ..runs import BOOKKEEPING_TRAIN_KEYS
+from .configs import add_config_column, config_order
 from .markdown import is_missing, markdown_table
 
 # Top-level record fields copied as they are.
@@ -118,6 +118,8 @@ def flatten_record(record: dict[str, Any], path: str) -> dict[str, Any]:
     validation = _as_dict(metrics.get("validation"))
     for key, column in VALIDATION_FIELDS.items():
         row[column] = validation.get(key)
+    if record.get("schema_version") == 1 and record.get("task") == "lm":  # schema 1 scored lm on validation
+        row["val_perplexity"], row["val_loss"] = row.pop("perplexity", None), row.pop("eval_loss", None)
     for section, names in SECTION_FIELDS.items():
         values = _as_dict(record.get(section))
         for key, column in names.items():
@@ -174,60 +176,7 @@ def format_skipped(skipped: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------- configurations and scores
-
-
-def hyper_columns(df: pd.DataFrame) -> list[str]:
-    """Result-determining settings beyond model/method/r that tell runs of one dataset apart.
-
-    Every model.*, method.* and train.* key (but the seed and bookkeeping keys) that takes two values
-    within one dataset/model/method/r: a sweep over lr or batch_size must not average different
-    settings as if they were seeds, and a sweep with one lr should not repeat it in every label.
-    A column that only mirrors one already chosen (train.lr is ${method.lr}) is left out.
-    """
-    skip = {"config.model.name", "config.method.name", "config.method.r", "config.train.seed"}
-    skip |= {f"config.train.{k}" for k in BOOKKEEPING_TRAIN_KEYS}
-    sections = ("config.method.", "config.model.", "config.train.")
-    candidates = ["alpha", "lr", "max_steps"] + sorted(
-        c for c in df.columns if c.startswith(sections) and c not in skip
-    )
-    base = ["dataset", "model", "method", "r"]
-    out: list[str] = []
-    for column in candidates:
-        if column not in df or df[column].isna().all():
-            continue
-        text = df[column].astype(str)
-        if any(text.equals(df[chosen].astype(str)) for chosen in out):
-            continue
-        spread = df[base].assign(_v=text).groupby(base, dropna=False)["_v"].nunique()
-        if (spread > 1).any():
-            out.append(column)
-    return out
-
-
-def label_names(columns: list[str]) -> dict[str, str]:
-    """Short names in config labels: the last key, or section.key where two sections share it."""
-    leaves = [c.rsplit(".", 1)[-1] for c in columns]
-    return {c: leaf if leaves.count(leaf) == 1 else ".".join(c.split(".")[-2:]) for c, leaf in zip(columns, leaves)}
-
-
-def add_config_column(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``config``: model/method[/rN][ key=value ...], the unit that seeds are averaged over."""
-    if df.empty:
-        df["config"] = pd.Series(dtype=str)
-        return df
-    names = label_names(hyper_columns(df))
-    # A config that never resolved has no model/method: "?" keeps it visible in the failure listing.
-    labels = df["model"].fillna("?").astype(str) + "/" + df["method"].fillna("?").astype(str)
-    labels = labels + df["r"].map(lambda r: "" if pd.isna(r) else f"/r{int(r)}")
-    for column, name in names.items():
-        labels = labels + df[column].map(lambda v, n=name: "" if is_missing(v) else f" {n}={_fmt(v)}")
-    df["config"] = labels
-    return df
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+# ---------------------------------------------------------------- scores
 
 
 def primary_score(df: pd.DataFrame, split: str = "test") -> pd.Series:
@@ -240,13 +189,6 @@ def primary_score(df: pd.DataFrame, split: str = "test") -> pd.Series:
         column = metric if split == "test" else VALIDATION_FIELDS[metric]
         score[mask] = df.loc[mask, column]
     return score
-
-
-def config_order(df: pd.DataFrame) -> list[str]:
-    """Configs sorted by model, method, rank (numeric), then label: stable column order everywhere."""
-    keys = df[["config", "model", "method", "r"]].drop_duplicates("config")
-    keys = keys.assign(_r=keys["r"].astype("Float64").fillna(float("inf")))
-    return keys.sort_values(["model", "method", "_r", "config"])["config"].tolist()
 
 
 # ---------------------------------------------------------------- pivot

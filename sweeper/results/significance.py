@@ -119,11 +119,16 @@ def _pick_runs(point: Side, baseline: Side) -> tuple[str | None, str | None]:
     return (point.run_dirs[0] if point.run_dirs else None), (baseline.run_dirs[0] if baseline.run_dirs else None)
 
 
-@lru_cache(maxsize=8192)
 def load_predictions(run_dir: str) -> dict[str, np.ndarray] | None:
+    """A run's test labels and predictions, or None without a readable predictions.parquet."""
     path = Path(run_dir) / PREDICTIONS_NAME
     try:
-        frame = pd.read_parquet(path, columns=["label", "pred"])
+        return _read_predictions(str(path), path.stat().st_mtime_ns)  # a re-run point is read again
     except (OSError, ValueError, KeyError):
         return None
+
+
+@lru_cache(maxsize=8192)
+def _read_predictions(path: str, mtime_ns: int) -> dict[str, np.ndarray]:
+    frame = pd.read_parquet(path, columns=["label", "pred"])
     return {"label": frame["label"].to_numpy(), "pred": frame["pred"].to_numpy()}

@@ -1,7 +1,7 @@
 """The numbers of a sweep report, as DataFrames (reused by plots, the report and the notebook).
 
 A *configuration* is model/method/rank (plus any other setting the sweep varied, see
-collect.hyper_columns); a *point* is one dataset x configuration, averaged over seeds.
+configs.hyper_columns); a *point* is one dataset x configuration, averaged over seeds.
 Scores are the task's headline metric: accuracy (classification, higher is better) or perplexity
 (lm, lower is better).
 
@@ -263,6 +263,8 @@ def comparisons(points: pd.DataFrame, summary: pd.DataFrame, against: str, tol: 
     for point in points.itertuples(index=False):
         if point.method == against or (against != "full" and point.task != "classification"):
             continue
+        if against == "full" and point.model == "none":
+            continue  # a method without a model (tfidf) has no full fine-tuning of its own
         baseline = find(point)
         if pd.isna(point.mean) or baseline is None or pd.isna(baseline.mean):
             rows.append((point.task, point.dataset, point.config, "n/a", np.nan, ""))

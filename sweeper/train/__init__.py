@@ -4,9 +4,10 @@ point       run_point(cfg): data -> model -> method -> loop -> evaluate -> recor
 runtime     device, autocast, threads, peak memory
 batches     token ids, padded batches, the rows of each step
 loop        the optimizer loop, its step tail and metrics.jsonl
-evaluate    scores of a trained model
+evaluate    validation and test scores of a trained model, its test predictions
+early_stop  train.eval_every / train.early_stopping: keep the best validation step
 checkpoint  save / resume
-models      the model families;  methods/  lora, relora, qlora, full
+models      the model families;  methods/  lora, relora, qlora, full, tfidf
 pack/       K LoRA points on one shared base (sweeper.pack=K)
 """
 

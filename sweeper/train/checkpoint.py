@@ -4,6 +4,7 @@
                                                method changes frozen ones, e.g. ReLoRA merges)
     <run_dir>/checkpoint/trainer.pt            optimizer state, RNG, step, method counters
                                                (plain tensors and numbers: loaded with weights_only)
+    <run_dir>/checkpoint/best.safetensors      early stopping: the best validation step's weights
 
 The folder is replaced atomically (write beside, then rename), so a kill mid-save leaves the
 previous checkpoint intact.
@@ -23,19 +24,21 @@ from ..records import publish_dir
 from ..runs import CHECKPOINT_DIR
 
 
-def _weights_to_save(model, optimizer, method) -> dict[str, torch.Tensor]:
+def weights_to_save(model, optimizer, method) -> dict[str, torch.Tensor]:
+    """What can differ from the freshly built model: the parameters the optimizer holds, or every
+    weight when the method changes frozen ones (ReLoRA merges)."""
     if getattr(method, "changes_frozen_weights", False):
         return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     held = {id(p) for g in optimizer.param_groups for p in g["params"]}
     return {n: p.detach().contiguous().clone() for n, p in model.named_parameters() if id(p) in held}
 
 
-def save(run_dir: Path, model, optimizer, method, step: int) -> Path:
+def save(run_dir: Path, model, optimizer, method, step: int, watch=None) -> Path:
     final = Path(run_dir) / CHECKPOINT_DIR
     tmp = Path(run_dir) / f".{CHECKPOINT_DIR}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(_weights_to_save(model, optimizer, method), str(tmp / "weights.safetensors"))
+    save_file(weights_to_save(model, optimizer, method), str(tmp / "weights.safetensors"))
     state = {
         "step": step,
         "optimizer": optimizer.state_dict(),
@@ -44,6 +47,10 @@ def save(run_dir: Path, model, optimizer, method, step: int) -> Path:
     }
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    if watch is not None:  # early stopping: its counters, and the best weights beside them
+        state["watch"] = watch.state_dict()
+        if watch.best_weights is not None:
+            save_file({k: v.contiguous() for k, v in watch.best_weights.items()}, str(tmp / "best.safetensors"))
     torch.save(state, tmp / "trainer.pt")
     (tmp / "step.json").write_text(json.dumps({"step": step}))  # last: marks the checkpoint complete
     return publish_dir(tmp, final, replace=True)
@@ -58,7 +65,7 @@ def saved_step(run_dir: Path) -> int:
         return 0
 
 
-def load(run_dir: Path, model, optimizer, method) -> int:
+def load(run_dir: Path, model, optimizer, method, watch=None) -> int:
     """Restore weights, optimizer, RNG and method state; return the step to start from (0 if none)."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not (folder / "trainer.pt").exists():
@@ -74,6 +81,9 @@ def load(run_dir: Path, model, optimizer, method) -> int:
     torch.set_rng_state(state["torch_rng"])
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if watch is not None and "watch" in state:
+        best = folder / "best.safetensors"
+        watch.load_state_dict(state["watch"], load_file(str(best)) if best.exists() else None)
     return int(state["step"])
 
 

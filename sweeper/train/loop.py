@@ -127,7 +127,9 @@ def train(
     `watch` (sweeper.train.early_stop.BestStep, for train.eval_every > 0) scores validation every
     eval_every steps, may stop early, and leaves the model at its best validation step."""
     optimizer = make_optimizer(method.optimizer_parameters(model), train_cfg)
-    start_step = ckpt.load(run_dir, model, optimizer, method)
+    if watch is not None:
+        watch.snapshot = lambda: ckpt.weights_to_save(model, optimizer, method)
+    start_step = ckpt.load(run_dir, model, optimizer, method, watch)
     max_steps, batch_size, seed = int(train_cfg.max_steps), int(train_cfg.batch_size), int(train_cfg.seed)
     log = MetricsLog(run_dir, start_step, train_cfg.log_every, max_steps)
     checkpoint_every = int(train_cfg.checkpoint_every or 0)
@@ -151,19 +153,19 @@ def train(
             done = step + 1
             early_stop = False
             if watch is not None:
-                checked, early_stop = watch.after_step(done, model)
+                checked, early_stop = watch.after_step(done, model, last=done == max_steps)
                 events = events + checked
             log.step(done, loss_value, lr, events)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+            if early_stop:
+                break  # evaluation follows at once: nothing to checkpoint
             stop = should_stop()
             if stop or (checkpoint_every and done % checkpoint_every == 0 and done < max_steps):
                 log.flush()
-                ckpt.save(run_dir, model, optimizer, method, done)
+                ckpt.save(run_dir, model, optimizer, method, done, watch)
                 if stop:
                     raise Interrupted(f"stopped at step {done}; checkpoint written")
-            if early_stop:
-                break
     finally:
         bar.close()
         log.close()
