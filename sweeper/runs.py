@@ -21,6 +21,7 @@ import json
 import re
 import socket
 from enum import Enum
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,7 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+@lru_cache(maxsize=1)
 def package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -181,6 +183,7 @@ def base_record(cfg: DictConfig, run_id: str) -> dict[str, Any]:
     }
 
 
+@lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The commit of the checkout the package runs from (None when it is not one, e.g. a wheel)."""
     import subprocess
