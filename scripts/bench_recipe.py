@@ -41,16 +41,18 @@ def comparison_rows(results: Path):
 
     df = collect.load_records(results)
     summary = tables.summarize(df)
-    lora = summary[summary["method"] == "lora"].set_index("dataset")
-    tfidf = summary[summary["method"] == "tfidf"].set_index("dataset")
+    tfidf = {p.dataset: p for p in summary[summary["method"] == "tfidf"].itertuples(index=False)}
     rows = []
-    for dataset in sorted(set(lora.index) & set(tfidf.index)):
-        a, b = lora.loc[dataset], tfidf.loc[dataset]
-        if a["n_seeds"] == 0 or b["n_seeds"] == 0:
-            rows.append((dataset, None, b["mean"], a["mean"], float("nan"), "failed"))
+    for a in summary[summary["method"] == "lora"].itertuples(index=False):
+        b = tfidf.get(a.dataset)
+        if b is None:
+            continue
+        if a.n_seeds == 0 or b.n_seeds == 0:
+            rows.append((a.dataset, None, b.mean, a.mean, float("nan"), "failed"))
             continue
         result = significance.compare_points(tables.side(a), tables.side(b), True, tables.TIE_TOL)
-        rows.append((dataset, a["train_seconds"], b["mean"], a["mean"], result.p_value, result.outcome))
+        rows.append((a.dataset, a.train_seconds, b.mean, a.mean, result.p_value, result.outcome))
+    summary.attrs["wall_seconds"] = df.groupby("method")["wall_seconds"].sum().to_dict()
     return rows, summary
 
 
@@ -61,6 +63,7 @@ def markdown(rows, summary, command: list[str], wall: float, n: int, seed: int) 
     mean_lora = sum(r[3] for r in scored) / max(1, len(scored))
     mean_tfidf = sum(r[2] for r in scored) / max(1, len(scored))
     seconds = summary.groupby("method")["train_seconds"].mean()
+    walls = summary.attrs["wall_seconds"]
     shown = " ".join("dataset=<the datasets below>" if c.startswith("dataset=") else c for c in command[1:])
     shown = shown.replace(str(REPO) + "/", "")
     lines = [
@@ -73,8 +76,9 @@ def markdown(rows, summary, command: list[str], wall: float, n: int, seed: int) 
         f"({wins / max(1, len(scored)):.0%})**; mean test accuracy {mean_lora:.3f} (LoRA) vs {mean_tfidf:.3f} (tfidf). "
         f"Significant at alpha=0.05 (exact McNemar on the paired test predictions): {sig['win']} wins, "
         f"{sig['tie']} ties, {sig['loss']} losses. Mean train seconds per point: LoRA "
-        f"{seconds.get('lora', float('nan')):.1f}, tfidf {seconds.get('tfidf', float('nan')):.1f}; the whole sweep "
-        f"{wall / 60:.1f} min.",
+        f"{seconds.get('lora', float('nan')):.1f}, tfidf {seconds.get('tfidf', float('nan')):.1f}; the points' "
+        f"wall time in all: LoRA {walls.get('lora', 0) / 60:.0f} min, tfidf {walls.get('tfidf', 0) / 60:.1f} min "
+        f"(this invocation: {wall / 60:.1f} min; finished points are skipped).",
         "",
         "| dataset | tfidf | MiniLM LoRA | diff | McNemar p | outcome |",
         "|---|---:|---:|---:|---:|---|",

@@ -166,7 +166,7 @@ def test_the_worker_writes_where_the_planner_planned(make_cfg):
 def test_tfidf_label_ignores_the_model(tmp_path):
     for seed, path in [(0, "minilm"), (1, "tiny")]:  # two launches with different `model=`
         record = schema2_record("d", "none", "tfidf", seed, 0.7, 0.7, {"max_steps": 60 + seed})
-        record["config"]["model"] = {"name": path, "name_or_path": path}
+        record["config"]["model"] = {"name": path, "name_or_path": path, "trust_remote_code": False}
         record["config"]["method"].update(uses_model=False, train_keys=["seed", "eval_size"])
         write_point(tmp_path, record)
     assert collect.load_records(tmp_path)["config"].unique().tolist() == ["none/tfidf"]

@@ -43,13 +43,14 @@ def hyper_columns(df: pd.DataFrame) -> list[str]:
 def identity_values(df: pd.DataFrame, column: str) -> pd.Series:
     """A config column as it enters the run identity (sweeper.runs.result_config): missing where
     the method ignores it (tfidf: the model, train keys outside its train_keys); devices by type."""
-    values = df[column].copy()
+    values = df[column].astype(object)  # object: a bool or int column can hold the None below
     if column.startswith("config.model.") and "config.method.uses_model" in df:
-        values[df["config.method.uses_model"].eq(False)] = None
+        values = values.where(~df["config.method.uses_model"].eq(False), None)
     if column.startswith("config.train.") and "config.method.train_keys" in df:
         key = column.removeprefix("config.train.")
         kept = df["config.method.train_keys"].map(lambda v: None if is_missing(v) else json.loads(v))
-        values[kept.map(lambda keys: keys is not None and key not in keys)] = None
+        ignored = kept.map(lambda keys: keys is not None and key not in keys).astype(bool)
+        values = values.where(~ignored, None)
     if column == "config.train.device":
         values = values.map(lambda v: v if is_missing(v) else str(v).split(":")[0])
     return values
