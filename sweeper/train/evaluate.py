@@ -84,10 +84,11 @@ def majority_class(train_labels: list[int], num_labels: int) -> int:
 
 
 def record_metrics(
-    scores: dict, final_loss: float, train_labels, evals: dict[str, Encoded], task: str, num_labels: int
+    scores: dict, final_loss: float | None, train_labels, evals: dict[str, Encoded], task: str, num_labels: int
 ):
     """The record's `metrics` (schema 2): `validation` and `test` sections, and the test scores also
-    at the top level under their schema-1 names (accuracy, macro_f1, eval_loss, perplexity, n_test)."""
+    at the top level under their schema-1 names (accuracy, macro_f1, eval_loss, perplexity, n_test).
+    final_loss: the last training loss (None for a method without a loss curve, tfidf)."""
     if task != "lm":
         majority = majority_class(train_labels, num_labels)
         for split in EVAL_SPLITS:

@@ -125,7 +125,7 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
 def _fit_standalone(method, splits, train_cfg, run_dir: Path, num_labels: int) -> dict[str, Any]:
     """A method without a torch model (tfidf): it fits and scores itself; the record is the same shape."""
     scores, evals, test_preds, info = method.fit_and_score(splits, train_cfg, num_labels)
-    metrics = record_metrics(scores, float("nan"), list(splits["train"]["label"]), evals, "classification", num_labels)
+    metrics = record_metrics(scores, None, list(splits["train"]["label"]), evals, "classification", num_labels)
     save_predictions(run_dir, evals["test"].labels, test_preds)
     result = outcome(
         metrics=metrics,
