@@ -126,6 +126,16 @@ def test_macro_f1_over_all_labels_matches_sklearn():
     assert ours == pytest.approx(f1_score(y, p, average="macro", labels=range(5), zero_division=0))
 
 
+def test_combined_sweeps_with_the_same_seed_are_flagged(tmp_path):
+    for sweep, fingerprint in [("a", "data-v1"), ("b", "data-v2")]:
+        record = schema2_record("d", "m", "lora", 0, 0.8, 0.8, r=4)
+        record.update(run_id=f"{record['run_id']}-{sweep}", data_fingerprint=fingerprint)
+        write_point(tmp_path / sweep, record)
+    with pytest.warns(RuntimeWarning, match="2 ok runs share a dataset, config and seed.*differ in 1 of 1 such groups"):
+        df = collect.load_records(tmp_path / "a", tmp_path / "b")
+    assert "averaged as if they were seeds" in report.intro_text(df)
+
+
 def test_batch_size_sweep_is_two_configurations(tmp_path):
     for batch_size in (8, 16):
         for seed in (0, 1):

@@ -31,7 +31,7 @@ from .markdown import is_missing, markdown_table
 # fmt: off
 TOP_FIELDS = ["run_id", "sweep", "status", "error", "error_type", "dataset", "family", "task", "model", "method",
               "r", "alpha", "seed", "lr", "max_steps", "started_at", "finished_at", "wall_seconds", "host",
-              "schema_version"]
+              "schema_version", "data_fingerprint", "version", "git_commit"]
 METRIC_FIELDS = ["accuracy", "macro_f1", "eval_loss", "perplexity", "majority_accuracy", "majority_class",
                  "n_test", "train_loss_final"]
 # fmt: on
@@ -165,9 +165,30 @@ def load_records(*paths: str | os.PathLike, warn: bool = True) -> pd.DataFrame:
     df = df.sort_values(["dataset", "config", "seed"], kind="stable", na_position="last")
     df = df.reset_index(drop=True)
     df.attrs["skipped"] = skipped
+    df.attrs["repeated_seeds"] = repeated_seeds(df)
     if skipped and warn:
         warnings.warn(format_skipped(skipped), RuntimeWarning, stacklevel=2)
+    if df.attrs["repeated_seeds"] and warn:
+        warnings.warn(df.attrs["repeated_seeds"], RuntimeWarning, stacklevel=2)
     return df
+
+
+def repeated_seeds(df: pd.DataFrame) -> str | None:
+    """A warning when one dataset x config x seed has several ok runs (sweeps combined across data
+    or code versions, or one folder passed twice): they would be averaged as if they were seeds."""
+    ok = df[df["status"] == Status.OK.value] if len(df) else df
+    if ok.empty:
+        return None
+    repeated = ok[ok.duplicated(["dataset", "config", "seed"], keep=False)]
+    if repeated.empty:
+        return None
+    fingerprints = repeated.groupby(["dataset", "config", "seed"], dropna=False)["data_fingerprint"].nunique()
+    first = repeated.iloc[0]
+    return (
+        f"{len(repeated)} ok runs share a dataset, config and seed with another run (e.g. {first['dataset']} "
+        f"{first['config']} seed {first['seed']}; the data fingerprints differ in {int((fingerprints > 1).sum())} "
+        f"of {len(fingerprints)} such groups): they are averaged as if they were seeds"
+    )
 
 
 def format_skipped(skipped: list[tuple[str, str]]) -> str:

@@ -77,7 +77,7 @@ def named_tables(df: pd.DataFrame, tol: float = TIE_TOL) -> dict[str, pd.DataFra
 
 def intro_text(df: pd.DataFrame, tol: float = TIE_TOL) -> str:
     """The paragraph above the tables: counts, the W/T/L rule, how many comparisons were significant."""
-    parts = [overview(df), rule_text(tol), significance_summary(summarize(df), tol)]
+    parts = [overview(df), df.attrs.get("repeated_seeds"), rule_text(tol), significance_summary(summarize(df), tol)]
     return "\n\n".join(p for p in parts if p)
 
 
