@@ -53,9 +53,11 @@ def display_best(best: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def named_tables(df: pd.DataFrame, tol: float = TIE_TOL) -> dict[str, pd.DataFrame]:
+def named_tables(
+    df: pd.DataFrame, tol: float = TIE_TOL, summary: pd.DataFrame | None = None
+) -> dict[str, pd.DataFrame]:
     """Every table of the report, display-ready, keyed by a title."""
-    summary = summarize(df)
+    summary = summarize(df) if summary is None else summary
     out = {}
     for task, (metric, higher) in PRIMARY.items():
         table = seed_table(summary, task)
@@ -75,9 +77,14 @@ def named_tables(df: pd.DataFrame, tol: float = TIE_TOL) -> dict[str, pd.DataFra
     return out
 
 
-def intro_text(df: pd.DataFrame, tol: float = TIE_TOL) -> str:
+def intro_text(df: pd.DataFrame, tol: float = TIE_TOL, summary: pd.DataFrame | None = None) -> str:
     """The paragraph above the tables: counts, the W/T/L rule, how many comparisons were significant."""
-    parts = [overview(df), df.attrs.get("repeated_seeds"), rule_text(tol), significance_summary(summarize(df), tol)]
+    parts = [
+        overview(df),
+        df.attrs.get("repeated_seeds"),
+        rule_text(tol),
+        significance_summary(summarize(df) if summary is None else summary, tol),
+    ]
     return "\n\n".join(p for p in parts if p)
 
 
@@ -125,13 +132,13 @@ def write_report(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    named = named_tables(df, tol)
+    summary = summarize(df)  # once: every table and the intro read it
+    named = named_tables(df, tol, summary)
     title = "Sweep report: " + (", ".join(sorted(df["sweep"].dropna().astype(str).unique())) or "?")
     written = {"summary.md": out / "summary.md", "summary.html": out / "summary.html"}
-    intro = intro_text(df, tol)
+    intro = intro_text(df, tol, summary)
     written["summary.md"].write_text(render_markdown(named, title, intro), encoding="utf-8")
     written["summary.html"].write_text(render_html(named, title, intro), encoding="utf-8")
-    summary = summarize(df)
     for name, frame in [
         ("points.csv", summary),
         ("best.csv", best_configs(summary)),

@@ -34,10 +34,6 @@ class Comparison:
     p_value: float  # NaN under the tolerance rule
     test: str  # "welch", "mcnemar" or "tolerance"
 
-    @property
-    def significant(self) -> bool:
-        return self.outcome != "tie" and self.test != "tolerance"
-
 
 @dataclass(frozen=True)
 class Side:

@@ -28,7 +28,6 @@ from .significance import ALPHA, MIN_SEEDS, Side, compare_points
 
 OK, FAILED = Status.OK.value, Status.FAILED.value
 TIE_TOL = 0.005  # the tolerance rule, for comparisons without predictions or seeds (lm, schema 1)
-BASELINE_METHOD = "full"
 BASELINES = ("full", "tfidf", "majority")
 _KEY = ["task", "dataset", "config"]
 SUMMARY_COLUMNS = _KEY + [

@@ -2,7 +2,7 @@
 or perplexity (lm), plus the test predictions that the report's paired significance tests read.
 
     scores, test_predictions = evaluate_splits(model, evals, task, pad_id, batch_size, runtime, num_labels)
-    metrics = record_metrics(scores, final_loss, train_enc, evals, task, num_labels)
+    metrics = record_metrics(scores, final_loss, train_labels, evals, task, num_labels)
 """
 
 from __future__ import annotations
@@ -58,12 +58,11 @@ def split_metrics(loss: float, enc: Encoded, preds: list[int], task: str, num_la
 
 def evaluate_splits(model, evals: dict[str, Encoded], task, pad_id, batch_size, runtime, num_labels):
     """({split: scores} for validation and test, the test predictions)."""
-    scores, test_preds = {}, []
+    scores, preds = {}, {}
     for split in EVAL_SPLITS:
-        loss, preds = predict(model, evals[split], task, pad_id, batch_size, runtime)
-        scores[split] = split_metrics(loss, evals[split], preds, task, num_labels)
-        test_preds = preds
-    return scores, test_preds
+        loss, preds[split] = predict(model, evals[split], task, pad_id, batch_size, runtime)
+        scores[split] = split_metrics(loss, evals[split], preds[split], task, num_labels)
+    return scores, preds["test"]
 
 
 def classification_metrics(labels: list[int], preds: list[int], classes) -> dict[str, float]:
