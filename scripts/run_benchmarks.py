@@ -25,6 +25,7 @@ BENCHMARKS = {  # name -> script (in the order they appear in BENCHMARKS.md)
     "pack": "bench_pack.py",
     "collect": "bench_collect.py",
     "slurm_submit": "bench_slurm_submit.py",
+    "planner": "bench_planner.py",
     "recipe": "bench_recipe.py",  # ~1 h on 2 CPU cores: the default recipe vs tfidf on 40 datasets
 }
 

@@ -34,14 +34,40 @@ def group_options(group: str) -> tuple[str, ...]:
 def known_keys() -> frozenset[str]:
     """Every `section.key` a command line may set: config.yaml's sections + keys of any group option."""
     keys = set()
-    root = yaml.safe_load((CONF_DIR / "config.yaml").read_text())
+    root = _load_yaml(CONF_DIR / "config.yaml")
+    if isinstance(root, str):
+        print(f"error: {root}", file=sys.stderr)
+        raise SystemExit(2)
     for section, body in root.items():
         if isinstance(body, dict) and section not in ("defaults", "hydra"):
             keys.update(f"{section}.{k}" for k in body)
     for group in GROUPS:
         for path in (CONF_DIR / group).glob("*.yaml"):
-            keys.update(f"{group}.{k}" for k in (yaml.safe_load(path.read_text()) or {}))
+            body = _load_yaml(path)
+            if isinstance(body, dict):
+                keys.update(f"{group}.{k}" for k in body)
     return frozenset(keys)
+
+
+@cache
+def _load_yaml(path: Path) -> dict | str:
+    """A config file's mapping, or one line saying why it is not one (only the points that use it fail)."""
+    try:
+        body = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        return f"{path.relative_to(CONF_DIR.parent)} is not UTF-8 text ({error.reason} at byte {error.start})"
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        return f"{path.relative_to(CONF_DIR.parent)} does not parse: {problem}{where}"
+    return body if isinstance(body, dict) else ({} if body is None else f"{path.name} is not a mapping")
+
+
+def broken_option(group: str, option: str) -> str | None:
+    """Why conf/<group>/<option>.yaml cannot be used, or None."""
+    body = _load_yaml(CONF_DIR / group / f"{option}.yaml")
+    return body if isinstance(body, str) else None
 
 
 def _suggest(word: str, candidates) -> str:
@@ -74,8 +100,14 @@ def _check_group(override) -> tuple[list[str], list[str]]:
     group, options = override.key_or_group, group_options(override.key_or_group)
     value = override.value()
     if isinstance(value, Glob):
-        if value.filter(list(options)):
+        matched = value.filter(list(options))
+        broken = [
+            (f"{group}-{v}", f"{group} '{v}': {broken_option(group, v)}") for v in matched if broken_option(group, v)
+        ]
+        if matched and not broken:
             return [override.input_line.split("=", 1)[1]], []  # kept as written
+        if matched:
+            return [v for v in matched if not broken_option(group, v)], broken
         pattern = ",".join(value.include)
         return [], [
             (
@@ -84,8 +116,17 @@ def _check_group(override) -> tuple[list[str], list[str]]:
             )
         ]
     values = [str(v) for v in value.list] if isinstance(value, ChoiceSweep) else [str(value)]
-    good = [v for v in values if v in options]
-    errors = [(f"{group}-{v}", f"unknown {group} '{v}'{_suggest(v, options)}") for v in values if v not in options]
+    good = [v for v in values if v in options and not broken_option(group, v)]
+    errors = [
+        (
+            f"{group}-{v}",
+            f"{group} '{v}': {broken_option(group, v)}"
+            if v in options
+            else f"unknown {group} '{v}'{_suggest(v, options)}",
+        )
+        for v in values
+        if v not in good
+    ]
     return good, errors
 
 
@@ -121,6 +162,11 @@ def checked_argv(argv: list[str]) -> list[str]:
             raise SystemExit(2)
         if arg is not None:
             out.append(arg)
+    given = {a.split("=")[0] for a in argv[1:] if "=" in a}
+    for group, option in _defaults().items():
+        if group not in given and (problem := broken_option(group, option)):
+            print(f"error: the default {group} '{option}': {problem}", file=sys.stderr)
+            raise SystemExit(2)
     failures_dir = default_results_dir(name, results_dir) if errors else None
     for point_name, error in errors:
         print(f"[FAILED] {error}", file=sys.stderr, flush=True)
@@ -128,6 +174,13 @@ def checked_argv(argv: list[str]) -> list[str]:
     if errors and not _all_groups_runnable(argv, out):
         raise SystemExit(2)  # a group override lost every value: nothing of this command can run
     return out
+
+
+def _defaults() -> dict[str, str]:
+    """config.yaml's default option of each group (`- dataset: x`)."""
+    root = _load_yaml(CONF_DIR / "config.yaml")
+    entries = root.get("defaults", []) if isinstance(root, dict) else []
+    return {k: str(v) for e in entries if isinstance(e, dict) for k, v in e.items() if k in GROUPS}
 
 
 def _all_groups_runnable(argv: list[str], out: list[str]) -> bool:

@@ -1,19 +1,20 @@
 """Composing configs: the one place that turns overrides into a point's config.
 
     cfg = compose("model=tiny_llama", "train.max_steps=5")   # what `python -m sweeper ...` runs
-    cfg = point_config(hydra_context, sweep_config, overrides, idx)   # the launcher and its jobs
+    cfg = job_config(master, overrides, task, choices, idx)   # a launcher's job, from its plan
 
-`compose` is for tests, scripts and the notebook; `point_config` for the Hydra launcher plugin,
-which holds a live Hydra context.
+`compose` is for tests, scripts and the notebook; `job_config` for the jobs of the Hydra launcher
+plugin, whose planner (sweeper.launch.grid) resolved each point's task config already.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from .paths import CONF_DIR
 
@@ -27,19 +28,43 @@ def compose(*overrides: str, hydra: bool = False) -> DictConfig:
         return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
 
 
-def point_config(
-    hydra_context: Any, sweep_config: DictConfig, overrides: Sequence[str], idx: int, job_id: str | None = None
+def job_config(
+    master: DictConfig,
+    overrides: Sequence[str],
+    task: dict[str, Any],
+    choices: dict[str, str],
+    idx: int,
+    job_id: str | None = None,
 ) -> DictConfig:
-    """One grid point's full config (hydra section included), registered as the current HydraConfig."""
+    """One point's full config for Hydra's `run_job`, without composing it again: the launch's hydra
+    section with this point's overrides, choices and number, and the planner's resolved task config
+    (sweeper.launch.grid). Registered as the current HydraConfig, as Hydra's launchers do."""
+    from hydra._internal.config_loader_impl import get_overrides_dirname
     from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    config = hydra_context.config_loader.load_sweep_config(sweep_config, list(overrides))
-    with open_dict(config):
-        config.hydra.job.num = idx
+    cfg = copy.deepcopy(master)
+    with open_dict(cfg), read_write(cfg.hydra):  # HydraConfig.set_config left the hydra node read-only
+        for key in [k for k in cfg if k != "hydra"]:
+            del cfg[key]
+        for key, value in task.items():
+            cfg[key] = value
+        hydra = cfg.hydra
+        hydra.overrides.task = list(overrides)
+        hydra.runtime.choices.update(choices)
+        dirname = hydra.job.config.override_dirname
+        hydra.job.override_dirname = get_overrides_dirname(
+            overrides=OverridesParser.create().parse_overrides(list(overrides)),
+            kv_sep=dirname.kv_sep,
+            item_sep=dirname.item_sep,
+            exclude_keys=dirname.exclude_keys,
+        )
+        hydra.job.num = idx
         if job_id is not None:
-            config.hydra.job.id = job_id
-    HydraConfig.instance().set_config(config)
-    return config
+            hydra.job.id = job_id
+    OmegaConf.copy_cache(from_config=master, to_config=cfg)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
 
 
 def task_config(config: DictConfig) -> DictConfig:

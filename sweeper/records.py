@@ -30,6 +30,7 @@ class Status(str, Enum):
     RUNNING = "running"  # only ever in memory: a record on disk is final
     OK = "ok"
     FAILED = "failed"
+    BUSY = "busy"  # only ever returned, never written: another process holds the run folder's lock
 
     def __str__(self) -> str:  # f-strings and str() give "ok", as the JSON does
         return self.value
@@ -85,6 +86,37 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
     path = Path(run_dir) / RECORD_NAME
     atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
     return path
+
+
+def write_record_once(run_dir: Path, record: dict[str, Any]) -> bool:
+    """Create the record only if none exists (False if one does). os.link is an exclusive create
+    that NFS performs on the server, so a record written on a compute node that this machine does
+    not list yet (negative dentry cache) still wins; os.replace would overwrite it."""
+    record = {"schema_version": SCHEMA_VERSION, **record}
+    path = Path(run_dir) / RECORD_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{RECORD_NAME}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+
+
+def record_signature(run_dir: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime_ns) of a run folder's record, None when absent: a changed signature is a
+    new record. It compares the file with itself, never with this machine's clock."""
+    try:
+        st = (Path(run_dir) / RECORD_NAME).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def read_record(path: Path | str) -> dict[str, Any]:
@@ -143,6 +175,8 @@ def summary_line(record: dict[str, Any]) -> str:
     name = f"{record.get('dataset')} {record.get('model')} {record.get('method')}"
     if record.get("r") is not None:
         name += f" r={record['r']}"
+    if record["status"] == Status.BUSY:
+        return f"[busy] {name}: {record['error']}"
     if record["status"] != Status.OK:
         return f"[FAILED] {name}: {record['error']}"
     m = record["metrics"]

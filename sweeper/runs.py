@@ -1,12 +1,14 @@
 """Run identity and the one skip rule (torch-free: the planner and the readers use it).
 
     run_dir = run_dir_of(cfg)            # <results_dir>/runs/<readable prefix>-<config hash>
+                                         # cfg: a DictConfig, or the planner's resolved plain dict
     decision, error = decide(run_dir, retry_failed=False)
 
 A point's fate is decided by what lies in its run folder:
 
     record.json, status ok      -> skip-ok
     record.json, status failed  -> skip-failed, or retry with sweeper.retry_failed=true
+    record.json, JobLost        -> rerun-lost (its job died; not final), or resume from a checkpoint
     checkpoint/ but no record   -> resume (training restarts from the checkpoint)
     nothing                     -> run
 
@@ -16,8 +18,11 @@ same folders, and a new dataset or rank only adds new folders.
 
 from __future__ import annotations
 
+import copy
+import fcntl
 import hashlib
 import json
+import os
 import re
 import socket
 from enum import Enum
@@ -36,6 +41,8 @@ DESCRIPTIVE_KEYS = {"description", "comment", "comments", "notes", "generated", 
 IDENTITY_VERSION = 2  # bump when the identity's recipe changes (2: data fingerprint, precision, version)
 CHECKPOINT_DIR = "checkpoint"  # <run_dir>/checkpoint/ (sweeper.train.checkpoint writes it)
 CHECKPOINT_STEP_FILE = Path(CHECKPOINT_DIR) / "step.json"  # written last into a checkpoint: it is complete
+LOCK_NAME = ".lock"  # <run_dir>/.lock: flock-ed by the process training the point (RunLock)
+LOST_ERROR = "JobLost"  # error_type of the record the launcher writes for a job that died without one
 
 
 class Decision(str, Enum):
@@ -44,6 +51,7 @@ class Decision(str, Enum):
     RUN = "run"
     RESUME = "resume"
     RETRY = "retry"
+    RERUN_LOST = "rerun-lost"  # its job died without a result (JobLost record): not final, runs again
     SKIP_OK = "skip-ok"
     SKIP_FAILED = "skip-failed"
     DUPLICATE = "duplicate"  # the same run id as an earlier point of this grid (tfidf ignores `model`)
@@ -57,30 +65,34 @@ class Decision(str, Enum):
 
 
 # ---------------------------------------------------------------- identity
-def result_config(cfg: DictConfig) -> dict[str, Any]:
+def resolved(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """A point's config as a resolved plain dict (the planner already holds one: returned as is)."""
+    return cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+
+
+def result_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """The part of the resolved config that determines the result, normalised (16 == 16.0).
 
     A method with `uses_model: false` (tfidf) leaves the model out, and one with `train_keys` keeps
     only those train keys: `model=a,b method=tfidf` is one point, not two.
     """
-    method = OmegaConf.to_container(cfg.method, resolve=True)
-    train = OmegaConf.to_container(cfg.train, resolve=True)
-    dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    cfg = resolved(cfg)
+    method, train = cfg["method"], cfg["train"]
     keep = method.get("train_keys")
     train = {k: v for k, v in train.items() if k not in BOOKKEEPING_TRAIN_KEYS and (keep is None or k in keep)}
     if keep is None:
         train["dtype"], train["device"] = precision(train.get("device"), train.get("dtype"))
     identity = {
-        "dataset": {k: v for k, v in dataset.items() if k not in DESCRIPTIVE_KEYS},
-        "model": OmegaConf.to_container(cfg.model, resolve=True) if uses_model(cfg) else None,
+        "dataset": {k: v for k, v in cfg["dataset"].items() if k not in DESCRIPTIVE_KEYS},
+        "model": cfg["model"] if uses_model(cfg) else None,
         "method": method,
         "train": train,
     }
     return normalised(identity)
 
 
-def uses_model(cfg: DictConfig) -> bool:
-    return bool(cfg.method.get("uses_model", True))
+def uses_model(cfg: DictConfig | dict[str, Any]) -> bool:
+    return bool(cfg["method"].get("uses_model", True))
 
 
 def precision(device: Any, dtype: Any) -> tuple[str, str]:
@@ -102,16 +114,17 @@ def normalised(value: Any) -> Any:
     return value
 
 
-def data_fingerprint(cfg: DictConfig) -> str:
+def data_fingerprint(cfg: DictConfig | dict[str, Any]) -> str:
     """Digest of the dataset's input files (what the dataset cache keys on): an edited CSV or a
     rebuilt pool is new data, so a new run id. Hub datasets: their spec (name, revision) only."""
     from .data.cache import data_fingerprint as fingerprint  # pandas, not torch: the planner can afford it
 
-    return fingerprint(OmegaConf.to_container(cfg.dataset, resolve=True))
+    return fingerprint(resolved(cfg)["dataset"])
 
 
-def identity(cfg: DictConfig) -> dict[str, Any]:
+def identity(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """Everything the run id hashes: the result config, the data fingerprint, the package version."""
+    cfg = resolved(cfg)
     return {
         "config": result_config(cfg),
         "data": data_fingerprint(cfg),
@@ -135,47 +148,51 @@ def safe_name(text: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", str(text)).strip("._") or "x"
 
 
-def make_run_id(cfg: DictConfig) -> str:
+def make_run_id(cfg: DictConfig | dict[str, Any]) -> str:
     """Readable prefix + hash of the result-determining config: stable across runs and machines."""
+    cfg = resolved(cfg)
     blob = json.dumps(identity(cfg), sort_keys=True, default=str).encode()
     digest = hashlib.sha256(blob).hexdigest()[:10]
-    rank = f"-r{normalised(cfg.method.r)}" if cfg.method.get("r") is not None else ""
-    parts = f"{cfg.dataset.name}-{model_name(cfg)}-{cfg.method.name}{rank}-s{normalised(cfg.train.seed)}"
+    method, train = cfg["method"], cfg["train"]
+    rank = f"-r{normalised(method['r'])}" if method.get("r") is not None else ""
+    parts = f"{cfg['dataset']['name']}-{model_name(cfg)}-{method['name']}{rank}-s{normalised(train['seed'])}"
     return f"{safe_name(parts)[:120]}-{digest}"
 
 
-def model_name(cfg: DictConfig) -> str:
-    return str(cfg.model.name) if uses_model(cfg) else "none"
+def model_name(cfg: DictConfig | dict[str, Any]) -> str:
+    return str(cfg["model"]["name"]) if uses_model(cfg) else "none"
 
 
-def run_dir_of(cfg: DictConfig) -> Path:
+def run_dir_of(cfg: DictConfig | dict[str, Any]) -> Path:
     """The point's folder. A launcher's job passes the id its planner computed (sweeper.run_id), so
     the worker writes where the launcher watches even if the data changed since planning."""
-    run_id = OmegaConf.select(cfg, "sweeper.run_id", default=None) or make_run_id(cfg)
-    return Path(cfg.sweeper.results_dir).absolute() / "runs" / run_id
+    cfg = resolved(cfg)
+    run_id = cfg["sweeper"].get("run_id") or make_run_id(cfg)
+    return Path(cfg["sweeper"]["results_dir"]).absolute() / "runs" / run_id
 
 
-def base_record(cfg: DictConfig, run_id: str) -> dict[str, Any]:
+def base_record(cfg: DictConfig | dict[str, Any], run_id: str) -> dict[str, Any]:
     """The identity fields every record of this config carries (status running until it ends)."""
-    method = cfg.method
+    cfg = resolved(cfg)
+    method, dataset, train = cfg["method"], cfg["dataset"], cfg["train"]
     return {
         "run_id": run_id,
-        "sweep": str(cfg.sweeper.name),
+        "sweep": str(cfg["sweeper"]["name"]),
         "status": Status.RUNNING,
         "error": None,
         "error_type": None,
-        "dataset": str(cfg.dataset.name),
+        "dataset": str(dataset["name"]),
         # Dataset specs are user files: a spec without `family` / `task` still has a sensible one.
-        "family": str(cfg.dataset.get("family") or str(cfg.dataset.name).split("_")[0]),
-        "task": str(cfg.dataset.get("task") or "classification"),
+        "family": str(dataset.get("family") or str(dataset["name"]).split("_")[0]),
+        "task": str(dataset.get("task") or "classification"),
         "model": model_name(cfg),
-        "method": str(method.name),
+        "method": str(method["name"]),
         "r": method.get("r"),
         "alpha": method.get("alpha"),
-        "seed": int(cfg.train.seed),
-        "lr": cfg.train.lr,
-        "max_steps": int(cfg.train.max_steps),
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "seed": int(train["seed"]),
+        "lr": train["lr"],
+        "max_steps": int(train["max_steps"]),
+        "config": copy.deepcopy(cfg),  # the planner shares section dicts between points
         "data_fingerprint": data_fingerprint(cfg),
         "version": package_version(),
         "git_commit": git_commit(),
@@ -217,8 +234,40 @@ def _decide(run_dir: Path, retry_failed: bool) -> tuple[Decision, dict[str, Any]
     record = read_existing(run_dir)
     if record is not None and record["status"] == Status.OK:
         return Decision.SKIP_OK, record
+    resumable = (Path(run_dir) / CHECKPOINT_STEP_FILE).exists()
+    if record is not None and record["status"] == Status.FAILED and record.get("error_type") == LOST_ERROR:
+        return (Decision.RESUME if resumable else Decision.RERUN_LOST), record
     if record is not None and record["status"] == Status.FAILED:
         return (Decision.RETRY if retry_failed else Decision.SKIP_FAILED), record
-    if (Path(run_dir) / CHECKPOINT_STEP_FILE).exists():
+    if resumable:
         return Decision.RESUME, None
     return Decision.RUN, None
+
+
+# ---------------------------------------------------------------- one process per run folder
+class RunLock:
+    """An exclusive, non-blocking flock on <run_dir>/.lock while a process trains the point.
+
+    Two launches of one grid (two terminals, a relaunch during a detached sweep, an orphaned
+    worker) would otherwise train one folder at once: checkpoints race, the last record wins. The
+    kernel (or NFS's lock manager) drops the lock with the process, so a killed job leaves none."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None

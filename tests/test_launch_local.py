@@ -1,7 +1,6 @@
 """hydra/launcher=local: the plugin is found, each worker gets its own slot (GPU or CPU-thread share),
 and no more than `workers` jobs run at once."""
 
-import json
 import os
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import pytest
 
 from sweeper.config import compose
 from sweeper.launch.backends import local_slots, visible_gpus
+from sweeper.ledger import read_sweep
 from sweeper.records import find_records, read_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def test_two_workers_get_distinct_slots_and_the_cap_holds(tmp_path):
     assert len({w["job_id"] for w in workers}) == 3  # chunk=1: one process per point
     intervals = [(w["started_unix"], w["started_unix"] + r["wall_seconds"]) for w, r in zip(workers, records)]
     assert max_overlap(intervals) <= 2
-    sweep = json.loads((tmp_path / "results" / "sweep.json").read_text())
+    sweep = read_sweep(tmp_path / "results")  # sweep.json, with each launch's jobs from jobs.jsonl
     assert sweep["launches"][0]["counts"]["to_run"] == 3 and len(sweep["launches"][0]["jobs"]) == 3
 
 

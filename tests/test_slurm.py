@@ -3,7 +3,6 @@ resumes from the checkpoint, a cancelled task is reported failed in bounded time
 
 Without a cluster these tests skip, except under CI (env CI set), where they fail."""
 
-import json
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sweeper.ledger import read_sweep
 from sweeper.records import find_records, read_record
 
 pytestmark = pytest.mark.slurm
@@ -76,11 +76,11 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.5):
 
 
 def jobs_of(root: Path) -> dict[str, str]:
-    """dataset-named run id prefix -> SLURM job id, from sweep.json."""
-    path = root / "results" / "sweep.json"
-    if not path.exists():
+    """dataset-named run id prefix -> SLURM job id, from the sweep's ledger (sweep.json + jobs.jsonl)."""
+    launches = read_sweep(root / "results")["launches"]
+    if not launches:
         return {}
-    launch = json.loads(path.read_text())["launches"][-1]
+    launch = launches[-1]
     return {rid.split("-")[0]: job["job_id"] for job in launch["jobs"] for rid in job["run_ids"]}
 
 
@@ -95,7 +95,7 @@ def test_grid_is_one_job_array_and_collects(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     recs = [read_record(p) for p in find_records(tmp_path / "results")]
     assert len(recs) == 6 and all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
-    launch = json.loads((tmp_path / "results" / "sweep.json").read_text())["launches"][-1]
+    launch = read_sweep(tmp_path / "results")["launches"][-1]
     job_ids = [j["job_id"] for j in launch["jobs"]]
     arrays = {j.split("_")[0] for j in job_ids}
     assert len(arrays) == 1 and sorted(int(j.split("_")[1]) for j in job_ids) == list(range(3))  # 2 points per task

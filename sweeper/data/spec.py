@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,9 @@ def checked_spec(spec: Any) -> dict:
     """The spec as a plain dict with defaults filled in, or a DatasetError naming the problem."""
     spec = as_dict(spec)
     name = spec.get("name") or "?"
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.=-]*", str(name)) or ".." in str(name):
+        # the name becomes the dataset's cache folder: `../x` must not reach outside it
+        raise DatasetError(str(name), "name must be a plain name (letters, digits, _ . = -; no '/', no '..')")
     if spec.get("task") not in TASKS:
         raise DatasetError(name, f"task must be one of {', '.join(TASKS)}, got {spec.get('task')!r}")
     if spec.setdefault("source", "pool") not in SOURCES:

@@ -36,13 +36,14 @@ from typing import Any
 from omegaconf import DictConfig
 
 from .. import shell
-from ..config import point_config, task_config
 from ..ledger import array_id, now_iso
 from ..records import Status
 from ..runs import Decision
 from .backends import LocalQueue, SlurmArrays
+from .grid import GridComposer
 from .job import PointsJob
 from .monitor import Running, log_jobs, save_launch, watch
+from .options import OptionError, check_options
 from .planner import Point, chunked, plan, plan_message, summarize
 
 
@@ -61,18 +62,17 @@ def launch(
 
     setup_globals()
     sweep_cfg = config.sweeper
+    try:
+        check_options(kind, params, sweep_cfg)
+    except OptionError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     # a pack trains inside one job: K points per job at least
     chunk = max(int(sweep_cfg.chunk or 1), int(sweep_cfg.pack or 1))
     sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
     sweep_dir.mkdir(parents=True, exist_ok=True)
 
-    items = []
-    for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-        items.append((idx, list(overrides), task_config(point_config(hydra_context, config, overrides, idx))))
-    points = plan(items, bool(sweep_cfg.retry_failed))
-    plan_time = time.time()
-    for p in points:
-        p.since = plan_time
+    points = plan_points(hydra_context, config, job_overrides, initial_job_idx)
     to_run = [p for p in points if p.runs]
     results_dirs = sorted({p.results_dir for p in points if p.results_dir is not None})
     results_dirs = results_dirs or [Path(str(sweep_cfg.results_dir)).absolute()]
@@ -82,7 +82,11 @@ def launch(
     print(f"sweep {results_dir}: {plan_message(summarize(points))}", flush=True)
 
     finals: dict[int, str] = {p.idx: ("skipped" if not p.runs else "submitted") for p in points}
-    if not to_run:
+    if sweep_cfg.dry_run:
+        print(dry_run_message(kind, params, to_run, chunk), flush=True)
+        for p in to_run:
+            finals[p.idx] = "planned"
+    elif not to_run:
         save_launch(launch_entry, update=False)
     else:
         backend = (SlurmArrays if kind == "slurm" else LocalQueue)(sweep_dir / ".submitit" / "%j", params)
@@ -124,6 +128,44 @@ def launch(
         ret.return_value = finals[p.idx]
         returns.append(ret)
     return returns
+
+
+def plan_points(hydra_context, config: DictConfig, job_overrides: Sequence[Sequence[str]], first_idx: int) -> list:
+    """Every point of the batch composed (sweeper.launch.grid) and decided (planner), with a progress bar."""
+    t0 = time.perf_counter()
+    composer = GridComposer(hydra_context.config_loader, config)
+    items = (
+        (idx, list(overrides), composer.compose(list(overrides)))
+        for idx, overrides in enumerate(job_overrides, start=first_idx)
+    )
+    points = plan(progress(items, len(job_overrides), "planning"), bool(config.sweeper.retry_failed))
+    seconds = time.perf_counter() - t0
+    print(
+        f"planned {len(points)} point(s) in {seconds:.1f}s ({1e3 * seconds / max(1, len(points)):.2f} ms a point; "
+        f"{composer.compositions} Hydra composition(s), {composer.fallbacks} point(s) composed whole)",
+        flush=True,
+    )
+    return points
+
+
+def dry_run_message(kind: str, params: Any, to_run: Sequence[Point], chunk: int) -> str:
+    """sweeper.dry_run=true: what the launch would submit."""
+    jobs = len(chunked(to_run, chunk))
+    if kind == "slurm":
+        from .backends import max_array_size
+
+        size = max_array_size(params.max_array_size)
+        where = f"in {-(-jobs // size)} SLURM array(s) of at most {size} task(s)" if jobs else "(no array)"
+    else:
+        where = "on the local queue"
+    return f"dry run: would submit {len(to_run)} point(s) as {jobs} job(s) of {chunk} {where}; nothing submitted"
+
+
+def progress(items, total: int, desc: str):
+    """A progress bar on stderr for grids big enough to wait for (planning 10,000 points takes a while)."""
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc=desc, unit="pt", file=sys.stderr, disable=total < 500, mininterval=1.0)
 
 
 def _detach_local(

@@ -16,8 +16,7 @@ from typing import Any
 import submitit
 from omegaconf import open_dict, read_write
 
-from ..config import point_config, task_config
-from ..ledger import mark_started
+from ..config import job_config, task_config
 from ..records import Status
 from .planner import Point
 
@@ -94,10 +93,11 @@ class PointsJob(submitit.helpers.Checkpointable):
                 outcomes.extend(self._run_pack(group, job_id, requeue))
         return outcomes
 
+    def _full_config(self, point: Point, job_id: str | None):
+        return job_config(self.config, point.overrides, point.config, point.choices, point.idx, job_id)
+
     def _task_config(self, point: Point, job_id: str | None = None):
-        return with_run_id(
-            task_config(point_config(self.hydra_context, self.config, point.overrides, point.idx, job_id)), point
-        )
+        return with_run_id(task_config(self._full_config(point, job_id)), point)
 
     def _groups(self) -> list[list[Point]]:
         """Points one by one; with sweeper.pack=K, packable LoRA points of this job in packs of <= K."""
@@ -115,9 +115,6 @@ class PointsJob(submitit.helpers.Checkpointable):
         from ..train.pack import run_packed
 
         cfgs = [self._task_config(p) for p in points]
-        for p in points:
-            if p.run_dir is not None:
-                mark_started(p.run_dir, job_id)
         while True:
             try:
                 records = run_packed(cfgs, should_stop=stop_requested)
@@ -131,12 +128,7 @@ class PointsJob(submitit.helpers.Checkpointable):
 
         from ..train import Interrupted
 
-        config = with_run_id(
-            point_config(self.hydra_context, self.config, point.overrides, point.idx, job_id or f"job{point.idx}"),
-            point,
-        )
-        if point.run_dir is not None:
-            mark_started(point.run_dir, job_id)
+        config = with_run_id(self._full_config(point, job_id or f"job{point.idx}"), point)
         while True:
             ret = run_job(
                 hydra_context=self.hydra_context,

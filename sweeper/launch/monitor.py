@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import ledger
 from ..ledger import array_id, log_launch
-from ..records import RECORD_NAME, Status, read_existing, summary_line
+from ..records import Status, read_existing, record_signature, summary_line
 from .backends import Slot
 from .planner import Point, write_lost_record
 
@@ -32,18 +33,14 @@ class Monitor:
     grace_s: float = 10.0  # a job the scheduler says ended gets this long for its result file to show
     reported: set = field(default_factory=set)
     ok: int = 0
+    busy: int = 0  # points another launch was training (their lock was held): not failures
     failed: list = field(default_factory=list)
 
     def check_records(self, points: Sequence[Point]) -> None:
         for p in points:
-            if p.run_dir is None or p.idx in self.reported:
-                continue
-            path = p.run_dir / RECORD_NAME
-            try:
-                fresh = path.stat().st_mtime >= p.since
-            except OSError:
-                continue
-            record = read_existing(p.run_dir) if fresh else None
+            if p.run_dir is None or p.idx in self.reported or record_signature(p.run_dir) == p.prior:
+                continue  # no record yet, or still the one planning found (a failure being retried)
+            record = read_existing(p.run_dir)
             if record is not None and record["status"] in (Status.OK, Status.FAILED):
                 self._report(p, record, summary_line(record))
 
@@ -51,12 +48,14 @@ class Monitor:
         self.reported.add(point.idx)
         if record["status"] == Status.OK:
             self.ok += 1
-        else:
+        elif record["status"] != Status.BUSY:
             self.failed.append((point, record.get("error")))
         print(f"[{len(self.reported)}/{self.total}] {line}", flush=True)
 
     def settle(self, run: Running) -> bool:
-        """True once `run`'s job is over and each of its points is reported (lost ones get a record)."""
+        """True once `run`'s job is over and each of its points is reported. The job's own outcome
+        decides: a point it returned ok (or busy: trained elsewhere) never gets a lost record, even
+        while its record is not visible here yet; a lost record is only ever created, never replaced."""
         job = run.job
         if not self.backend.ended(job):
             return False
@@ -64,12 +63,11 @@ class Monitor:
         missing = [p for p in run.points if p.idx not in self.reported]
         if not missing:
             return True
-        completed = False
+        outcomes: dict[int, dict] = {}
         if job.paths.result_pickle.exists():
             try:
-                outcomes = job.result()
-                completed = True
-                errors = [o.get("error") for o in outcomes if o.get("error")]
+                outcomes = {o["idx"]: o for o in job.result()}
+                errors = [o.get("error") for o in outcomes.values() if o.get("error")]
                 reason = f"job {job.job_id}: {errors[0]}" if errors else f"job {job.job_id} finished without a record"
             except Exception as error:  # noqa: BLE001  the job raised (e.g. not requeued after a timeout)
                 lines = [line for line in str(error).splitlines() if line.strip()]
@@ -80,15 +78,25 @@ class Monitor:
                 return False  # the result file may still be on its way (slow shared filesystem)
             reason = self.backend.lost_reason(job)
         for p in missing:
-            record = read_existing(p.run_dir) if completed and p.run_dir is not None else None
-            if record is not None:  # the job found it done already (another launch finished it)
-                self._report(p, record, summary_line(record))
-                continue
-            if write_lost_record(p, reason):
-                self.check_records([p])
-            if p.idx not in self.reported:  # no config or no record could be written: report anyway
-                self._report(p, {"status": Status.FAILED, "error": reason}, f"[FAILED] {p.label}: {reason}")
+            self._settle_point(p, outcomes.get(p.idx), reason)
         return True
+
+    def _settle_point(self, p: Point, outcome: dict | None, reason: str) -> None:
+        status = (outcome or {}).get("status")
+        if status == Status.BUSY:
+            self.busy += 1
+            self._report(p, {"status": Status.BUSY}, f"[busy] {p.label}: trained by another launch, which records it")
+            return
+        if status in (Status.OK, Status.FAILED) and outcome.get("error") is None:
+            record = read_existing(p.run_dir) if p.run_dir is not None else None
+            record = record or {"status": status, "error": None}  # written, not visible here yet (NFS)
+            line = summary_line(record) if "run_id" in record else f"[{status}] {p.label} (record not visible yet)"
+            self._report(p, record, line)
+            return
+        if write_lost_record(p, reason):
+            self.check_records([p])
+        if p.idx not in self.reported:  # a record exists after all, or none could be written: report
+            self._report(p, {"status": Status.FAILED, "error": reason}, f"[FAILED] {p.label}: {reason}")
 
 
 def watch(
@@ -152,5 +160,8 @@ def save_launch(launch: dict, update: bool = True) -> None:
 
 
 def log_jobs(launch: dict, runs: Sequence[Running]) -> None:
-    launch["jobs"] += [{"job_id": str(r.job.job_id), "run_ids": [p.run_id for p in r.points]} for r in runs]
-    save_launch(launch)
+    """Record each job the moment it is submitted (appended to jobs.jsonl, sweeper.ledger)."""
+    jobs = [{"job_id": str(r.job.job_id), "run_ids": [p.run_id for p in r.points]} for r in runs]
+    launch["jobs"] += jobs
+    for results_dir in launch["results_dirs"]:
+        ledger.log_jobs(Path(results_dir), launch, jobs)

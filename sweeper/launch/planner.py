@@ -1,7 +1,7 @@
 """Planning a launch, independent of where it runs: each point's run folder and decision, jobs of
 K points, and the records the launcher writes for jobs that died.
 
-    points = plan(items, retry_failed=False)       # one Point per grid point, each with its decision
+    points = plan(items, retry_failed=False)       # items: (job number, overrides, PointConfig)
     jobs = chunked([p for p in points if p.runs], k) # K points per job
 
 The skip rule itself lives in sweeper.runs (the worker applies the same one).
@@ -9,14 +9,14 @@ The skip rule itself lives in sweeper.runs (the worker applies the same one).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..ledger import now_iso
-from ..records import RECORD_NAME, Status, write_record
-from ..runs import Decision, base_record, decide, run_dir_of
+from ..records import Status, record_signature, write_record_once
+from ..runs import LOST_ERROR, Decision, base_record, decide, run_dir_of
 
 
 @dataclass
@@ -30,8 +30,9 @@ class Point:
     results_dir: Path | None = None
     decision: Decision = Decision.RUN
     error: str | None = None  # the earlier failure, for skip-failed / retry
-    since: float = 0.0  # when it was planned: a record older than this is not this launch's
-    cfg: Any = field(default=None, repr=False)  # the composed config (launcher side only, never pickled)
+    prior: tuple | None = None  # the record file as planning found it (record_signature): any change is new
+    config: dict[str, Any] | None = field(default=None, repr=False)  # resolved task config (launch.grid)
+    choices: dict[str, str] = field(default_factory=dict)  # its group options (hydra.runtime.choices)
 
     @property
     def runs(self) -> bool:
@@ -41,22 +42,20 @@ class Point:
     def label(self) -> str:
         return " ".join(o for o in self.overrides if not o.startswith("hydra.")) or f"#{self.idx}"
 
-    def __getstate__(self):  # jobs carry their points: leave the heavy config behind
-        return {**self.__dict__, "cfg": None}
 
-
-def plan(items: Sequence[tuple[int, list[str], Any]], retry_failed: bool) -> list[Point]:
-    """items: (job number, overrides, composed config); returns one decided Point per item."""
+def plan(items: Iterable[tuple[int, list[str], Any]], retry_failed: bool) -> list[Point]:
+    """items: (job number, overrides, PointConfig); returns one decided Point per item."""
     points, seen = [], set()
-    for idx, overrides, cfg in items:
-        point = Point(idx, list(overrides), cfg=cfg)
+    for idx, overrides, composed in items:
+        point = Point(idx, list(overrides), config=composed.config, choices=composed.choices)
         try:
-            run_dir = run_dir_of(cfg)
+            run_dir = run_dir_of(point.config)
         except Exception as error:  # noqa: BLE001  unresolvable config: the job writes its failed record
             point.error = " ".join(str(error).split())[:300]
         else:
             point.run_id, point.run_dir, point.results_dir = run_dir.name, run_dir, run_dir.parent.parent
             point.decision, point.error = decide(run_dir, retry_failed)
+            point.prior = record_signature(run_dir)
             if point.run_id in seen:  # one folder, one writer: the first of the identical points runs
                 point.decision = Decision.DUPLICATE
             seen.add(point.run_id)
@@ -84,7 +83,11 @@ def plan_message(counts: dict[str, int]) -> str:
         parts.append(f"{n} failed earlier (sweeper.retry_failed=true re-runs {'it' if n == 1 else 'them'})")
     extra = [
         f"{counts[k]} {w}"
-        for k, w in ((Decision.RESUME, "resume from a checkpoint"), (Decision.RETRY, "retry a failure"))
+        for k, w in (
+            (Decision.RESUME, "resume from a checkpoint"),
+            (Decision.RETRY, "retry a failure"),
+            (Decision.RERUN_LOST, "re-run after their job died"),
+        )
         if counts.get(k)
     ]
     run = f"running {counts['to_run']}" + (f" ({', '.join(extra)})" if extra else "")
@@ -100,17 +103,14 @@ def chunked(points: Sequence[Point], k: int) -> list[list[Point]]:
 # ---------------------------------------------------------------- records written for the jobs
 def lost_record(point: Point, error: str) -> dict[str, Any]:
     """A failed record for a point whose job died without writing one (scancel, SIGKILL, OOM)."""
-    record = base_record(point.cfg, point.run_id)
-    record.update(status=Status.FAILED, error=error, error_type="JobLost", finished_at=now_iso())
+    record = base_record(point.config, point.run_id)
+    record.update(status=Status.FAILED, error=error, error_type=LOST_ERROR, finished_at=now_iso())
     return record
 
 
 def write_lost_record(point: Point, error: str) -> bool:
-    """Write it unless the point has a record by now (the job may have finished after all)."""
-    if point.run_dir is None or point.cfg is None:
+    """Write it only where the point has no record at all (an exclusive create: a record the job
+    wrote, even one this filesystem does not show yet, wins); True when written."""
+    if point.run_dir is None or point.config is None or point.prior is not None:
         return False
-    record_path = point.run_dir / RECORD_NAME
-    if record_path.exists() and record_path.stat().st_mtime >= point.since:
-        return False
-    write_record(point.run_dir, lost_record(point, error))
-    return True
+    return write_record_once(point.run_dir, lost_record(point, error))

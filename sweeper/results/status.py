@@ -69,17 +69,36 @@ def _iso_to_unix(text: str | None) -> float | None:
         return None
 
 
+SACCT_BATCH = 200  # array ids per sacct call: the argument list stays far below the kernel's limit
+
+
 def slurm_states(job_ids: list[str]) -> dict[str, str]:
-    """{job id: first word of its state} from one sacct call (empty when sacct does not answer)."""
-    if not job_ids:
-        return {}
-    out = shell.output(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(sorted(set(job_ids)))])
-    states = {}
-    for line in (out or "").splitlines():
-        job, _, state = line.partition("|")
-        if state:
-            states[job.strip()] = state.split()[0]
+    """{task id: first word of its state}, asking sacct per array (a few ids), not per task: a
+    100,000-task sweep is ~100 arrays. Pending tasks sacct lists as `123_[4-9%2]` are expanded."""
+    arrays = sorted({array_id(j) for j in job_ids})
+    states: dict[str, str] = {}
+    for start in range(0, len(arrays), SACCT_BATCH):
+        batch = ",".join(arrays[start : start + SACCT_BATCH])
+        out = shell.output(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", batch])
+        for line in (out or "").splitlines():
+            job, _, state = line.partition("|")
+            if state:
+                for task in expand_task_ids(job.strip()):
+                    states[task] = state.split()[0]
     return states
+
+
+def expand_task_ids(job: str) -> list[str]:
+    """'123_[4-6,9%2]' -> ['123_4', '123_5', '123_6', '123_9']; any other id as it is."""
+    array, sep, rest = job.partition("_[")
+    if not sep:
+        return [job]
+    tasks = []
+    for part in rest.rstrip("]").split("%")[0].split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit() and (not high or high.isdigit()):
+            tasks += [f"{array}_{i}" for i in range(int(low), int(high or low) + 1)]
+    return tasks
 
 
 def _alive(monitor: dict | None) -> bool | None:

@@ -22,8 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import default_results_dir
 from ..data import DatasetError, load_splits
+from ..ledger import mark_started, marker_text
 from ..records import RECORD_NAME, Status, one_line, write_record
-from ..runs import base_record, finished_record, run_dir_of
+from ..runs import RunLock, base_record, finished_record, run_dir_of
 from . import checkpoint
 from .batches import encode_splits
 from .early_stop import best_step_watch
@@ -148,18 +149,39 @@ def run_point(cfg: DictConfig, should_stop: Callable[[], bool] = lambda: False) 
     previous = previous_record(cfg, run_dir)
     if previous is not None:  # relaunched sweep: return the existing record as it is, not rewritten
         return previous
-    if record["status"] == Status.RUNNING:
-        record["started_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        try:
-            runtime = setup_runtime(cfg.train)
-            with PeakMemory(runtime.device) as memory:
-                result = _train_and_evaluate(cfg, run_dir, runtime, should_stop)
-            result["cost"]["peak_memory_mb"] = memory.mb
-            record.update(status=Status.OK, **result)
-        except Interrupted:
-            raise
-        except Exception as error:  # noqa: BLE001  one bad point must not stop the sweep
-            record.update(status=Status.FAILED, error=one_line(error), error_type=type(error).__name__)
+    if record["status"] != Status.RUNNING:  # a config that does not resolve: its failed record
+        return finish_record(record, run_dir, started)
+    lock = RunLock(run_dir)
+    try:
+        if not lock.acquire():
+            return busy_record(record, run_dir)
+    except OSError:  # the folder cannot be made: finish_record says so in one line
+        return finish_record(record, run_dir, started)
+    try:
+        previous = previous_record(cfg, run_dir)  # the lock's last holder may have just finished it
+        return previous if previous is not None else _run_locked(cfg, record, run_dir, started, should_stop)
+    finally:
+        lock.release()
+
+
+def busy_record(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """What a point returns (never writes) when another process is training it."""
+    return {**record, "status": Status.BUSY, "error": f"being trained by another process ({marker_text(run_dir)})"}
+
+
+def _run_locked(cfg, record: dict[str, Any], run_dir: Path, started: float, should_stop) -> dict[str, Any]:
+    mark_started(run_dir, os.environ.get("SWEEPER_JOB_ID") or None)  # status: which job runs it
+    record["started_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    try:
+        runtime = setup_runtime(cfg.train)
+        with PeakMemory(runtime.device) as memory:
+            result = _train_and_evaluate(cfg, run_dir, runtime, should_stop)
+        result["cost"]["peak_memory_mb"] = memory.mb
+        record.update(status=Status.OK, **result)
+    except Interrupted:
+        raise
+    except Exception as error:  # noqa: BLE001  one bad point must not stop the sweep
+        record.update(status=Status.FAILED, error=one_line(error), error_type=type(error).__name__)
     return finish_record(record, run_dir, started)
 
 

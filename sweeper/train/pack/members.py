@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,14 +13,25 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from ...ledger import mark_started
 from ...records import Status, one_line
+from ...runs import RunLock
 from .. import checkpoint as ckpt
 from ..batches import encode_splits
 from ..evaluate import evaluate_splits, record_metrics, save_predictions
 from ..loop import MetricsLog, make_optimizer
 from ..methods import build_method
 from ..models import build_model, count_parameters
-from ..point import finish_record, load_point_data, num_labels_of, outcome, previous_record, run_point, start_record
+from ..point import (
+    busy_record,
+    finish_record,
+    load_point_data,
+    num_labels_of,
+    outcome,
+    previous_record,
+    run_point,
+    start_record,
+)
 from ..runtime import PeakMemory, setup_runtime
 from .grouping import group_points
 from .layers import PackContext, attach_adapter, share_frozen_weights
@@ -56,7 +68,7 @@ class Member:
 
 class Pack:
     def __init__(self, cfgs: list[DictConfig]):
-        self.cfgs, self.results, self.members = cfgs, [None] * len(cfgs), []
+        self.cfgs, self.results, self.members, self.locks = cfgs, [None] * len(cfgs), [], []
         self.started = time.time()
         for k, cfg in enumerate(cfgs):
             record, run_dir = start_record(cfg)
@@ -66,9 +78,32 @@ class Pack:
             elif record["status"] != Status.RUNNING:  # a config that does not resolve: its failed record
                 self.results[k] = finish_record(record, run_dir, self.started)
             else:
-                self.members.append(Member(k, cfg, record, run_dir, self.started))
+                self._claim(k, cfg, record, run_dir)
         self.task = str(self.members[0].cfg.dataset.task) if self.members else "classification"
         self.ctx = None
+
+    def _claim(self, k: int, cfg, record: dict[str, Any], run_dir: Path) -> None:
+        """Member k joins the pack if no other process trains its folder (RunLock, as run_point)."""
+        lock = RunLock(run_dir)
+        try:
+            held = lock.acquire()
+        except OSError:  # the folder cannot be made: finish_record says so in one line
+            self.results[k] = finish_record(record, run_dir, self.started)
+            return
+        if not held:
+            self.results[k] = busy_record(record, run_dir)
+            return
+        self.locks.append(lock)
+        previous = previous_record(cfg, run_dir)  # the lock's last holder may have just finished it
+        if previous is not None:
+            self.results[k] = previous
+            return
+        mark_started(run_dir, os.environ.get("SWEEPER_JOB_ID") or None)
+        self.members.append(Member(k, cfg, record, run_dir, self.started))
+
+    def release(self) -> None:
+        for lock in self.locks:
+            lock.release()
 
     # ------------------------------------------------------------ outcomes
     def fail(self, m: Member, error: BaseException) -> None:
@@ -224,6 +259,10 @@ def run_packed(cfgs: list[DictConfig], should_stop: Callable[[], bool] = lambda:
         if len(group) == 1:
             records[group[0]] = run_point(cfgs[group[0]], should_stop)
             continue
-        for i, record in zip(group, Pack([cfgs[i] for i in group]).run(should_stop)):
-            records[i] = record
+        pack = Pack([cfgs[i] for i in group])
+        try:
+            for i, record in zip(group, pack.run(should_stop)):
+                records[i] = record
+        finally:
+            pack.release()
     return records

@@ -1,0 +1,35 @@
+"""`hydra/sweeper=grid` (config.yaml's default): Hydra's BasicSweeper without its up-front check.
+
+BasicSweeper composes every point once to "validate the batch" before launching it, and the
+launcher then composes it again: two full compositions a point (~0.3 s), 35 minutes before the
+first sbatch of a 10,000-point grid. With sweeper's own launchers the planner composes each point
+exactly once, by the cheaper route of sweeper.launch.grid, and reports the same errors; with any
+other launcher (Hydra's in-process basic launcher) the check stays as Hydra has it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+from .launcher import SweeperLauncher
+
+
+class GridSweeper(BasicSweeper):
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        if isinstance(self.launcher, SweeperLauncher):
+            return  # the launcher's planner composes (and so validates) every point itself
+        super().validate_batch_is_legal(batch)
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        if config.sweeper.get("dry_run") and not isinstance(self.launcher, SweeperLauncher):
+            # Hydra's in-process launcher would train: plan with sweeper's planner instead (it submits nothing).
+            import yaml
+
+            from sweeper.paths import CONF_DIR
+
+            local = yaml.safe_load((CONF_DIR / "hydra" / "launcher" / "local.yaml").read_text())
+            self.launcher = SweeperLauncher(**{k: v for k, v in local.items() if k != "_target_"})
+            self.launcher.setup(hydra_context=hydra_context, task_function=task_function, config=config)

@@ -1,0 +1,54 @@
+"""One-line errors for bad launcher and sweeper settings, before anything is planned or submitted.
+
+A `workers: 0` local queue would wait forever, `poll_s: 0` spins a core, and a newline in a job
+name or comment would end its `#SBATCH` line early and inject the rest as a shell line.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+POSITIVE = {  # key -> may it be null?
+    "local": {"workers": True, "threads": True, "timeout_min": False, "poll_s": False},
+    "slurm": {
+        "timeout_min": False,
+        "cpus_per_task": False,
+        "array_parallelism": False,
+        "max_array_size": True,
+        "poll_s": False,
+        "mem_gb": True,
+        "gpus_per_task": True,
+        "gpus_per_node": True,
+    },
+}
+SBATCH_TEXT = ("name", "comment", "partition", "qos", "account", "constraint", "exclude", "nodelist", "gres")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class OptionError(ValueError):
+    pass
+
+
+def check_options(kind: str, params: Any, sweep: Any) -> None:
+    """Raise OptionError naming the first bad setting."""
+    for key, nullable in POSITIVE[kind].items():
+        value = params.get(key)
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise OptionError(f"hydra.launcher.{key} must be a positive number, got {value!r}")
+    if int(params.get("max_num_timeout", 0)) < 0:
+        raise OptionError(f"hydra.launcher.max_num_timeout must be >= 0, got {params.max_num_timeout!r}")
+    for key in ("chunk", "pack"):
+        value = sweep.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise OptionError(f"sweeper.{key} must be a positive integer, got {value!r}")
+    if kind == "slurm":
+        texts = {k: params.get(k) for k in SBATCH_TEXT}
+        texts.update({f"additional_parameters.{k}": v for k, v in (params.get("additional_parameters") or {}).items()})
+        for key, value in texts.items():
+            if value is not None and _CONTROL.search(str(value)):
+                raise OptionError(
+                    f"hydra.launcher.{key} holds a control character (it would break its #SBATCH line): {value!r}"
+                )
