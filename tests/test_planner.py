@@ -311,7 +311,11 @@ def test_two_launches_at_once_train_each_point_once(tmp_path):
     launches = [
         subprocess.Popen(
             [sys.executable, "-m", "sweeper", *grid, f"hydra.sweep.dir={tmp_path / f'jobs{k}'}"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for k in range(2)
     ]
