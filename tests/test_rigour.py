@@ -185,7 +185,14 @@ def test_tfidf_label_ignores_the_model(tmp_path):
 def test_tfidf_ignores_the_model_and_runs_once(make_cfg):
     cfgs = [make_cfg("method=tfidf", f"model={m}") for m in ("minilm", "tiny_llama")]
     assert make_run_id(cfgs[0]) == make_run_id(cfgs[1]) and "-none-tfidf-" in make_run_id(cfgs[0])
-    points = plan([(0, ["model=minilm"], cfgs[0]), (1, ["model=tiny_llama"], cfgs[1])], retry_failed=False)
+    from sweeper.launch.grid import PointConfig
+    from sweeper.runs import resolved
+
+    items = [
+        (i, [f"model={m}"], PointConfig(resolved(c), {}))
+        for i, (m, c) in enumerate(zip(("minilm", "tiny_llama"), cfgs))
+    ]
+    points = plan(items, retry_failed=False)
     assert [p.decision for p in points] == [Decision.RUN, Decision.DUPLICATE]
 
 
