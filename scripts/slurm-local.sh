@@ -235,7 +235,7 @@ SchedulerParameters=sched_interval=2,bf_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=$DEF_MEM
-MaxArraySize=10001
+MaxArraySize=1001
 SlurmctldTimeout=30
 SlurmdTimeout=30
 InactiveLimit=0

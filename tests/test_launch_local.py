@@ -147,12 +147,57 @@ def test_slurm_options_reach_the_sbatch_script(tmp_path):
         assert line in script, line
 
 
-def test_slurm_grid_larger_than_max_array_size_is_split(tmp_path, monkeypatch):
-    backend = slurm_backend(tmp_path)
-    arrays = []
-    monkeypatch.setattr(backend.executor, "submit_array", lambda fns: arrays.append(list(fns)) or list(fns))
-    assert backend.submit_all(list(range(10))) == list(range(10))
-    assert [len(a) for a in arrays] == [4, 4, 2]
+def test_array_parallelism_caps_the_whole_sweep_across_arrays(tmp_path, monkeypatch):
+    """5 arrays under a cap of 3: three lanes (%1 each); an array waits for its lane's previous one."""
+
+    class Job:
+        def __init__(self, array):
+            self.job_id = f"{array}_0"
+
+    backend = slurm_backend(tmp_path, array_parallelism=3)
+    backend.expect_jobs(18)  # 18 jobs / 4 per array = 5 arrays
+    sbatch = []
+
+    def submit_array(fns):
+        p = backend.executor.parameters
+        sbatch.append((len(fns), p.get("array_parallelism"), p.get("dependency")))
+        return [Job(100 + len(sbatch))]
+
+    monkeypatch.setattr(backend.executor, "submit_array", submit_array)
+    for n in (4, 4, 4, 4, 2):
+        backend.submit_array(list(range(n)))
+    assert sbatch == [
+        (4, 1, None),
+        (4, 1, None),
+        (4, 1, None),
+        (4, 1, "afterany:101"),
+        (2, 1, "afterany:102"),
+    ]
+    assert backend.array_ids == ["101", "102", "103", "104", "105"]
+
+
+def test_array_parallelism_is_shared_out_when_arrays_are_few(tmp_path):
+    backend = slurm_backend(tmp_path, array_parallelism=10)
+    backend.expect_jobs(6)  # 2 arrays of at most 4
+    assert backend.shares == [5, 5] and backend.lanes == [None, None]
+
+
+def test_chunk_auto_fits_one_array_and_bounds_job_time(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from sweeper.launch import backends
+
+    monkeypatch.setattr(backends, "submit_limit", lambda: None)
+    params = OmegaConf.create({"max_array_size": 1001, "timeout_min": 60})
+    assert backends.auto_chunk("slurm", params, 100, None) == 1
+    assert backends.auto_chunk("slurm", params, 10_000, None) == 10  # 1,000 jobs: one array
+    assert backends.auto_chunk("slurm", params, 100, 30.0) == 20  # 10 minutes of work per job
+    assert backends.auto_chunk("slurm", params, 100, 600.0) == 1  # a point is work enough
+    assert backends.auto_chunk("slurm", params, 10_000, 600.0) == 3  # at most half the hour: 4 arrays
+    monkeypatch.setattr(backends, "submit_limit", lambda: 50)
+    assert backends.auto_chunk("slurm", params, 1_000, None) == 20  # the submit limit
+    assert backends.auto_chunk("local", params, 1_000, None) == 1
+    assert backends.auto_chunk("local", params, 1_000, 2.0) == 30  # a minute of work per process
 
 
 def test_max_array_size_comes_from_scontrol(monkeypatch):

@@ -234,7 +234,7 @@ def test_jobs_are_appended_not_rewritten(tmp_path):
 
 
 def test_pending_array_ranges_expand_to_tasks():
-    from sweeper.results.status import expand_task_ids
+    from sweeper.slurm import expand_task_ids
 
     assert expand_task_ids("123_[4-6,9%2]") == ["123_4", "123_5", "123_6", "123_9"]
     assert expand_task_ids("123_7") == ["123_7"]
@@ -275,8 +275,8 @@ def test_a_dataset_name_cannot_leave_the_cache_folder():
     [
         ("hydra.launcher.workers=0", "hydra.launcher.workers must be a positive number, got 0"),
         ("hydra.launcher.poll_s=0", "hydra.launcher.poll_s must be a positive number"),
-        ("sweeper.chunk=0", "sweeper.chunk must be a positive integer, got 0"),
-        ("sweeper.chunk=two", "sweeper.chunk must be a positive integer, got 'two'"),
+        ("sweeper.chunk=0", "sweeper.chunk must be a positive integer or auto, got 0"),
+        ("sweeper.chunk=two", "sweeper.chunk must be a positive integer or auto, got 'two'"),
     ],
 )
 def test_bad_launcher_settings_are_one_line(tmp_path, setting, message):

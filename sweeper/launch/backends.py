@@ -1,9 +1,11 @@
 """Where the jobs of a sweep run: a local queue of worker processes (one GPU or a share of the CPU
-threads each) or SLURM job arrays (split at the cluster's MaxArraySize). Both are submitit executors;
+threads each) or SLURM job arrays (cut at the cluster's MaxArraySize). Both are submitit executors;
 sweeper.launch.driver plans the points, builds the jobs and watches them through these two classes."""
 
 from __future__ import annotations
 
+import getpass
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -16,6 +18,7 @@ from submitit.helpers import environment_variables
 
 from .. import shell
 from ..ledger import array_id
+from ..slurm import SLURM_ALIVE, slurm_states
 
 
 @dataclass
@@ -100,6 +103,34 @@ def max_array_size(override: int | None = None) -> int:
     return 1001  # SLURM's default
 
 
+MIN_JOB_S = 600  # sweeper.chunk=auto: a job this long spends little of its time importing torch
+
+
+def auto_chunk(kind: str, params: Any, points: int, point_seconds: float | None) -> int:
+    """sweeper.chunk=auto, the points per job. SLURM: the fewest such that the grid fits one array
+    (MaxArraySize) and the user's submit limit (MaxSubmitJobs); when earlier records of the folder
+    tell how long a point takes, also at least MIN_JOB_S of work per job and at most half its time
+    limit (the time limit wins: the grid then takes several arrays). Local: one point per job (a
+    process starts in seconds), unless points are short enough for a torch import to dominate."""
+    if kind != "slurm":
+        return max(1, math.ceil(MIN_JOB_S / 10 / point_seconds)) if point_seconds else 1
+    array_size = max_array_size(params.max_array_size)
+    limit = min(array_size, submit_limit() or array_size)
+    chunk = max(1, math.ceil(points / limit))
+    if point_seconds:
+        longest = max(1, int(0.5 * 60 * float(params.timeout_min) / point_seconds))
+        chunk = min(max(chunk, math.ceil(MIN_JOB_S / point_seconds)), longest)
+    return chunk
+
+
+def submit_limit() -> int | None:
+    """The user's MaxSubmitJobs (association, then QOS), or None when the cluster sets none."""
+    user = os.environ.get("USER") or getpass.getuser()
+    out = shell.output(["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}", "format=MaxSubmit"], timeout=20)
+    limits = [int(x) for x in (out or "").split() if x.isdigit()]
+    return min(limits) if limits else None
+
+
 # launcher config key -> submitit SlurmExecutor parameter
 _SLURM_KEYS = {
     "partition": "partition",
@@ -123,11 +154,20 @@ _SLURM_KEYS = {
 }
 
 
+class SubmitError(RuntimeError):
+    """sbatch refused an array (a QOS submit limit, a bad option): one line, from sbatch's own words."""
+
+
 class SlurmArrays:
-    """One SLURM job array per sweep (several when the grid exceeds MaxArraySize)."""
+    """SLURM job arrays, each submitted as soon as the planner has filled it (MaxArraySize tasks).
+
+    `array_parallelism` caps the whole sweep: the arrays run in lanes, each lane a chain of arrays
+    (`--dependency=afterany` on the lane's previous one) with its share of the cap as `%N`.
+    The monitor's questions go to the scheduler on a timer of its own: `squeue --me` lists the live
+    tasks (one call for the whole sweep), and sacct is asked per array only about tasks that left it."""
 
     kind = "slurm"
-    capacity = None  # everything is submitted at once; SLURM (array_parallelism) does the queueing
+    capacity = None  # no slots: SLURM does the queueing
 
     def __init__(self, folder: Path, params: Any):
         self.params = params
@@ -144,44 +184,62 @@ class SlurmArrays:
         kwargs["setup"] = [threads, *(params.setup or [])]
         self.executor.update_parameters(**kwargs)
         self.array_size = max_array_size(params.max_array_size)
+        self.parallelism = int(params.array_parallelism) if params.array_parallelism else None
+        self.lanes: list[str | None] = [None]  # the last array of each lane
+        self.shares = [self.parallelism or self.array_size]
+        self.array_ids: list[str] = []
+        self.scheduler_s = min(30.0, max(float(params.poll_s), 10 * float(params.poll_s)))  # see ended()
+        self._submitted_at, self._queue, self._queue_at, self._sacct, self._sacct_at = 0.0, None, 0.0, {}, 0.0
 
     def describe(self) -> str:
         p = self.executor.parameters
+        cap = f", at most {self.parallelism} running" if self.parallelism else ""
         return (
             f"slurm: partition {p.get('partition', '(default)')}, {p.get('time')} min, "
-            f"{p.get('cpus_per_task', 1)} cpu(s)/task, at most {self.array_size} tasks per array"
+            f"{p.get('cpus_per_task', 1)} cpu(s)/task, at most {self.array_size} tasks per array{cap}"
         )
 
-    def submit_all(self, fns: Sequence[Callable[[], Any]]) -> list:
-        self._submitted, self._squeue_at, self._queued = time.time(), 0.0, set()
-        jobs = []
-        for start in range(0, len(fns), self.array_size):
-            jobs.extend(self.executor.submit_array(list(fns[start : start + self.array_size])))
+    def expect_jobs(self, jobs: int) -> None:
+        """Size the lanes for about `jobs` jobs (an upper bound is fine: the cap holds either way)."""
+        arrays = max(1, -(-jobs // self.array_size))
+        if self.parallelism:
+            n = min(self.parallelism, arrays)
+            self.lanes = [None] * n
+            self.shares = [self.parallelism // n + (k < self.parallelism % n) for k in range(n)]
+
+    def submit_array(self, fns: Sequence[Callable[[], Any]]) -> list:
+        """Submit one array (len(fns) <= array_size) in the next lane; SubmitError if sbatch refuses."""
+        lane = len(self.array_ids) % len(self.lanes)
+        after = self.lanes[lane]
+        self.executor.update_parameters(
+            array_parallelism=self.shares[lane], dependency=f"afterany:{after}" if after else None
+        )
+        try:
+            jobs = self.executor.submit_array(list(fns))
+        except Exception as error:  # noqa: BLE001  submitit's FailedJobError carries sbatch's stderr
+            raise SubmitError(_sbatch_reason(error)) from None
+        if jobs:
+            self.lanes[lane] = array_id(jobs[0].job_id)
+            self.array_ids.append(self.lanes[lane])
+        self._submitted_at = time.time()
         return jobs
 
     def ended(self, job) -> bool:
-        """Result file, or a final state in sacct; without accounting (state UNKNOWN), a job that
-        squeue no longer lists a minute after submission has ended too (else we would wait forever)."""
-        if job.done():
-            return True
-        if job.state.upper() != "UNKNOWN" or time.time() - self._submitted < 60:
+        """True once the scheduler no longer lists the task (`squeue --me`, every scheduler_s; a
+        requeued task is pending again, so still listed). Never from a stale answer: until squeue has
+        answered after this task's array was submitted, nothing has ended."""
+        now = time.time()
+        if now - self._queue_at >= self.scheduler_s:
+            out = shell.output(["squeue", "--me", "-h", "-r", "-o", "%i"], timeout=120)
+            if out is not None:
+                self._queue, self._queue_at = set(out.split()), now
+        if self._queue is None or self._queue_at <= self._submitted_at:
             return False
-        if time.time() - self._squeue_at > 30:
-            out = shell.output(["squeue", "-h", "-o", "%i"], timeout=60)
-            if out is None:
-                return False
-            self._queued, self._squeue_at = set(out.split()), time.time()
-        array = array_id(job.job_id)  # a pending array shows as 123_[4-9%2]
-        return job.job_id not in self._queued and not any(q.startswith(array + "_[") for q in self._queued)
+        return str(job.job_id) not in self._queue and array_id(job.job_id) not in self._queue
 
     def lost_reason(self, job) -> str:
-        state = job.state
-        if state.upper() == "UNKNOWN":  # submitit's cached state may predate the end: ask sacct once more
-            try:
-                state = job.get_info(mode="force").get("State") or state
-            except Exception:  # noqa: BLE001  no accounting: said below
-                pass
-        if state.upper() != "UNKNOWN":
+        state = self._final_state(str(job.job_id))
+        if state and state not in SLURM_ALIVE and state != "UNKNOWN":
             return f"job {job.job_id} {state}"
         out = shell.output(["sacct", "-n", "-P", "-X", "-j", str(job.job_id), "-o", "JobID"], timeout=60)
         if out is not None and not out.strip():
@@ -189,3 +247,17 @@ class SlurmArrays:
             # which only scancel does (SLURM keeps no record of a pending array task cancelled alone).
             return f"job {job.job_id} CANCELLED before it started (removed from the pending array)"
         return f"job {job.job_id} left the queue without a result (state unknown: is SLURM accounting on?)"
+
+    def _final_state(self, job_id: str) -> str | None:
+        """The task's state in sacct, asked about every array of the sweep at once: when a whole
+        array is cancelled, one call names the end of all its tasks."""
+        if self._sacct.get(job_id) in (None, *SLURM_ALIVE) and time.time() - self._sacct_at > 2:
+            self._sacct, self._sacct_at = slurm_states([*self.array_ids, job_id]), time.time()
+        return self._sacct.get(job_id)
+
+
+def _sbatch_reason(error: Exception) -> str:
+    """The line of sbatch's output that says why (`sbatch: error: ...`), else the last one."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    said = [line for line in lines if "error" in line.lower() and "sbatch" in line.lower()]
+    return (said or lines or [type(error).__name__])[-1][:300]

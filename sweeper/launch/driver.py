@@ -36,15 +36,15 @@ from typing import Any
 from omegaconf import DictConfig
 
 from .. import shell
-from ..ledger import array_id, now_iso
+from ..ledger import now_iso
 from ..records import Status
 from ..runs import Decision
-from .backends import LocalQueue, SlurmArrays
+from .backends import LocalQueue, SlurmArrays, SubmitError, auto_chunk, max_array_size
 from .grid import GridComposer
 from .job import PointsJob
 from .monitor import Running, log_jobs, save_launch, watch
 from .options import OptionError, check_options
-from .planner import Point, chunked, plan, plan_message, summarize
+from .planner import Point, chunked, iter_plan, median_point_seconds, plan_message, summarize
 
 
 def launch(
@@ -67,60 +67,57 @@ def launch(
     except OptionError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    # a pack trains inside one job: K points per job at least
-    chunk = max(int(sweep_cfg.chunk or 1), int(sweep_cfg.pack or 1))
     sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    backend = None
+    if not sweep_cfg.dry_run:
+        backend = (SlurmArrays if kind == "slurm" else LocalQueue)(sweep_dir / ".submitit" / "%j", params)
+    chunk = job_size(kind, params, sweep_cfg, len(job_overrides))
+    if isinstance(backend, SlurmArrays):
+        backend.expect_jobs(-(-len(job_overrides) // chunk))
+    entry = new_launch(kind, sweep_cfg, str(sweep_dir), chunk)
+    state = Singleton.get_state()
 
-    points = plan_points(hydra_context, config, job_overrides, initial_job_idx)
+    def make_job(pts: list[Point]) -> PointsJob:
+        return PointsJob(hydra_context, task_function, config, pts, state)
+
+    stream = Stream(backend, make_job, chunk, entry) if kind == "slurm" and backend is not None else None
+    points = plan_points(hydra_context, config, job_overrides, initial_job_idx, stream)
     to_run = [p for p in points if p.runs]
-    results_dirs = sorted({p.results_dir for p in points if p.results_dir is not None})
-    results_dirs = results_dirs or [Path(str(sweep_cfg.results_dir)).absolute()]
-    results_dir = results_dirs[0]
-    launch_entry = new_launch(points, kind, sweep_cfg, str(sweep_dir))
-    launch_entry["results_dirs"] = [str(d) for d in results_dirs]
+    entry.update(launch_points(points))
+    entry["results_dirs"] = sorted({*entry["results_dirs"], *(str(p.results_dir) for p in points if p.results_dir)})
+    entry["results_dirs"] = entry["results_dirs"] or [str(Path(str(sweep_cfg.results_dir)).absolute())]
+    results_dir = Path(entry["results_dirs"][0])
     print(f"sweep {results_dir}: {plan_message(summarize(points))}", flush=True)
 
     finals: dict[int, str] = {p.idx: ("skipped" if not p.runs else "submitted") for p in points}
-    if sweep_cfg.dry_run:
+    if backend is None:
         print(dry_run_message(kind, params, to_run, chunk), flush=True)
-        for p in to_run:
-            finals[p.idx] = "planned"
-    elif not to_run:
-        save_launch(launch_entry, update=False)
+        finals.update({p.idx: "planned" for p in to_run})
+    elif stream is not None:
+        stream.finish()
+        finals.update({p.idx: "not submitted" for p in stream.unsubmitted})
+        if sweep_cfg.detach:
+            ids = " ".join(backend.array_ids) or "(none)"
+            print(f"detached: SLURM job(s) {ids}; follow with: python -m sweeper.status {results_dir}", flush=True)
+        elif stream.runs:
+            finals.update(_watch(backend, stream.runs, [], make_job, entry, results_dir, params))
     else:
-        backend = (SlurmArrays if kind == "slurm" else LocalQueue)(sweep_dir / ".submitit" / "%j", params)
-        save_launch(launch_entry, update=False)  # after the backend: a launch that cannot submit leaves no entry
-        print(backend.describe() + f"; {len(to_run)} point(s) in jobs of {chunk}", flush=True)
-        state = Singleton.get_state()
-
-        def make_job(pts: list[Point]) -> PointsJob:
-            return PointsJob(hydra_context, task_function, config, pts, state)
-
+        save_launch(entry, update=False)
         jobs = chunked(to_run, chunk)
-        if sweep_cfg.detach and kind == "slurm":
-            submitted = backend.submit_all([make_job(pts) for pts in jobs])
-            log_jobs(launch_entry, [Running(j, pts) for j, pts in zip(submitted, jobs)])
-            ids = sorted({array_id(j.job_id) for j in submitted})
-            print(
-                f"detached: SLURM job(s) {' '.join(ids)}; follow with: python -m sweeper.status {results_dir}",
-                flush=True,
-            )
-        elif sweep_cfg.detach:
-            _detach_local(backend, jobs, make_job, launch_entry, results_dir, len(to_run), params, sweep_dir)
-        else:
-            t0 = time.time()
-            launch_entry["monitor"] = {"pid": os.getpid(), "host": socket.gethostname(), "log": None}
-            monitor = watch(backend, jobs, make_job, launch_entry, results_dir, len(to_run), float(params.poll_s))
-            failed = {q.idx for q, _ in monitor.failed}
-            for p in to_run:
-                finals[p.idx] = str(Status.FAILED if p.idx in failed else Status.OK)
-            print(
-                f"sweep done in {time.time() - t0:.0f}s: {monitor.ok} ok, {len(monitor.failed)} failed"
-                + (" (sweeper.retry_failed=true re-runs them)" if monitor.failed else "")
-                + f"; python -m sweeper.collect {results_dir}",
-                flush=True,
-            )
+        if jobs:
+            print(backend.describe() + f"; {len(to_run)} point(s) in jobs of {chunk}", flush=True)
+        if jobs and sweep_cfg.detach:
+            _detach_local(backend, jobs, make_job, entry, results_dir, len(to_run), params, sweep_dir)
+        elif jobs:
+            finals.update(_watch(backend, [], jobs, make_job, entry, results_dir, params))
+    if stream is not None and stream.unsubmitted:
+        print(
+            f"{len(stream.unsubmitted)} point(s) not submitted (sbatch refused: {stream.error}); "
+            "run the same command again to submit them",
+            file=sys.stderr,
+            flush=True,
+        )
 
     returns = []
     for p in points:
@@ -130,15 +127,106 @@ def launch(
     return returns
 
 
-def plan_points(hydra_context, config: DictConfig, job_overrides: Sequence[Sequence[str]], first_idx: int) -> list:
-    """Every point of the batch composed (sweeper.launch.grid) and decided (planner), with a progress bar."""
+def _watch(backend, active, queue, make_job, entry, results_dir: Path, params) -> dict[int, str]:
+    """Follow the jobs to the end (submitting the local queue's as slots free); each point's final word."""
+    t0 = time.time()
+    entry["monitor"] = {"pid": os.getpid(), "host": socket.gethostname(), "log": None}
+    points = [p for run in active for p in run.points] + [p for job in queue for p in job]
+    monitor = watch(backend, active, queue, make_job, entry, results_dir, len(points), float(params.poll_s))
+    failed = {q.idx for q, _ in monitor.failed}
+    print(
+        f"sweep done in {time.time() - t0:.0f}s: {monitor.ok} ok, {len(monitor.failed)} failed"
+        + (" (sweeper.retry_failed=true re-runs them)" if monitor.failed else "")
+        + f"; python -m sweeper.collect {results_dir}",
+        flush=True,
+    )
+    return {p.idx: str(Status.FAILED if p.idx in failed else Status.OK) for p in points}
+
+
+class Stream:
+    """SLURM: submit each array the moment the planner has filled it, and record it in jobs.jsonl as
+    soon as sbatch returns. After a refused sbatch nothing more is submitted (a submit limit would
+    refuse the rest too); what was submitted is still watched, the rest waits for a relaunch."""
+
+    def __init__(self, backend: SlurmArrays, make_job, chunk: int, entry: dict):
+        self.backend, self.make_job, self.chunk, self.entry = backend, make_job, chunk, entry
+        self.buffer: list[Point] = []
+        self.runs: list[Running] = []
+        self.unsubmitted: list[Point] = []
+        self.error: str | None = None
+        self._logged = False
+
+    def add(self, point: Point) -> None:
+        if point.results_dir is not None and str(point.results_dir) not in self.entry["results_dirs"]:
+            self.entry["results_dirs"].append(str(point.results_dir))
+        if point.runs:
+            self.buffer.append(point)
+            if len(self.buffer) >= self.chunk * self.backend.array_size:
+                self._submit()
+
+    def finish(self) -> None:
+        """Submit the last array; then the launch entry gets every point's decision (sweep.json)."""
+        self._submit()
+        save_launch(self.entry, update=self._logged)
+        if self.runs:
+            print(
+                f"{self.backend.describe()}; {sum(len(r.points) for r in self.runs)} point(s) in "
+                f"{len(self.runs)} job(s) of {self.chunk}, {len(self.backend.array_ids)} array(s)",
+                flush=True,
+            )
+
+    def _submit(self) -> None:
+        points, self.buffer = self.buffer, []
+        if not points or self.error is not None:
+            self.unsubmitted += points
+            return
+        if not self._logged:  # the launch is on record before its first array
+            save_launch(self.entry, update=False)
+            self._logged = True
+        jobs = chunked(points, self.chunk)
+        try:
+            submitted = self.backend.submit_array([self.make_job(pts) for pts in jobs])
+        except SubmitError as error:
+            self.error = str(error)
+            self.unsubmitted += points
+            n = len(self.backend.array_ids)
+            print(f"error: sbatch refused array {n + 1} ({len(points)} point(s)): {error}", file=sys.stderr, flush=True)
+            return
+        runs = [Running(job, pts) for job, pts in zip(submitted, jobs)]
+        log_jobs(self.entry, runs)
+        self.runs += runs
+
+
+def job_size(kind: str, params: Any, sweep_cfg: Any, grid_points: int) -> int:
+    """Points per job: sweeper.chunk, or the backend's rule for chunk=auto; a pack trains inside one
+    job, so sweeper.pack points per job at least."""
+    chunk = sweep_cfg.chunk
+    if chunk == "auto":
+        seconds = median_point_seconds(Path(str(sweep_cfg.results_dir)).absolute())
+        chunk = auto_chunk(kind, params, grid_points, seconds)
+    return max(int(chunk or 1), int(sweep_cfg.pack or 1))
+
+
+def plan_points(
+    hydra_context,
+    config: DictConfig,
+    job_overrides: Sequence[Sequence[str]],
+    first_idx: int,
+    stream: Stream | None = None,
+) -> list:
+    """Every point of the batch composed (sweeper.launch.grid) and decided (planner), with a progress
+    bar; each point goes to `stream` as soon as it is decided."""
     t0 = time.perf_counter()
     composer = GridComposer(hydra_context.config_loader, config)
     items = (
         (idx, list(overrides), composer.compose(list(overrides)))
         for idx, overrides in enumerate(job_overrides, start=first_idx)
     )
-    points = plan(progress(items, len(job_overrides), "planning"), bool(config.sweeper.retry_failed))
+    points = []
+    for point in iter_plan(progress(items, len(job_overrides), "planning"), bool(config.sweeper.retry_failed)):
+        points.append(point)
+        if stream is not None:
+            stream.add(point)
     seconds = time.perf_counter() - t0
     print(
         f"planned {len(points)} point(s) in {seconds:.1f}s ({1e3 * seconds / max(1, len(points)):.2f} ms a point; "
@@ -152,8 +240,6 @@ def dry_run_message(kind: str, params: Any, to_run: Sequence[Point], chunk: int)
     """sweeper.dry_run=true: what the launch would submit."""
     jobs = len(chunked(to_run, chunk))
     if kind == "slurm":
-        from .backends import max_array_size
-
         size = max_array_size(params.max_array_size)
         where = f"in {-(-jobs // size)} SLURM array(s) of at most {size} task(s)" if jobs else "(no array)"
     else:
@@ -232,8 +318,8 @@ def git_state(cwd: Path | str | None = None) -> dict[str, Any]:
     return {"git_sha": git("rev-parse", "HEAD"), "git_dirty": bool(dirty) if dirty is not None else None}
 
 
-def new_launch(points: Sequence[Point], launcher: str, sweep_cfg: Any, hydra_sweep_dir: str) -> dict[str, Any]:
-    """The launch entry: who launched what, from which commit, and each point's decision."""
+def new_launch(launcher: str, sweep_cfg: Any, hydra_sweep_dir: str, chunk: int) -> dict[str, Any]:
+    """The launch entry: who launched what, from which commit; launch_points() adds the decisions."""
     return {
         "started_at": now_iso(),
         "command": command_line(),
@@ -243,15 +329,24 @@ def new_launch(points: Sequence[Point], launcher: str, sweep_cfg: Any, hydra_swe
         **git_state(),
         "launcher": launcher,
         "hydra_sweep_dir": str(Path(hydra_sweep_dir).absolute()),
-        "chunk": int(sweep_cfg.chunk or 1),
+        "chunk": chunk,
         "detach": bool(sweep_cfg.detach),
         "retry_failed": bool(sweep_cfg.retry_failed),
+        "counts": {},
+        "points": {},
+        "results_dirs": [],
+        "jobs": [],  # [{"job_id": ..., "run_ids": [...]}], filled as jobs are submitted
+        "monitor": None,  # local queue: {"pid", "host", "log"} of the process running it
+    }
+
+
+def launch_points(points: Sequence[Point]) -> dict[str, Any]:
+    """The decisions: counts, and one entry per run folder (a duplicate is its first point's folder)."""
+    return {
         "counts": summarize(points),
-        "points": {  # one entry per run folder (a duplicate point is its first point's folder)
+        "points": {
             p.run_id: {"overrides": p.label, "decision": str(p.decision)}
             for p in points
             if p.run_id and p.decision != Decision.DUPLICATE
         },
-        "jobs": [],  # [{"job_id": ..., "run_ids": [...]}], filled as jobs are submitted
-        "monitor": None,  # local queue: {"pid", "host", "log"} of the process running it
     }

@@ -101,6 +101,7 @@ class Monitor:
 
 def watch(
     backend,
+    active: list[Running],
     jobs: list[list[Point]],
     make_fn: Callable[[list[Point]], Any],
     launch: dict,
@@ -108,14 +109,11 @@ def watch(
     total: int,
     poll_s: float,
 ) -> Monitor:
-    """Submit (all at once, or as slots free up) and follow the jobs to the end."""
+    """Follow the submitted jobs (`active`) to the end, submitting the local queue's `jobs` as slots
+    free up. Records are read while a local job runs (a handful at a time), but on SLURM only once
+    the scheduler says a job ended: no stat of 100,000 run folders every poll."""
     monitor = Monitor(total=total, backend=backend)
-    queue, active = list(jobs), []
-    if backend.capacity is None:
-        submitted = backend.submit_all([make_fn(points) for points in queue])
-        active = [Running(job, points) for job, points in zip(submitted, queue)]
-        queue = []
-        log_jobs(launch, active)
+    queue, active = list(jobs), list(active)
     free = [] if backend.capacity is None else list(backend.slots)
     try:
         while queue or active:
@@ -128,7 +126,8 @@ def watch(
                 active += started
                 log_jobs(launch, started)
             for run in list(active):
-                monitor.check_records(run.points)
+                if backend.kind == "local":
+                    monitor.check_records(run.points)
                 if monitor.settle(run):
                     active.remove(run)
                     if run.slot is not None:

@@ -42,8 +42,11 @@ def check_options(kind: str, params: Any, sweep: Any) -> None:
         raise OptionError(f"hydra.launcher.max_num_timeout must be >= 0, got {params.max_num_timeout!r}")
     for key in ("chunk", "pack"):
         value = sweep.get(key)
+        if key == "chunk" and value == "auto":
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise OptionError(f"sweeper.{key} must be a positive integer, got {value!r}")
+            also = " or auto" if key == "chunk" else ""
+            raise OptionError(f"sweeper.{key} must be a positive integer{also}, got {value!r}")
     if kind == "slurm":
         texts = {k: params.get(k) for k in SBATCH_TEXT}
         texts.update({f"additional_parameters.{k}": v for k, v in (params.get("additional_parameters") or {}).items()})

@@ -9,13 +9,15 @@ The skip rule itself lives in sweeper.runs (the worker applies the same one).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+import statistics
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..ledger import now_iso
-from ..records import Status, record_signature, write_record_once
+from ..records import Status, read_existing, record_signature, write_record_once
 from ..runs import LOST_ERROR, Decision, base_record, decide, run_dir_of
 
 
@@ -45,7 +47,12 @@ class Point:
 
 def plan(items: Iterable[tuple[int, list[str], Any]], retry_failed: bool) -> list[Point]:
     """items: (job number, overrides, PointConfig); returns one decided Point per item."""
-    points, seen = [], set()
+    return list(iter_plan(items, retry_failed))
+
+
+def iter_plan(items: Iterable[tuple[int, list[str], Any]], retry_failed: bool) -> Iterator[Point]:
+    """plan() one point at a time: the launcher submits the first array while later points are planned."""
+    seen = set()
     for idx, overrides, composed in items:
         point = Point(idx, list(overrides), config=composed.config, choices=composed.choices)
         try:
@@ -59,8 +66,24 @@ def plan(items: Iterable[tuple[int, list[str], Any]], retry_failed: bool) -> lis
             if point.run_id in seen:  # one folder, one writer: the first of the identical points runs
                 point.decision = Decision.DUPLICATE
             seen.add(point.run_id)
-        points.append(point)
-    return points
+        yield point
+
+
+def median_point_seconds(results_dir: Path, sample: int = 200) -> float | None:
+    """How long a point of this folder took (median wall seconds of up to `sample` ok records), or
+    None before any; sweeper.chunk=auto sizes jobs with it."""
+    seconds = []
+    try:
+        folders = [e.path for _, e in zip(range(sample), os.scandir(Path(results_dir) / "runs"))]
+    except OSError:
+        return None
+    for folder in folders:
+        record = read_existing(Path(folder))
+        if record is None:
+            continue
+        if record.get("status") == Status.OK and isinstance(record.get("wall_seconds"), (int, float)):
+            seconds.append(float(record["wall_seconds"]))
+    return statistics.median(seconds) if seconds else None
 
 
 def summarize(points: Sequence[Point]) -> dict[str, int]:
