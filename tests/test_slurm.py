@@ -3,6 +3,7 @@ resumes from the checkpoint, a cancelled task is reported failed in bounded time
 
 Without a cluster these tests skip, except under CI (env CI set), where they fail."""
 
+import json
 import os
 import signal
 import subprocess
@@ -188,7 +189,7 @@ def test_cancelled_task_is_reported_failed_in_bounded_time(disrupted):
 def test_pending_array_task_cancelled_alone_is_named_cancelled():
     """SLURM keeps no record of a pending array task cancelled on its own: not in squeue, scontrol
     or sacct. The launcher must still say what happened, not 'state unknown'."""
-    from sweeper.launch.backends import SlurmArrays
+    from sweeper.launch.backends import unaccounted_reason
 
     array = subprocess.run(
         [
@@ -211,15 +212,98 @@ def test_pending_array_task_cancelled_alone_is_named_cancelled():
     try:
         subprocess.run(["scancel", f"{array}_1"], check=True, timeout=30)
 
-        class Lost:  # what submitit knows of such a task: nothing
-            job_id, state = f"{array}_1", "UNKNOWN"
-
-            def get_info(self, mode):
-                return {}
-
         assert (
-            SlurmArrays.lost_reason(None, Lost())
+            unaccounted_reason(f"{array}_1")
             == f"job {array}_1 CANCELLED before it started (removed from the pending array)"
         )
     finally:
         subprocess.run(["scancel", array], timeout=30)
+
+
+FIVE = "dataset=fortune_computers_vs_rest,fortune_art_vs_rest,fortune_law_vs_rest,fortune_food_vs_rest,fortune_drugs_vs_rest"
+
+
+def test_arrays_split_at_max_array_size_run_under_one_sweep_wide_cap(tmp_path):
+    """5 points, 2 tasks per array, at most 2 tasks of the sweep at once: arrays 1 and 2 run, array 3
+    waits for array 1 (lanes); every array completes and every point is recorded once."""
+    from sweeper.launch.backends import max_array_size
+
+    assert max_array_size() == 1001  # the cluster's own (scripts/slurm-local.sh), read from scontrol
+    cmd = sweep_cmd(tmp_path, FIVE, "method.r=2", "train.max_steps=5", "hydra.launcher.max_array_size=2")
+    proc = subprocess.run(
+        [*cmd, "hydra.launcher.array_parallelism=2"], capture_output=True, text=True, timeout=420, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    recs = records(tmp_path)
+    assert len(recs) == 5 and all(r["status"] == "ok" for r in recs.values()), [r.get("error") for r in recs.values()]
+    jobs = jobs_of(tmp_path)  # dataset -> task id
+    arrays = sorted({j.split("_")[0] for j in jobs.values()}, key=int)
+    assert len(arrays) == 3 and "3 array(s)" in proc.stdout
+    in_array = {a: [d for d, j in jobs.items() if j.split("_")[0] == a] for a in arrays}
+    assert [len(in_array[a]) for a in arrays] == [2, 2, 1]
+    first_done = max(recs[d]["finished_at"] for d in in_array[arrays[0]])
+    assert all(recs[d]["started_at"] >= first_done for d in in_array[arrays[2]]), "array 3 ran beside array 1"
+
+
+def test_a_refused_sbatch_is_one_line_and_the_submitted_array_is_watched(tmp_path):
+    """sbatch refuses the second array (a QOS submit limit, made here by a wrapper on PATH): the
+    first array is still watched to its record, the rest is left for a relaunch, which submits it."""
+    import shutil
+
+    real = shutil.which("sbatch")
+    wrapper = tmp_path / "bin" / "sbatch"
+    wrapper.parent.mkdir()
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'n=$(cat "{tmp_path}/calls" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > "{tmp_path}/calls"\n'
+        'if [ "$n" -ge 2 ]; then\n'
+        "  echo 'sbatch: error: QOSMaxSubmitJobPerUserLimit' >&2\n"
+        "  echo 'sbatch: error: Batch job submission failed: Job violates accounting/QOS policy' >&2\n"
+        "  exit 1\n"
+        "fi\n"
+        f'exec {real} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    cmd = sweep_cmd(tmp_path, THREE, "method.r=2", "train.max_steps=5", "hydra.launcher.max_array_size=1")
+    env = {**os.environ, "PATH": f"{wrapper.parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=420, cwd=REPO, env=env)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if "sbatch" in line]
+    assert errors[0] == (
+        "error: sbatch refused array 2 (1 point(s)): "
+        "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy"
+    ), proc.stderr[-2000:]
+    assert "2 point(s) not submitted" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(errors) == 2  # the refusal, then what was left unsubmitted
+    recs = records(tmp_path)
+    assert [r["status"] for r in recs.values()] == ["ok"], "the submitted array was not watched to its record"
+    assert len(jobs_of(tmp_path)) == 1  # the ledger holds what was submitted, and only that
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=420, cwd=REPO)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    assert "skipping 1 already ok" in again.stdout
+    assert sorted(r["status"] for r in records(tmp_path).values()) == ["ok"] * 3
+
+
+def test_a_relaunch_during_a_detached_sweep_trains_each_point_once(tmp_path):
+    """Both launches submit all three points (no record exists yet when the second plans); the run
+    folder's lock lets exactly one task train each, the other finds it busy or already done."""
+    cmd = sweep_cmd(tmp_path, THREE, "method.r=2", "train.max_steps=300", "train.log_every=1", "sweeper.detach=true")
+    for _ in range(2):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    launches = read_sweep(tmp_path / "results")["launches"]
+    assert [launch["counts"]["to_run"] for launch in launches] == [3, 3]
+    arrays = {job["job_id"].split("_")[0] for launch in launches for job in launch["jobs"]}
+    assert len(arrays) == 2
+
+    def all_left_the_queue():
+        out = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=30)
+        return out.returncode == 0 and not {j.split("_")[0] for j in out.stdout.split()} & arrays
+
+    wait_for(all_left_the_queue, 400, "both launches' arrays to finish")
+    runs = sorted((tmp_path / "results" / "runs").iterdir())
+    assert len(runs) == 3
+    for run in runs:
+        assert read_record(run / "record.json")["status"] == "ok"
+        steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert steps == sorted(set(steps)) and steps[-1] == 300, f"{run.name} trained twice: {steps[:20]}"

@@ -4,7 +4,9 @@ sweeper.launch.driver plans the points, builds the jobs and watches them through
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import io
 import math
 import os
 import time
@@ -215,7 +217,8 @@ class SlurmArrays:
             array_parallelism=self.shares[lane], dependency=f"afterany:{after}" if after else None
         )
         try:
-            jobs = self.executor.submit_array(list(fns))
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr: said once, below
+                jobs = self.executor.submit_array(list(fns))
         except Exception as error:  # noqa: BLE001  submitit's FailedJobError carries sbatch's stderr
             raise SubmitError(_sbatch_reason(error)) from None
         if jobs:
@@ -241,12 +244,7 @@ class SlurmArrays:
         state = self._final_state(str(job.job_id))
         if state and state not in SLURM_ALIVE and state != "UNKNOWN":
             return f"job {job.job_id} {state}"
-        out = shell.output(["sacct", "-n", "-P", "-X", "-j", str(job.job_id), "-o", "JobID"], timeout=60)
-        if out is not None and not out.strip():
-            # Accounting works but never saw this task: it left the pending array without starting,
-            # which only scancel does (SLURM keeps no record of a pending array task cancelled alone).
-            return f"job {job.job_id} CANCELLED before it started (removed from the pending array)"
-        return f"job {job.job_id} left the queue without a result (state unknown: is SLURM accounting on?)"
+        return unaccounted_reason(str(job.job_id))
 
     def _final_state(self, job_id: str) -> str | None:
         """The task's state in sacct, asked about every array of the sweep at once: when a whole
@@ -254,6 +252,16 @@ class SlurmArrays:
         if self._sacct.get(job_id) in (None, *SLURM_ALIVE) and time.time() - self._sacct_at > 2:
             self._sacct, self._sacct_at = slurm_states([*self.array_ids, job_id]), time.time()
         return self._sacct.get(job_id)
+
+
+def unaccounted_reason(job_id: str) -> str:
+    """Why a task left the queue that sacct names no end for."""
+    out = shell.output(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "JobID"], timeout=60)
+    if out is not None and not out.strip():
+        # Accounting works but never saw this task: it left the pending array without starting,
+        # which only scancel does (SLURM keeps no record of a pending array task cancelled alone).
+        return f"job {job_id} CANCELLED before it started (removed from the pending array)"
+    return f"job {job_id} left the queue without a result (state unknown: is SLURM accounting on?)"
 
 
 def _sbatch_reason(error: Exception) -> str:

@@ -118,6 +118,7 @@ def launch(
             file=sys.stderr,
             flush=True,
         )
+        raise SystemExit(1)
 
     returns = []
     for p in points:
