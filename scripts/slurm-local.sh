@@ -236,6 +236,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=$DEF_MEM
 MaxArraySize=1001
+# Pending array tasks count against MaxJobCount (default 10000): a 10,000-point grid would not fit.
+MaxJobCount=200000
 SlurmctldTimeout=30
 SlurmdTimeout=30
 InactiveLimit=0

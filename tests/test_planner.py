@@ -97,6 +97,37 @@ def test_grid_composes_like_hydra(cli):
             assert OmegaConf.to_container(built.hydra, resolve=False) == with_num
 
 
+def test_options_of_a_plain_group_are_read_not_composed():
+    """12 datasets: Hydra composes the base, one dataset beside the default (the check), each model
+    and method; the other datasets are read from their files, and equal Hydra's composition."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        loader, master, points = expand(["dataset=glob(wordnet_*)", "model=lstm", "method.r=2,4"])
+        composer = GridComposer(loader, master)
+        mine = [composer.compose(list(p)) for p in points]
+        datasets = {o for p in points for o in p if o.startswith("dataset=")}
+        assert len(datasets) >= 12 and composer.fallbacks == 0
+        assert composer.compositions <= 4
+        for overrides, got in list(zip(points, mine))[::5]:
+            assert got.config == hydra_task(loader, master, overrides)[1], overrides
+
+
+def test_a_group_the_primary_config_writes_into_is_composed_option_by_option(tmp_path):
+    """config.yaml sets dataset.size after its defaults (_self_ last): an option's file is then not
+    its section, the check sees it on the default, and every option goes through Hydra."""
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "config.yaml").write_text("defaults:\n  - dataset: a\n  - _self_\ndataset:\n  size: 1\n")
+    for name, size in (("a", 5), ("b", 7), ("c", 9)):
+        (tmp_path / "dataset" / f"{name}.yaml").write_text(f"name: {name}\nsize: {size}\n")
+    with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", [], RunMode.MULTIRUN)
+        HydraConfig.instance().set_config(master)
+        composer = GridComposer(loader, master)
+        got = [composer.compose([f"dataset={name}"]).config["dataset"] for name in "abc"]
+    assert got == [{"name": "a", "size": 1}, {"name": "b", "size": 1}, {"name": "c", "size": 1}]
+    assert composer.compositions == 4  # the base, then a, b and c each
+
+
 def test_points_hydra_alone_can_compose_fall_back_exactly():
     """A group option that reaches outside its section, or overlapping keys: Hydra composes the point."""
     cli = ["model=tiny_llama", "method.r=2,4", "+method.extra={a: 1}", "method.extra.a=2,3", "train.seed=0"]

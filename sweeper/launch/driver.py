@@ -41,7 +41,7 @@ from ..records import Status
 from ..runs import Decision
 from .backends import LocalQueue, SlurmArrays, SubmitError, auto_chunk, max_array_size
 from .grid import GridComposer
-from .job import PointsJob
+from .job import JobContext, PointsJob
 from .monitor import Running, log_jobs, save_launch, watch
 from .options import OptionError, check_options
 from .planner import Point, chunked, iter_plan, median_point_seconds, plan_message, summarize
@@ -57,7 +57,6 @@ def launch(
     initial_job_idx: int,
 ) -> list:
     """Plan, submit and (unless sweeper.detach) watch one batch of Hydra jobs; one JobReturn per job."""
-    from hydra.core.singleton import Singleton
     from hydra.core.utils import JobReturn, JobStatus, setup_globals
 
     setup_globals()
@@ -76,10 +75,10 @@ def launch(
     if isinstance(backend, SlurmArrays):
         backend.expect_jobs(-(-len(job_overrides) // chunk))
     entry = new_launch(kind, sweep_cfg, str(sweep_dir), chunk)
-    state = Singleton.get_state()
+    context = None if backend is None else JobContext.save(sweep_dir, hydra_context, task_function, config)
 
     def make_job(pts: list[Point]) -> PointsJob:
-        return PointsJob(hydra_context, task_function, config, pts, state)
+        return PointsJob(context, pts)
 
     stream = Stream(backend, make_job, chunk, entry) if kind == "slurm" and backend is not None else None
     points = plan_points(hydra_context, config, job_overrides, initial_job_idx, stream)
@@ -144,6 +143,9 @@ def _watch(backend, active, queue, make_job, entry, results_dir: Path, params) -
     return {p.idx: str(Status.FAILED if p.idx in failed else Status.OK) for p in points}
 
 
+FLUSH_S = 10.0  # a partly filled array is submitted once planning has run this long since the last one
+
+
 class Stream:
     """SLURM: submit each array the moment the planner has filled it, and record it in jobs.jsonl as
     soon as sbatch returns. After a refused sbatch nothing more is submitted (a submit limit would
@@ -156,13 +158,15 @@ class Stream:
         self.unsubmitted: list[Point] = []
         self.error: str | None = None
         self._logged = False
+        self._last = time.monotonic()
 
     def add(self, point: Point) -> None:
         if point.results_dir is not None and str(point.results_dir) not in self.entry["results_dirs"]:
             self.entry["results_dirs"].append(str(point.results_dir))
         if point.runs:
             self.buffer.append(point)
-            if len(self.buffer) >= self.chunk * self.backend.array_size:
+            full = len(self.buffer) >= self.chunk * self.backend.array_size
+            if full or time.monotonic() - self._last > FLUSH_S:  # slow planning (fallbacks): start anyway
                 self._submit()
 
     def finish(self) -> None:
@@ -196,6 +200,7 @@ class Stream:
         runs = [Running(job, pts) for job, pts in zip(submitted, jobs)]
         log_jobs(self.entry, runs)
         self.runs += runs
+        self._last = time.monotonic()
 
 
 def job_size(kind: str, params: Any, sweep_cfg: Any, grid_points: int) -> int:
@@ -287,7 +292,7 @@ def _detach_local(
         save_launch(launch_entry)
         os.write(ready_w, b"1")
         os.close(ready_w)
-        monitor = watch(backend, jobs, make_job, launch_entry, results_dir, total, float(params.poll_s))
+        monitor = watch(backend, [], jobs, make_job, launch_entry, results_dir, total, float(params.poll_s))
         print(f"sweep done: {monitor.ok} ok, {len(monitor.failed)} failed", flush=True)
     except BaseException:  # noqa: BLE001
         import traceback

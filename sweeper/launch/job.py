@@ -9,10 +9,14 @@ also checkpoints, then training goes on until SLURM kills the job.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import submitit
 from omegaconf import open_dict, read_write
 
@@ -63,6 +67,37 @@ def current_job_id() -> str | None:
 
 
 # ---------------------------------------------------------------- the job
+class JobContext:
+    """What every job of a launch shares (Hydra's context and singletons, the task function, the
+    sweep's config), pickled once per launch into the sweep folder: a job's own pickle then holds
+    only its points, and 10,000 jobs are not 10,000 pickles of the whole config."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._loaded: dict[str, Any] | None = None
+
+    @classmethod
+    def save(cls, sweep_dir: Path, hydra_context, task_function, config) -> JobContext:
+        from hydra.core.singleton import Singleton
+
+        path = Path(sweep_dir) / ".submitit" / f"context-{os.getpid()}-{time.time_ns()}.pkl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shared = {"hydra_context": hydra_context, "task_function": task_function, "config": config}
+        payload = cloudpickle.dumps({**shared, "singleton_state": Singleton.get_state()})
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(payload)
+        os.replace(tmp, path)
+        return cls(path)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "_loaded": None}  # jobs pickle the path, never the content
+
+    def __getitem__(self, key: str) -> Any:
+        if self._loaded is None:
+            self._loaded = pickle.loads(self.path.read_bytes())
+        return self._loaded[key]
+
+
 class PointsJob(submitit.helpers.Checkpointable):
     """One submitit job: a few grid points, run one after the other in this process.
 
@@ -70,15 +105,18 @@ class PointsJob(submitit.helpers.Checkpointable):
     lives on disk (records of finished points are skipped, the current point resumes from its
     checkpoint)."""
 
-    def __init__(self, hydra_context, task_function, config, points: Sequence[Point], singleton_state):
-        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
-        self.points, self.singleton_state = list(points), singleton_state
+    def __init__(self, context: JobContext, points: Sequence[Point]):
+        self.context, self.points = context, list(points)
+
+    @property
+    def config(self):
+        return self.context["config"]
 
     def __call__(self) -> list[dict[str, Any]]:
         from hydra.core.singleton import Singleton
         from hydra.core.utils import setup_globals
 
-        Singleton.set_state(self.singleton_state)
+        Singleton.set_state(self.context["singleton_state"])
         setup_globals()
         requeue = _install_stop_handlers()
         job_id = current_job_id()
@@ -131,8 +169,8 @@ class PointsJob(submitit.helpers.Checkpointable):
         config = with_run_id(self._full_config(point, job_id or f"job{point.idx}"), point)
         while True:
             ret = run_job(
-                hydra_context=self.hydra_context,
-                task_function=self.task_function,
+                hydra_context=self.context["hydra_context"],
+                task_function=self.context["task_function"],
                 config=config,
                 job_dir_key="hydra.sweep.dir",
                 job_subdir_key="hydra.sweep.subdir",
