@@ -155,7 +155,7 @@ def test_array_parallelism_caps_the_whole_sweep_across_arrays(tmp_path, monkeypa
             self.job_id = f"{array}_0"
 
     backend = slurm_backend(tmp_path, array_parallelism=3)
-    backend.expect_jobs(18)  # 18 jobs / 4 per array = 5 arrays
+    backend.expect_jobs(18)  # 18 jobs / 4 per array = 5 arrays (+ an early one): 3 lanes
     sbatch = []
 
     def submit_array(fns):
@@ -176,10 +176,29 @@ def test_array_parallelism_caps_the_whole_sweep_across_arrays(tmp_path, monkeypa
     assert backend.array_ids == ["101", "102", "103", "104", "105"]
 
 
-def test_array_parallelism_is_shared_out_when_arrays_are_few(tmp_path):
+def test_array_parallelism_is_shared_out_again_over_the_lanes_in_use(tmp_path, monkeypatch):
+    """Planned for 3 arrays (2 + an early one) under a cap of 10; only 2 were needed: once the last
+    is submitted, each gets 5 (scontrol update ArrayTaskThrottle)."""
+    from sweeper.launch import backends
+
+    class Job:
+        def __init__(self, array):
+            self.job_id = f"{array}_0"
+
     backend = slurm_backend(tmp_path, array_parallelism=10)
-    backend.expect_jobs(6)  # 2 arrays of at most 4
-    assert backend.shares == [5, 5] and backend.lanes == [None, None]
+    backend.expect_jobs(6)
+    assert backend.shares == [4, 3, 3]
+    monkeypatch.setattr(backend.executor, "submit_array", lambda fns: [Job(200 + len(backend.array_ids))])
+    calls = []
+    monkeypatch.setattr(backends.shell, "output", lambda cmd, timeout=None: calls.append(cmd) or "")
+    backend.submit_array([0, 1, 2, 3])
+    backend.submit_array([4, 5])
+    backend.finish()
+    assert calls == [
+        ["scontrol", "update", "JobId=200", "ArrayTaskThrottle=5"],
+        ["scontrol", "update", "JobId=201", "ArrayTaskThrottle=5"],
+    ]
+    assert backend.shares == [5, 5]
 
 
 def test_chunk_auto_fits_one_array_and_bounds_job_time(monkeypatch):

@@ -126,7 +126,8 @@ def auto_chunk(kind: str, params: Any, points: int, point_seconds: float | None)
 
 
 def submit_limit() -> int | None:
-    """The user's MaxSubmitJobs (association, then QOS), or None when the cluster sets none."""
+    """The user's MaxSubmitJobs on their associations, or None when none is set (a QOS limit is not
+    read: sbatch refusing an array is handled, see Stream)."""
     user = os.environ.get("USER") or getpass.getuser()
     out = shell.output(["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}", "format=MaxSubmit"], timeout=20)
     limits = [int(x) for x in (out or "").split() if x.isdigit()]
@@ -187,11 +188,17 @@ class SlurmArrays:
         self.executor.update_parameters(**kwargs)
         self.array_size = max_array_size(params.max_array_size)
         self.parallelism = int(params.array_parallelism) if params.array_parallelism else None
-        self.lanes: list[str | None] = [None]  # the last array of each lane
+        self.lanes: list[list[str]] = [[]]  # each lane's arrays, in order
         self.shares = [self.parallelism or self.array_size]
         self.array_ids: list[str] = []
         self.scheduler_s = min(30.0, max(float(params.poll_s), 10 * float(params.poll_s)))  # see ended()
-        self._submitted_at, self._queue, self._queue_at, self._sacct, self._sacct_at = 0.0, None, 0.0, {}, 0.0
+        self._submitted_at = 0.0
+        self._queue: set[str] | None = None
+        self._queue_at = self._answered_at = 0.0
+        self._queue_failures = 0
+        self._sacct: dict[str, str] = {}
+        self._sacct_at = 0.0
+        self._unlisted_since: dict[str, float] = {}
 
     def describe(self) -> str:
         p = self.executor.parameters
@@ -202,43 +209,75 @@ class SlurmArrays:
         )
 
     def expect_jobs(self, jobs: int) -> None:
-        """Size the lanes for about `jobs` jobs (an upper bound is fine: the cap holds either way)."""
-        arrays = max(1, -(-jobs // self.array_size))
+        """Size the lanes for about `jobs` jobs, counted before skips (finish() shares the cap out
+        again over the lanes in use), plus the early first array the launcher may send."""
+        arrays = max(1, -(-jobs // self.array_size)) + 1
         if self.parallelism:
             n = min(self.parallelism, arrays)
-            self.lanes = [None] * n
-            self.shares = [self.parallelism // n + (k < self.parallelism % n) for k in range(n)]
+            self.lanes = [[] for _ in range(n)]
+            self.shares = _split(self.parallelism, n)
 
     def submit_array(self, fns: Sequence[Callable[[], Any]]) -> list:
         """Submit one array (len(fns) <= array_size) in the next lane; SubmitError if sbatch refuses."""
-        lane = len(self.array_ids) % len(self.lanes)
-        after = self.lanes[lane]
-        self.executor.update_parameters(
-            array_parallelism=self.shares[lane], dependency=f"afterany:{after}" if after else None
-        )
+        lane = self.lanes[len(self.array_ids) % len(self.lanes)]
+        after = f"afterany:{lane[-1]}" if lane and self.parallelism else None
+        share = self.shares[len(self.array_ids) % len(self.lanes)]
+        self.executor.update_parameters(array_parallelism=share, dependency=after)
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr: said once, below
                 jobs = self.executor.submit_array(list(fns))
         except Exception as error:  # noqa: BLE001  submitit's FailedJobError carries sbatch's stderr
             raise SubmitError(_sbatch_reason(error)) from None
         if jobs:
-            self.lanes[lane] = array_id(jobs[0].job_id)
-            self.array_ids.append(self.lanes[lane])
+            lane.append(array_id(jobs[0].job_id))
+            self.array_ids.append(lane[-1])
         self._submitted_at = time.time()
         return jobs
 
+    def finish(self) -> None:
+        """After the last array: share the cap over the lanes in use (skipped points, or a grid
+        smaller than planned for, leave lanes empty) with `scontrol update ArrayTaskThrottle`."""
+        used = [lane for lane in self.lanes if lane]
+        if not self.parallelism or not used or len(used) == len(self.lanes):
+            return
+        for lane, share in zip(used, _split(self.parallelism, len(used))):
+            for array in lane:  # an array that already ended refuses the update: nothing to change
+                shell.output(["scontrol", "update", f"JobId={array}", f"ArrayTaskThrottle={share}"], timeout=30)
+        self.lanes, self.shares = used, _split(self.parallelism, len(used))
+
     def ended(self, job) -> bool:
-        """True once the scheduler no longer lists the task (`squeue --me`, every scheduler_s; a
-        requeued task is pending again, so still listed). Never from a stale answer: until squeue has
+        """True once the task left the scheduler's queue: one `squeue` for the whole sweep every
+        scheduler_s (a requeued task is pending again, so still listed), then, for a task no longer
+        listed, its result file or sacct's final state (squeue hides jobs of some partitions and
+        lags by nothing, sacct can lag a few seconds). Never from a stale answer: until squeue has
         answered after this task's array was submitted, nothing has ended."""
-        now = time.time()
+        job_id, now = str(job.job_id), time.time()
         if now - self._queue_at >= self.scheduler_s:
-            out = shell.output(["squeue", "--me", "-h", "-r", "-o", "%i"], timeout=120)
-            if out is not None:
-                self._queue, self._queue_at = set(out.split()), now
-        if self._queue is None or self._queue_at <= self._submitted_at:
+            self._poll_queue(now)
+        if self._queue is None or self._answered_at <= self._submitted_at:
+            if self._queue_failures < QUEUE_FAILURES:
+                return False
+            return job.paths.result_pickle.exists() or self._final_state(job_id) not in (None, *SLURM_ALIVE)
+        if job_id in self._queue or array_id(job_id) in self._queue:
             return False
-        return str(job.job_id) not in self._queue and array_id(job.job_id) not in self._queue
+        if job.paths.result_pickle.exists():
+            return True
+        if self._final_state(job_id) in SLURM_ALIVE:  # listed alive by sacct: a hidden partition, or lag
+            return now - self._unlisted_since.setdefault(job_id, now) > 300  # a stale sacct entry: enough
+        return True
+
+    def _poll_queue(self, now: float) -> None:
+        self._queue_at = now  # an attempt, answered or not: a failing squeue is not retried every call
+        user = os.environ.get("USER") or getpass.getuser()
+        out = shell.output(["squeue", "--all", "-u", user, "-h", "-r", "-o", "%i"], timeout=120)
+        if out is not None:
+            self._queue, self._answered_at, self._queue_failures = set(out.split()), now, 0
+            return
+        self._queue_failures += 1
+        if self._queue_failures == QUEUE_FAILURES:
+            print(
+                f"warning: squeue failed {QUEUE_FAILURES} times in a row: following the jobs through sacct", flush=True
+            )
 
     def lost_reason(self, job) -> str:
         state = self._final_state(str(job.job_id))
@@ -247,11 +286,19 @@ class SlurmArrays:
         return unaccounted_reason(str(job.job_id))
 
     def _final_state(self, job_id: str) -> str | None:
-        """The task's state in sacct, asked about every array of the sweep at once: when a whole
-        array is cancelled, one call names the end of all its tasks."""
-        if self._sacct.get(job_id) in (None, *SLURM_ALIVE) and time.time() - self._sacct_at > 2:
+        """The task's state in sacct, asked about every array of the sweep at once (at most every
+        scheduler_s): when a whole array is cancelled, one call names the end of all its tasks."""
+        if self._sacct.get(job_id) in (None, *SLURM_ALIVE) and time.time() - self._sacct_at > self.scheduler_s:
             self._sacct, self._sacct_at = slurm_states([*self.array_ids, job_id]), time.time()
         return self._sacct.get(job_id)
+
+
+QUEUE_FAILURES = 3  # squeue failing this often in a row: sacct alone decides what ended
+
+
+def _split(total: int, parts: int) -> list[int]:
+    """`total` shared out as evenly as possible over `parts` (the first ones get the remainder)."""
+    return [total // parts + (k < total % parts) for k in range(parts)]
 
 
 def unaccounted_reason(job_id: str) -> str:

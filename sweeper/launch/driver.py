@@ -81,7 +81,12 @@ def launch(
         return PointsJob(context, pts)
 
     stream = Stream(backend, make_job, chunk, entry) if kind == "slurm" and backend is not None else None
-    points = plan_points(hydra_context, config, job_overrides, initial_job_idx, stream)
+    try:
+        points = plan_points(hydra_context, config, job_overrides, initial_job_idx, stream)
+    except BaseException:
+        if stream is not None:
+            stream.abandon()
+        raise
     to_run = [p for p in points if p.runs]
     entry.update(launch_points(points))
     entry["results_dirs"] = sorted({*entry["results_dirs"], *(str(p.results_dir) for p in points if p.results_dir)})
@@ -143,7 +148,7 @@ def _watch(backend, active, queue, make_job, entry, results_dir: Path, params) -
     return {p.idx: str(Status.FAILED if p.idx in failed else Status.OK) for p in points}
 
 
-FLUSH_S = 10.0  # a partly filled array is submitted once planning has run this long since the last one
+FLUSH_S = 10.0  # the first array is submitted partly filled once planning has run this long
 
 
 class Stream:
@@ -156,22 +161,29 @@ class Stream:
         self.buffer: list[Point] = []
         self.runs: list[Running] = []
         self.unsubmitted: list[Point] = []
+        self.planned: list[Point] = []
         self.error: str | None = None
         self._logged = False
-        self._last = time.monotonic()
+        self._started = time.monotonic()
 
     def add(self, point: Point) -> None:
+        self.planned.append(point)
         if point.results_dir is not None and str(point.results_dir) not in self.entry["results_dirs"]:
             self.entry["results_dirs"].append(str(point.results_dir))
         if point.runs:
             self.buffer.append(point)
             full = len(self.buffer) >= self.chunk * self.backend.array_size
-            if full or time.monotonic() - self._last > FLUSH_S:  # slow planning (fallbacks): start anyway
+            early = not self.runs and time.monotonic() - self._started > FLUSH_S  # slow planning: start
+            if full or early:
                 self._submit()
 
     def finish(self) -> None:
         """Submit the last array; then the launch entry gets every point's decision (sweep.json)."""
         self._submit()
+        self.backend.finish()
+        for p in self.unsubmitted:
+            if p.run_id in self.entry["points"]:
+                self.entry["points"][p.run_id]["decision"] = "not submitted"
         save_launch(self.entry, update=self._logged)
         if self.runs:
             print(
@@ -179,6 +191,20 @@ class Stream:
                 f"{len(self.runs)} job(s) of {self.chunk}, {len(self.backend.array_ids)} array(s)",
                 flush=True,
             )
+
+    def abandon(self) -> None:
+        """Planning failed (an error, Ctrl-C) after arrays went out: record what was planned, say what runs."""
+        if not self.runs:
+            return
+        self.entry.update(launch_points(self.planned))
+        save_launch(self.entry, update=True)
+        ids = " ".join(self.backend.array_ids)
+        print(
+            f"planning stopped after {len(self.planned)} point(s); SLURM array(s) {ids} keep running "
+            f"(scancel {ids} stops them); the same command finishes the grid",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _submit(self) -> None:
         points, self.buffer = self.buffer, []
@@ -200,7 +226,6 @@ class Stream:
         runs = [Running(job, pts) for job, pts in zip(submitted, jobs)]
         log_jobs(self.entry, runs)
         self.runs += runs
-        self._last = time.monotonic()
 
 
 def job_size(kind: str, params: Any, sweep_cfg: Any, grid_points: int) -> int:

@@ -31,6 +31,8 @@ from hydra.core.override_parser.types import Override, OverrideType
 from omegaconf import Container, DictConfig, OmegaConf
 from omegaconf.nodes import AnyNode
 
+from .trees import ABSENT, assign, leaf_paths, lookup, strings
+
 MISSING = "???"
 
 
@@ -127,10 +129,8 @@ class GridComposer:
         In a plain group (below) the option's file is its section: read, not composed."""
         key = (group, option)
         if key not in self._options:
-            plain = self._plain_group(group, option)  # may compose this very option to check the group
-            if key not in self._options:
-                direct = self._read_option(group, option) if plain else None
-                self._options[key] = direct if direct is not None else self._composed_section(group, option)
+            direct = self._read_option(group, option) if self._plain_group(group) else None
+            self._options[key] = direct if direct is not None else self._composed_section(group, option)
         return self._options[key]
 
     def _composed_section(self, group: str, option: str) -> tuple[str, Any] | None:
@@ -142,24 +142,35 @@ class GridComposer:
         hydra_same = _hydra_part(composed) == _hydra_part(self.base)
         return (top, task[top]) if others_same and same_keys and hydra_same and top in task else None
 
-    def _plain_group(self, group: str, option: str) -> bool:
-        """True when Hydra's section of a group option is that option's file, as read: checked with
-        Hydra on the group's default (in the base config) and on the first other option asked for.
-        A primary config that writes into the section, a schema merged over it, or an option with a
-        defaults list or a package header of its own fails the check: every option is then composed."""
-        if group not in self._plain:
-            top, default = self._top(group), self.base_choices.get(group)
-            if "/" in group or default is None or top not in self.base_task:
-                self._plain[group] = False
-            elif self._read_option(group, default) != (top, self.base_task[top]):
-                self._plain[group] = False
-            elif option != default:
-                read, composed = self._read_option(group, option), self._composed_section(group, option)
-                self._options[(group, option)] = composed
-                self._plain[group] = read is not None and read == composed
-            else:
-                return True  # nothing more to learn from the default alone; ask again with the next option
+    def _plain_group(self, group: str) -> bool:
+        """True when Hydra's section of a group option is that option's file, as read. Decided once
+        Hydra has composed two options of the group (until then: False): their sections and the
+        default's (in the base) must equal the files, and composing without the group (`~group`)
+        must leave no section behind (nothing else writes into it: the primary config, a schema).
+        An option with a defaults list, a package header or a ConfigStore schema is composed anyway."""
+        if group in self._plain:
+            return self._plain[group]
+        composed = [(o, section) for (g, o), section in self._options.items() if g == group]
+        if len(composed) < 2:
+            return False
+        top, default = self._top(group), self.base_choices.get(group)
+        self._plain[group] = (
+            "/" not in group
+            and default is not None
+            and top in self.base_task
+            and self._read_option(group, default) == (top, self.base_task[top])
+            and all(section is not None and self._read_option(group, o) == section for o, section in composed)
+            and not self._written_elsewhere(group)
+        )
         return self._plain[group]
+
+    def _written_elsewhere(self, group: str) -> bool:
+        """Does anything but the group's option write its section (the primary config, another
+        group)? Composed once without the group (`~group`): the section must then be absent."""
+        try:
+            return self._top(group) in _task_part(self._hydra([f"~{group}"]), resolve=False)
+        except Exception:  # noqa: BLE001  cannot tell: compose every option
+            return True
 
     def _read_option(self, group: str, option: str) -> tuple[str, Any] | None:
         """The option's file as Hydra's repository loads it, or None when it is more than a section."""
@@ -169,6 +180,8 @@ class GridComposer:
             return None
         if result is None or result.is_schema_source or result.defaults_list:
             return None
+        if self.loader.repository.get_schema_source().is_config(f"{group}/{option}"):
+            return None  # a ConfigStore schema of the same name: Hydra merges the file over it
         if (result.header or {}).get("package") not in (None, "_group_"):
             return None
         return self._top(group), OmegaConf.to_container(result.config, resolve=False)
@@ -220,9 +233,9 @@ class GridComposer:
         out = dict(template.sections)
         out.update(copy.deepcopy(template.plain))
         for name, value in given.items():
-            _assign(out, name.split("."), value)
+            assign(out, name.split("."), value)
         for path, value in template.constant.items():
-            _assign(out, path, value)
+            assign(out, path, value)
         applied = False
 
         def from_omegaconf(path) -> Any:
@@ -236,9 +249,9 @@ class GridComposer:
             memo_key = (path, tuple((type(given[k]).__name__, given[k]) for k in reads))  # 1, 1.0, True differ
             if memo_key not in template.memo:
                 template.memo[memo_key] = from_omegaconf(path)
-            _assign(out, path, template.memo[memo_key])
+            assign(out, path, template.memo[memo_key])
         for name in template.typed:
-            _assign(out, name.split("."), from_omegaconf(name.split(".")))
+            assign(out, name.split("."), from_omegaconf(name.split(".")))
         return {k: out[k] for k in self.base_task if k in out} | {
             k: v for k, v in out.items() if k not in self.base_task
         }
@@ -269,13 +282,13 @@ def _make_template(cfg: DictConfig, keys: tuple[str, ...]) -> _Template | None:
     """None when a key is not a plain leaf of cfg (Hydra then raises, merges or converts as it does)."""
     plain = OmegaConf.to_container(cfg, resolve=False)
     for name in keys:
-        leaf = _lookup(plain, name.split("."))
-        if isinstance(leaf, (dict, list)) or leaf is _ABSENT or leaf == MISSING:
+        leaf = lookup(plain, name.split("."))
+        if isinstance(leaf, (dict, list)) or leaf is ABSENT or leaf == MISSING:
             return None
     for name in keys:
-        _assign(plain, name.split("."), None)  # overridden: no longer an interpolation leaf
-    leaves = [p for p in _leaf_paths(plain) if _is_interpolation(_lookup(plain, p))]
-    if any("hydra" in _lookup(plain, p) for p in leaves):
+        assign(plain, name.split("."), None)  # overridden: no longer an interpolation leaf
+    leaves = [p for p in leaf_paths(plain) if _is_interpolation(lookup(plain, p))]
+    if any("hydra" in lookup(plain, p) for p in leaves):
         return None  # ${hydra:...} reads the point's own hydra config: Hydra composes those points
     touched = {k.split(".")[0] for k in keys} | {p[0] for p in leaves}
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -285,7 +298,7 @@ def _make_template(cfg: DictConfig, keys: tuple[str, ...]) -> _Template | None:
         if reads:
             varying[path] = reads
         else:
-            constant[path] = _lookup(resolved, path)
+            constant[path] = lookup(resolved, path)
     typed = tuple(k for k in keys if type(_node(cfg, k.split("."))) is not AnyNode)
     return _Template(
         cfg,
@@ -300,7 +313,7 @@ def _make_template(cfg: DictConfig, keys: tuple[str, ...]) -> _Template | None:
 def _reads(plain: dict, path: tuple, keys: tuple[str, ...]) -> tuple[str, ...]:
     """The overridden keys an interpolation leaf may read, following interpolations it names. An
     over-approximation (every dotted name in the text counts); everything when it cannot tell."""
-    names, todo, seen = set(), [_lookup(plain, path)], set()
+    names, todo, seen = set(), [lookup(plain, path)], set()
     while todo:
         text = todo.pop()
         if any(r not in _PURE_RESOLVERS for r in _RESOLVER.findall(text)) or "${." in text or ":." in text:
@@ -310,23 +323,12 @@ def _reads(plain: dict, path: tuple, keys: tuple[str, ...]) -> tuple[str, ...]:
                 continue
             seen.add(name)
             names.add(name)
-            target = _lookup(plain, name.split("."))
-            todo += [v for v in _strings(target) if "${" in v]
+            target = lookup(plain, name.split("."))
+            todo += [v for v in strings(target) if "${" in v]
     return tuple(k for k in keys if any(k == n or k.startswith(n + ".") or n.startswith(k + ".") for n in names))
 
 
-def _strings(tree: Any) -> list[str]:
-    if isinstance(tree, dict):
-        return [s for v in tree.values() for s in _strings(v)]
-    if isinstance(tree, list):
-        return [s for v in tree for s in _strings(v)]
-    return [tree] if isinstance(tree, str) else []
-
-
 # ---------------------------------------------------------------- helpers on plain containers
-_ABSENT = object()
-
-
 def _task_part(cfg: DictConfig, resolve: bool) -> dict[str, Any]:
     """The config without its hydra section, as the task function receives it (task_config)."""
     task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
@@ -350,31 +352,6 @@ def _plain_scalar(value: Any) -> bool:
 
 def _is_interpolation(value: Any) -> bool:
     return isinstance(value, str) and "${" in value
-
-
-def _lookup(tree: Any, path) -> Any:
-    for part in path:
-        if isinstance(tree, dict) and part in tree:
-            tree = tree[part]
-        elif isinstance(tree, list) and isinstance(part, int) and 0 <= part < len(tree):
-            tree = tree[part]
-        else:
-            return _ABSENT
-    return tree
-
-
-def _assign(tree: Any, path, value: Any) -> None:
-    for part in path[:-1]:
-        tree = tree[part]
-    tree[path[-1]] = value
-
-
-def _leaf_paths(tree: Any, prefix: tuple = ()) -> list[tuple]:
-    if isinstance(tree, dict):
-        return [p for k, v in tree.items() for p in _leaf_paths(v, (*prefix, k))]
-    if isinstance(tree, list):
-        return [p for i, v in enumerate(tree) for p in _leaf_paths(v, (*prefix, i))]
-    return [prefix]
 
 
 def _node(cfg: DictConfig, path) -> Any:

@@ -72,7 +72,7 @@ class JobContext:
     sweep's config), pickled once per launch into the sweep folder: a job's own pickle then holds
     only its points, and 10,000 jobs are not 10,000 pickles of the whole config."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path | None):
         self.path = path
         self._loaded: dict[str, Any] | None = None
 
@@ -90,6 +90,8 @@ class JobContext:
         return cls(path)
 
     def __getstate__(self) -> dict[str, Any]:
+        if self.path is None:  # an inline context (a job pickled before contexts were shared)
+            return dict(self.__dict__)
         return {"path": self.path, "_loaded": None}  # jobs pickle the path, never the content
 
     def __getitem__(self, key: str) -> Any:
@@ -107,6 +109,13 @@ class PointsJob(submitit.helpers.Checkpointable):
 
     def __init__(self, context: JobContext, points: Sequence[Point]):
         self.context, self.points = context, list(points)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "context" not in state:  # pickled before 2026-12-03 (a job requeued across an upgrade)
+            inline = JobContext(None)
+            inline._loaded = {k: state.pop(k) for k in ("hydra_context", "task_function", "config", "singleton_state")}
+            state["context"] = inline
+        self.__dict__.update(state)
 
     @property
     def config(self):

@@ -70,8 +70,8 @@ def iter_plan(items: Iterable[tuple[int, list[str], Any]], retry_failed: bool) -
 
 
 def median_point_seconds(results_dir: Path, sample: int = 200) -> float | None:
-    """How long a point of this folder took (median wall seconds of up to `sample` ok records), or
-    None before any; sweeper.chunk=auto sizes jobs with it."""
+    """How long a point of this folder took (median wall seconds of the ok records among the first
+    `sample` run folders), or None before any; sweeper.chunk=auto sizes jobs with it."""
     seconds = []
     try:
         folders = [e.path for _, e in zip(range(sample), os.scandir(Path(results_dir) / "runs"))]
