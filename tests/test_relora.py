@@ -289,6 +289,8 @@ def test_resume_mid_run_matches_uninterrupted(make_cfg, lm_data, tmp_path):
 
     assert resumed.resumed_from_step == 17 and method.merges == full_method.merges == 3
     assert resumed.final_loss == full.final_loss
+    assert resumed.events == full.events and len(resumed.events) == 3  # the merges before the stop too
+    assert resumed.examples_seen == full.examples_seen
     read = lambda run: (tmp_path / run / "metrics.jsonl").read_text()  # noqa: E731
     assert read("resumed") == read("straight")  # every logged loss, lr and merge event
     a = evaluate(full_model, eval_enc, "lm", 0, 16, CPU)

@@ -1,6 +1,7 @@
 """The worker end to end on real data and tiny models: records, failures, resume, learning."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -112,11 +113,47 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(make_cfg, tmp_path):
     calls = iter(range(100))
     with pytest.raises(Interrupted):
         run_point(cfg, should_stop=lambda: next(calls) == 2)  # stop after the 3rd step
-    assert (run_dir_of(cfg) / "checkpoint" / "weights.safetensors").exists()
+    folder = run_dir_of(cfg) / "checkpoint"
+    assert (folder / "weights.safetensors").exists()
+    first_segment = json.loads((folder / "loop.json").read_text())
+    assert first_segment["examples"] == 3 * cfg.train.batch_size and first_segment["train_seconds"] > 0
+    resumed = run_point(cfg)
+    assert resumed["status"] == "ok", resumed["error"]
+    assert resumed["train"]["resumed_from_step"] == 3
+    assert resumed["metrics"] == straight["metrics"]  # train_loss_final included
+    assert resumed["train"]["events"] == straight["train"]["events"]
+    assert resumed["cost"]["train_seconds"] > first_segment["train_seconds"]  # both segments
+    examples = 6 * cfg.train.batch_size
+    assert resumed["cost"]["examples_per_second"] == pytest.approx(examples / resumed["cost"]["train_seconds"], rel=0.01)
+
+
+def test_a_stop_on_the_last_step_finishes_the_point(make_cfg, tmp_path):
+    cfg = make_cfg(*TINY, "method.r=2", "train.max_steps=3")
+    calls = iter(range(100))
+    record = run_point(cfg, should_stop=lambda: next(calls) == 2)  # the stop comes with step 3 of 3
+    assert record["status"] == "ok", record.get("error")
+    assert record["train"]["steps"] == 3 and record["train"]["resumed_from_step"] == 0
+    assert math.isfinite(record["metrics"]["train_loss_final"]) and record["cost"]["examples_per_second"] > 0
+
+
+def test_a_kill_between_the_checkpoint_renames_resumes_from_the_last_complete_one(make_cfg, tmp_path):
+    """publish_dir sets the old checkpoint aside, then renames the new one in: killed in between,
+    only the old one is left, aside. The next attempt resumes from it, and cleans up after itself."""
+    straight = run_point(
+        make_cfg(*TINY, "method.r=2", "train.max_steps=6", "sweeper.name=a", f"sweeper.results_dir={tmp_path}/a")
+    )
+    cfg = make_cfg(*TINY, "method.r=2", "train.max_steps=6", "sweeper.name=b", f"sweeper.results_dir={tmp_path}/b")
+    calls = iter(range(100))
+    with pytest.raises(Interrupted):
+        run_point(cfg, should_stop=lambda: next(calls) == 2)
+    run_dir = run_dir_of(cfg)
+    os.rename(run_dir / "checkpoint", run_dir / ".checkpoint.old-99999")  # the old one, set aside
+    (run_dir / ".checkpoint.tmp-88888").mkdir()  # the new one, half written
     resumed = run_point(cfg)
     assert resumed["status"] == "ok", resumed["error"]
     assert resumed["train"]["resumed_from_step"] == 3
     assert resumed["metrics"] == straight["metrics"]
+    assert not list(run_dir.glob("*checkpoint*")), "checkpoint folders left behind"
 
 
 def test_multirun_sweep_goes_on_past_a_failed_point(tmp_path):

@@ -5,9 +5,13 @@
     <run_dir>/checkpoint/trainer.pt            optimizer state, RNG, step, method counters
                                                (plain tensors and numbers: loaded with weights_only)
     <run_dir>/checkpoint/best.safetensors      early stopping: the best validation step's weights
+    <run_dir>/checkpoint/loop.json             the loop's bookkeeping: events so far, train seconds,
+                                               examples seen, last loss (a resumed record sums them)
+    <run_dir>/checkpoint/step.json             written last: marks the folder complete
 
-The folder is replaced atomically (write beside, then rename), so a kill mid-save leaves the
-previous checkpoint intact.
+A new checkpoint is written beside the old one, then swapped in with two renames (the old one
+aside, the new one in). A kill between them leaves only the old one, aside: load() puts it back.
+Folders left by killed attempts (half-written, or set aside) are removed by the next save.
 """
 
 from __future__ import annotations
@@ -33,10 +37,12 @@ def weights_to_save(model, optimizer, method) -> dict[str, torch.Tensor]:
     return {n: p.detach().contiguous().clone() for n, p in model.named_parameters() if id(p) in held}
 
 
-def save(run_dir: Path, model, optimizer, method, step: int, watch=None) -> Path:
+def save(run_dir: Path, model, optimizer, method, step: int, watch=None, loop: dict | None = None) -> Path:
     final = Path(run_dir) / CHECKPOINT_DIR
+    restore_set_aside(run_dir)
+    for stale in Path(run_dir).glob(f".{CHECKPOINT_DIR}.*"):  # the run lock is ours: nobody else writes these
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(run_dir) / f".{CHECKPOINT_DIR}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(weights_to_save(model, optimizer, method), str(tmp / "weights.safetensors"))
     state = {
@@ -52,21 +58,46 @@ def save(run_dir: Path, model, optimizer, method, step: int, watch=None) -> Path
         if watch.best_weights is not None:
             save_file({k: v.contiguous() for k, v in watch.best_weights.items()}, str(tmp / "best.safetensors"))
     torch.save(state, tmp / "trainer.pt")
+    (tmp / "loop.json").write_text(json.dumps(loop or {}))
     (tmp / "step.json").write_text(json.dumps({"step": step}))  # last: marks the checkpoint complete
     return publish_dir(tmp, final, replace=True)
 
 
-def saved_step(run_dir: Path) -> int:
-    """The step of the checkpoint in run_dir, or 0 when there is none."""
-    path = Path(run_dir) / CHECKPOINT_DIR / "step.json"
+def restore_set_aside(run_dir: Path) -> None:
+    """A kill between publish_dir's two renames leaves no checkpoint/, only the previous one set
+    aside (.checkpoint.old-<pid>): if it is complete, it becomes the checkpoint again."""
+    final = Path(run_dir) / CHECKPOINT_DIR
+    if final.exists():
+        return
+    aside = [d for d in Path(run_dir).glob(f".{CHECKPOINT_DIR}.old-*") if (d / "step.json").exists()]
+    if aside:
+        os.rename(max(aside, key=lambda d: _step_in(d)), final)
+
+
+def _step_in(folder: Path) -> int:
     try:
-        return int(json.loads(path.read_text())["step"])
+        return int(json.loads((folder / "step.json").read_text())["step"])
     except (OSError, ValueError, KeyError):
         return 0
 
 
+def loop_state(run_dir: Path) -> dict:
+    """The loop's bookkeeping at the checkpoint ({} when there is none, or an older checkpoint)."""
+    try:
+        return json.loads((Path(run_dir) / CHECKPOINT_DIR / "loop.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def saved_step(run_dir: Path) -> int:
+    """The step of the checkpoint in run_dir, or 0 when there is none."""
+    restore_set_aside(run_dir)
+    return _step_in(Path(run_dir) / CHECKPOINT_DIR)
+
+
 def load(run_dir: Path, model, optimizer, method, watch=None) -> int:
     """Restore weights, optimizer, RNG and method state; return the step to start from (0 if none)."""
+    restore_set_aside(run_dir)
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not (folder / "trainer.pt").exists():
         return 0
@@ -106,4 +137,6 @@ def _step_of(line: str) -> float:
 
 
 def remove(run_dir: Path) -> None:
-    shutil.rmtree(Path(run_dir) / CHECKPOINT_DIR, ignore_errors=True)
+    """After the record: the checkpoint, and whatever killed attempts left beside it."""
+    for folder in [Path(run_dir) / CHECKPOINT_DIR, *Path(run_dir).glob(f".{CHECKPOINT_DIR}.*")]:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -130,14 +130,24 @@ def train(
     if watch is not None:
         watch.snapshot = lambda: ckpt.weights_to_save(model, optimizer, method)
     start_step = ckpt.load(run_dir, model, optimizer, method, watch)
+    # What the segments before this one did: a resumed record sums it (events, seconds, examples).
+    before = ckpt.loop_state(run_dir) if start_step else {}
     max_steps, batch_size, seed = int(train_cfg.max_steps), int(train_cfg.batch_size), int(train_cfg.seed)
     log = MetricsLog(run_dir, start_step, train_cfg.log_every, max_steps)
+    log.events = list(before.get("events", []))
     checkpoint_every = int(train_cfg.checkpoint_every or 0)
-    loss_value, seconds, done = float("nan"), 0.0, start_step
+    loss_value = float(before.get("loss", float("nan")))
+    seconds, examples = float(before.get("train_seconds", 0.0)), int(before.get("examples", 0))
+    finished, done = bool(before.get("finished")), start_step
+
+    def save(step: int, finished: bool = False) -> None:
+        loop = {"events": log.events, "train_seconds": seconds, "examples": examples, "loss": loss_value}
+        ckpt.save(run_dir, model, optimizer, method, step, watch, loop={**loop, "finished": finished})
+
     model.train()
     bar = progress_bar(max_steps, start_step, Path(run_dir).name[:40])
     try:
-        for step in range(start_step, max_steps):
+        for step in range(start_step, start_step if finished else max_steps):
             t0 = time.perf_counter()
             lr = set_lr(optimizer, method, model, step, train_cfg)
             rows = batch_rows(len(train_enc.input_ids), batch_size, step, seed)
@@ -150,6 +160,7 @@ def train(
             optimizer_step(optimizer, train_cfg.grad_clip)
             events = method.after_step(step, model, optimizer)
             seconds += time.perf_counter() - t0
+            examples += batch_size
             done = step + 1
             early_stop = False
             if watch is not None:
@@ -158,14 +169,17 @@ def train(
             log.step(done, loss_value, lr, events)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
-            if early_stop:
-                break  # evaluation follows at once: nothing to checkpoint
+            if early_stop or done == max_steps:
+                break  # a stop asked for on the last step: evaluation follows, nothing left to train
             stop = should_stop()
-            if stop or (checkpoint_every and done % checkpoint_every == 0 and done < max_steps):
+            if stop or (checkpoint_every and done % checkpoint_every == 0):
                 log.flush()
-                ckpt.save(run_dir, model, optimizer, method, done, watch)
+                save(done)
                 if stop:
                     raise Interrupted(f"stopped at step {done}; checkpoint written")
+        if checkpoint_every and not finished:  # a kill during evaluation or saving does not retrain
+            log.flush()
+            save(done, finished=True)
     finally:
         bar.close()
         log.close()
@@ -173,5 +187,4 @@ def train(
     if watch is not None:
         watch.restore(model)
         best = {**watch.summary(), "stopped_early": done < max_steps}
-    examples = (done - start_step) * batch_size
     return TrainResult(done, start_step, seconds, examples, loss_value, log.events, best)
