@@ -124,7 +124,9 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(make_cfg, tmp_path):
     assert resumed["train"]["events"] == straight["train"]["events"]
     assert resumed["cost"]["train_seconds"] > first_segment["train_seconds"]  # both segments
     examples = 6 * cfg.train.batch_size
-    assert resumed["cost"]["examples_per_second"] == pytest.approx(examples / resumed["cost"]["train_seconds"], rel=0.01)
+    assert resumed["cost"]["examples_per_second"] == pytest.approx(
+        examples / resumed["cost"]["train_seconds"], rel=0.01
+    )
 
 
 def test_a_stop_on_the_last_step_finishes_the_point(make_cfg, tmp_path):
