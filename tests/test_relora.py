@@ -180,6 +180,10 @@ def test_optimizer_reset_prunes_only_lora_state(make_cfg, lm_data, mode, ratio):
 
     expected = 0.0 if mode == "full" else 1.0 - ratio
     assert kept == pytest.approx(expected, abs=0.01)
+    if mode == "full":  # dropped: the next step is a fresh AdamW's first
+        assert not lora & {id(p) for p in optimizer.state}
+        assert all(torch.equal(s[k], before[id(p)][k]) for p, s in optimizer.state.items() for k in s)
+        return
     n_kept = n_total = 0
     for p, state in optimizer.state.items():
         old = before[id(p)]
@@ -194,6 +198,43 @@ def test_optimizer_reset_prunes_only_lora_state(make_cfg, lm_data, mode, ratio):
             assert old["exp_avg_sq"][keep].min() >= old["exp_avg_sq"][~keep].max()
         n_kept, n_total = n_kept + int(keep.sum()), n_total + keep.numel()
     assert n_kept / n_total == pytest.approx(expected, abs=0.01)
+
+
+def test_full_optimizer_reset_equals_a_fresh_adamw():
+    p = torch.nn.Parameter(torch.randn(4, 6))
+    optimizer = torch.optim.AdamW([p], lr=0.1, weight_decay=0.01)
+    for _ in range(3):
+        p.grad = torch.randn(4, 6)
+        optimizer.step()
+    reset_optimizer_state(optimizer, [p], "full", 0.0)
+    q = torch.nn.Parameter(p.detach().clone())
+    fresh = torch.optim.AdamW([q], lr=0.1, weight_decay=0.01)
+    for _ in range(2):
+        grad = torch.randn(4, 6)
+        p.grad, q.grad = grad.clone(), grad.clone()
+        optimizer.step()
+        fresh.step()
+    assert torch.equal(p, q)
+    assert all(torch.equal(optimizer.state[p][k], fresh.state[q][k]) for k in fresh.state[q])
+
+
+def test_a_warm_start_frees_the_base_weights_adam_state(make_cfg, lm_data, tmp_path):
+    cfg = make_cfg(*TINY_LLAMA, "method=relora", "method.warm_start_steps=3", "method.merge_every=4")
+    model, method, _ = build(cfg, "lm")
+    optimizer = torch.optim.AdamW(method.optimizer_parameters(model), lr=1e-3)
+    ids = torch.tensor(lm_data[0].input_ids[:4])
+    base = {id(p) for p in method._base_params}
+    for step in range(5):
+        method.before_step(step, model)
+        adam_step(model, optimizer, {"input_ids": ids, "labels": ids})
+        method.after_step(step, model, optimizer)
+        held = base & {id(p) for p in optimizer.state}
+        assert bool(held) == (step < 2), f"step {step}: base weights' Adam state {'missing' if step < 2 else 'kept'}"
+
+
+def test_restart_warmup_defaults_to_a_tenth_of_the_cycle(make_cfg):
+    cfg = make_cfg(*TINY_LLAMA, "method=relora", "method.merge_every=300")
+    assert build_method(cfg.method, cfg.model, "lm").restart_warmup_steps == 30
 
 
 # ---------------------------------------------------------------- training

@@ -111,5 +111,13 @@ class LoRA(Method):
         if full_rank != self._full_rank:
             self._set_phase(full_rank)
 
+    def after_step(self, step, model, optimizer):
+        if self.warm_start_steps and step + 1 == self.warm_start_steps:
+            # The base is frozen from here on: its AdamW moments (2x the model's size) would only sit
+            # in memory and in every checkpoint.
+            for p in self._base_params:
+                optimizer.state.pop(p, None)
+        return []
+
     def summary(self):
         return {"warm_start_steps": self.warm_start_steps}

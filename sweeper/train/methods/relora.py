@@ -40,10 +40,15 @@ def _int_at_least(cfg, key: str, low: int) -> int:
 
 def check_relora_config(cfg) -> dict[str, Any]:
     """The ReLoRA knobs as plain values, or a one-line MethodError naming the field."""
+    merge_every = _int_at_least(cfg, "merge_every", 1)
     knobs = {
         "warm_start_steps": _int_at_least(cfg, "warm_start_steps", 0),
-        "merge_every": _int_at_least(cfg, "merge_every", 1),
-        "restart_warmup_steps": _int_at_least(cfg, "restart_warmup_steps", 0),
+        "merge_every": merge_every,
+        "restart_warmup_steps": (
+            max(1, merge_every // 10)  # null: a tenth of the cycle (the paper: 50-100 steps of 5,000)
+            if cfg.restart_warmup_steps is None
+            else _int_at_least(cfg, "restart_warmup_steps", 0)
+        ),
         "optimizer_reset": cfg.optimizer_reset,
         "prune_ratio": cfg.prune_ratio,
         "lr_multiplier": cfg.lr_multiplier,
@@ -145,7 +150,13 @@ def _keep_mask(exp_avg_sq: torch.Tensor, mode: str, ratio: float) -> torch.Tenso
 def reset_optimizer_state(optimizer, params: list[nn.Parameter], mode: str, ratio: float) -> float:
     """Prune Adam's moments of `params` (the LoRA parameters) in place; every other entry is untouched.
     One mask per tensor, from |exp_avg_sq|, applied to both moments (see the module docstring).
-    Adam's `step` count is kept, as in the reference code. Returns the fraction of entries kept."""
+    Adam's `step` count is kept, as in the reference code, except for `full`: the state is dropped,
+    so the next step is a fresh AdamW's first (step 1, bias correction included). Returns the
+    fraction of entries kept."""
+    if mode == "full":
+        for p in params:
+            optimizer.state.pop(p, None)
+        return 0.0
     kept = total = 0
     for p in params:
         state = optimizer.state.get(p)
@@ -208,6 +219,7 @@ class ReLoRA(LoRA):
         return jagged_scale(step, **self._schedule_args)
 
     def after_step(self, step, model, optimizer):
+        super().after_step(step, model, optimizer)  # the end of a warm start frees the base's Adam state
         done = step + 1
         if self._schedule_args is None or not self.is_merge_step(done, self._max_steps):
             return []
