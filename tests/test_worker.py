@@ -213,3 +213,40 @@ def test_minilm_lora_learns_beyond_majority(make_cfg):
     assert record["status"] == "ok", record["error"]
     m = record["metrics"]
     assert m["accuracy"] >= m["majority_accuracy"] + 0.15, m
+
+
+@pytest.mark.parametrize("method", ["relora", "full"])
+def test_methods_without_an_adapter_keep_loadable_final_weights(make_cfg, method):
+    """The final model of relora (every merge, and the last cycle) and of full fine-tuning loads
+    with from_pretrained and scores the test split exactly as the record says."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from sweeper.train.batches import encode_splits
+    from sweeper.train.evaluate import evaluate
+    from sweeper.train.point import load_point_data, num_labels_of
+    from sweeper.train.runtime import setup_runtime
+
+    extra = ["method.merge_every=4"] if method == "relora" else []
+    cfg = make_cfg(*TINY, f"method={method}", "train.max_steps=8", *extra)
+    record = run_point(cfg)
+    assert record["status"] == "ok", record.get("error")
+    assert record["weights"] == "model"
+    if method == "relora":
+        assert record["train"]["merges"] == 1
+    folder = run_dir_of(cfg) / "model"
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    splits = load_point_data(cfg.dataset)
+    _, evals = encode_splits(splits, tokenizer, cfg.train, "classification")
+    runtime = setup_runtime(cfg.train)
+    scores = evaluate(
+        model,
+        evals["test"],
+        "classification",
+        tokenizer.pad_token_id,
+        16,
+        runtime,
+        num_labels_of(splits, "classification"),
+    )
+    assert scores["accuracy"] == record["metrics"]["accuracy"]
+    assert scores["loss"] == pytest.approx(record["metrics"]["eval_loss"], rel=1e-5)

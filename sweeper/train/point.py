@@ -108,6 +108,7 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
         save_predictions(run_dir, evals["test"].labels, test_preds)
     if method.is_peft() and tr.save_adapter:
         model.save_pretrained(run_dir / "adapter")  # PEFT format: adapter_config.json + safetensors
+    weights = keep_weights(model, tokenizer, method, tr, run_dir, total)
     point = outcome(
         metrics=metrics,
         trainable=trainable,
@@ -120,7 +121,33 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
         examples=result.examples_seen,
     )
     point["train"].update(result.best)  # early stopping: best_step, best_validation, stopped_early
+    if weights is not None:
+        point["weights"] = weights
     return point
+
+
+WEIGHTS_DIR = "model"  # <run_dir>/model: the final weights of a method whose result is no adapter
+KEEP_WEIGHTS_UP_TO = 30_000_000  # train.save_weights=auto: parameters (tiny models, MiniLM; not SmolLM2)
+
+
+def keep_weights(model, tokenizer, method, train_cfg, run_dir: Path, total: int) -> str | None:
+    """relora (merged), full and warm-started LoRA change the base: their final model goes to
+    <run_dir>/model, loadable by `from_pretrained` (safetensors, with its tokenizer); returns that
+    folder's name, or None (PEFT adapters are saved apart; train.save_weights: auto|true|false)."""
+    setting = train_cfg.get("save_weights", "auto")
+    if method.is_peft() or setting is False or (setting == "auto" and total > KEEP_WEIGHTS_UP_TO):
+        return None
+    final = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model  # the last cycle too
+    folder = run_dir / WEIGHTS_DIR
+    if hasattr(final, "save_pretrained"):
+        final.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    else:  # the LSTM: a plain torch module
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in final.state_dict().items()}, str(folder / "model.safetensors"))
+    return WEIGHTS_DIR
 
 
 def _fit_standalone(method, splits, train_cfg, run_dir: Path, num_labels: int) -> dict[str, Any]:

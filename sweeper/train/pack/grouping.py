@@ -23,6 +23,7 @@ PER_POINT_TRAIN_KEYS = {
     "eval_batch_size",
     "checkpoint_every",
     "save_adapter",
+    "save_weights",
 }
 
 
