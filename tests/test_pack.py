@@ -81,6 +81,60 @@ def test_failed_points_fail_alone(make_cfg, tmp_path):
     assert_same_result(alone, ok)  # its neighbours' failures did not touch it
 
 
+def test_a_member_failing_after_its_step_fails_alone(make_cfg, tmp_path, monkeypatch):
+    """A point whose metrics.jsonl write fails at step 2 (after its own optimizer step) fails; the
+    points packed with it finish exactly as they would have alone."""
+    from sweeper.train.loop import MetricsLog
+
+    torch.set_num_threads(1)
+    real_step = MetricsLog.step
+
+    def step(self, done, *args):
+        if "fortune_art_vs_rest" in self.file.name and done == 2:
+            raise OSError(28, "No space left on device")
+        return real_step(self, done, *args)
+
+    monkeypatch.setattr(MetricsLog, "step", step)
+    names = ["fortune_computers_vs_rest", "fortune_art_vs_rest", "fortune_food_vs_rest"]
+    first, broken, last = run_packed([point(make_cfg, tmp_path / "packed", n, 2, 4) for n in names])
+    assert broken["status"] == "failed" and "No space left on device" in broken["error"]
+    monkeypatch.setattr(MetricsLog, "step", real_step)
+    for name, packed in ((names[0], first), (names[2], last)):
+        assert_same_result(run_point(point(make_cfg, tmp_path / "alone", name, 2, 4)), packed)
+
+
+def test_members_hold_the_bases_own_tensors_on_its_device(make_cfg, tmp_path):
+    """After setup (the base on the runtime's device, each member moved there too), every frozen
+    weight of every member is the base's tensor: one base in memory, not K+1. On a GPU this is
+    where a CPU-side share followed by .to(device) would have made copies."""
+    from sweeper.train.pack.layers import PackContext
+    from sweeper.train.pack.members import Pack
+    from sweeper.train.runtime import setup_runtime
+
+    names = ["fortune_computers_vs_rest", "fortune_art_vs_rest"]
+    pack = Pack([point(make_cfg, tmp_path, n, 2, 3) for n in names])
+    try:
+        pack.runtime, pack.ctx = setup_runtime(pack.members[0].cfg.train), PackContext()
+        for m in pack.members:
+            pack.load_data(m)
+        pack.build_base(pack.members[0])
+        base = {name: p.data_ptr() for name, p in pack.base_params.items()}
+        for m in pack.members:
+            pack.add_member(m)
+            shared = [
+                (name, p)
+                for name, p in m.peft.base_model.model.named_parameters()
+                if not p.requires_grad and "lora_" not in name and "modules_to_save" not in name
+                and "original_module" not in name
+            ]  # fmt: skip
+            assert len(shared) > 10
+            for name, p in shared:
+                assert p.device == pack.runtime.device
+                assert p.data_ptr() == base[name.replace(".base_layer", "")], name
+    finally:
+        pack.release()
+
+
 def test_packed_adapter_reloads_with_peft(make_cfg, tmp_path):
     from peft import PeftModel
 

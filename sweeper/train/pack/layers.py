@@ -179,7 +179,7 @@ def share_frozen_weights(peft_model, shared: dict[str, nn.Parameter]) -> int:
         other = shared.get(name.replace(".base_layer", "").replace(".original_module", ""))
         if other is None or other.shape != param.shape or other.dtype != param.dtype:
             continue
-        if not torch.equal(param.data, other.data.to(param.device)):
+        if not torch.equal(param.data.to(other.device), other.data):
             if original:
                 continue
             raise ValueError(

@@ -152,13 +152,19 @@ def train_packed(
                 kept.append((m, loss, value))
             if kept:
                 torch.stack([loss for _, loss, _ in kept]).sum().backward()
-            for m, _, value in kept:
-                member_step(m, step, value, lrs[m.key])
         except Exception as error:  # noqa: BLE001  a failure of the shared pass: its points fail
             for m in running:
                 if not m.finished:
                     on_fail(m, error)
             kept = []
+        stepped = []
+        for m, loss, value in kept:
+            try:  # its own optimizer and log: a failure here is this point's alone
+                member_step(m, step, value, lrs[m.key])
+                stepped.append((m, loss, value))
+            except Exception as error:  # noqa: BLE001
+                on_fail(m, error)
+        kept = stepped
         share = (time.perf_counter() - t0) / max(1, len(running))  # the step's time, split evenly
         for m, _, _ in kept:
             m.seconds += share

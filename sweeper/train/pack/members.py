@@ -160,6 +160,10 @@ class Pack:
         if hasattr(method, "quantize_base"):
             method.quantize_base(self.base)
         self.base.requires_grad_(False)
+        # On the device before any member shares it: a member then points at the device tensors,
+        # and its own .to(device) finds them there (no copy). Shared on the CPU first, every member's
+        # .to(device) would give it its own device copy of the whole base (K+1 bases in memory).
+        self.base.to(self.runtime.device)
         self.base_params = dict(self.base.named_parameters())  # names before any wrapper is attached
         self.pad_id = self.tokenizer.pad_token_id
 
@@ -226,7 +230,6 @@ class Pack:
                     self.fail(m, error)
                 return self.results
             ready = self.setup_step(self.add_member, ready)
-            self.base.to(self.runtime.device)
             train_packed(
                 self.base,
                 ready,
