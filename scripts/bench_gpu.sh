@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# GPU check (CUDA path, bf16, throughput), run by hand on a machine with an NVIDIA GPU:
+# GPU check (CUDA path, bf16, throughput, packing), run by hand on a machine with an NVIDIA GPU:
 #   bash scripts/bench_gpu.sh [OUT_DIR]
-# Trains the same grid on cuda in float32 and bfloat16 autocast, LoRA / ReLoRA / full, and prints
-# the collector's table plus examples/s per configuration (from the records' cost.examples_per_second).
+# Trains the same grid on cuda in float32 and bfloat16 autocast, LoRA / ReLoRA / full (a wide tiny
+# Llama, then MiniLM and SmolLM2), packs 8 LoRA points on one base against the same 8 one after
+# another (scripts/bench_pack.py --device cuda), and prints the collector's table with examples/s
+# and peak CUDA memory per configuration (the records' cost section).
 set -euo pipefail
 OUT="${1:-results/gpu}"
 PY="${PY:-python3}"
@@ -17,7 +19,15 @@ $PY -m sweeper -m dataset=fortune_topic method=lora,relora,full train.dtype=floa
 # pretraining from scratch on Austen: full vs lora vs relora (bf16)
 $PY -m sweeper -m dataset=austen_lm method=full,lora,relora train.dtype=bfloat16 train.max_steps=600 \
     "${COMMON[@]}" sweeper.results_dir="$OUT/lm" hydra.sweep.dir="$OUT/jobs/lm"
-$PY -m sweeper.collect "$OUT/cls" "$OUT/lm" --out "$OUT"
+# the pretrained models: LoRA vs full, float32 vs bfloat16 autocast
+$PY -m sweeper -m dataset=fortune_topic model=minilm,smollm2 method=lora,full train.dtype=float32,bfloat16 \
+    train.max_steps=100 train.device=cuda train.batch_size=32 train.max_length=128 train.eval_size=500 \
+    train.save_adapter=false train.save_weights=false sweeper.results_dir="$OUT/pretrained" hydra.sweep.dir="$OUT/jobs/pretrained"
+# packed K=8 on one base vs the same 8 points one after another (throughput, peak CUDA memory)
+$PY scripts/bench_pack.py --device cuda --dtype bfloat16 --k 8 --models minilm,smollm2 --batch 32 \
+    --tiny-steps 100 --tiny-length 128 --smol-steps 50 --smol-length 128 --repeats 1 --memory-methods "" > "$OUT/pack.md"
+cat "$OUT/pack.md"
+$PY -m sweeper.collect "$OUT/cls" "$OUT/lm" "$OUT/pretrained" --out "$OUT"
 $PY - "$OUT" <<'PYEOF'
 import sys
 from sweeper.results.collect import load_records

@@ -46,6 +46,8 @@ def point_overrides(args, model: str, i: int, results: str) -> list[str]:
         f"train.max_length={length}",
         f"train.eval_size={args.eval_size}",
         f"train.threads={args.threads}",
+        f"train.device={args.device}",
+        f"train.dtype={args.dtype}",
         "train.save_adapter=false",
         f"sweeper.results_dir={results}",
     ]
@@ -205,6 +207,10 @@ def run_child(args, mode: str, **extra) -> tuple[dict, float]:
         str(args.tiny_length),
         "--smol-length",
         str(args.smol_length),
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
     ]
     for key, value in extra.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
@@ -340,6 +346,8 @@ def markdown(args, rows: list[dict], memory: list[dict], header: str, seconds: f
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--k", type=int, default=8)
+    p.add_argument("--device", default="cpu", help="train.device of every point (cuda: peak memory is CUDA's)")
+    p.add_argument("--dtype", default="float32", help="train.dtype (bfloat16: autocast, off the CPU only)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--eval-size", type=int, default=32)
