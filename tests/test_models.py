@@ -60,6 +60,16 @@ def test_lstm_lora_uses_target_parameters():
     assert any(isinstance(m, ParamWrapper) for m in model.modules())
 
 
+def test_dropout_cannot_silently_vanish_when_linear_and_parameter_targets_mix():
+    cfg = compose("model=lstm", "method=lora", "method.target_modules=[head]", "method.dropout=0.1")
+    model, _ = build_model(cfg.model, "classification", 2)
+    with pytest.raises(MethodError, match=r"method\.dropout=0\.1 cannot apply"):
+        build_method(cfg.method, cfg.model, "classification").wrap(model)
+    cfg = compose("model=lstm", "method=lora", "method.target_modules=[head]", "method.dropout=0")
+    model, _ = build_model(cfg.model, "classification", 2)
+    build_method(cfg.method, cfg.model, "classification").wrap(model)  # explicit 0: fine
+
+
 @pytest.mark.parametrize("r", [0, -2, 100000])
 def test_bad_rank_is_a_one_line_error(r):
     cfg = compose("model=tiny_llama", "method=lora", f"method.r={r}")

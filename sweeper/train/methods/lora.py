@@ -39,6 +39,11 @@ def lora_config(cfg, model_cfg, task: str):
     if not target_modules and not target_parameters:
         raise MethodError(f"model '{model_cfg.name}': no LoRA targets (set method.target_modules)")
     full_rank = model_cfg.head_modules if task == "classification" else model_cfg.lm_full_rank_modules
+    if target_modules and target_parameters and float(cfg.dropout) > 0:
+        raise MethodError(
+            f"method.dropout={cfg.dropout} cannot apply: target_parameters ({', '.join(target_parameters)}) "
+            "take no LoRA dropout in PEFT, and one config has one dropout; set method.dropout=0"
+        )
     return LoraConfig(
         r=cfg.r,
         lora_alpha=cfg.alpha,
