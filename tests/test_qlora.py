@@ -52,6 +52,26 @@ def test_base_is_4bit_nf4_and_heads_stay_float(make_cfg):
     assert trainable and all("lora_" in n or "score" in n for n in trainable)
 
 
+def test_what_peft_trains_in_full_is_never_quantised():
+    """PEFT's modules_to_save rule is a plain suffix match: `score` also names `out_score`."""
+    from sweeper.train.methods.qlora import linear_layers_to_quantize
+
+    model = nn.Module()
+    model.body, model.out_score, model.scores = nn.Linear(4, 4), nn.Linear(4, 2), nn.Linear(4, 2)
+    assert linear_layers_to_quantize(model, "all_linear", [], ["score"]) == ["body", "scores"]
+
+
+def test_the_bitsandbytes_and_peft_hooks_qlora_relies_on_exist(make_cfg):
+    """An upgrade that renames them would otherwise go unnoticed: bnb's switch off its CPU bf16
+    repack, and PEFT's dispatch of a 4-bit base layer to its own 4-bit LoRA layer."""
+    import bitsandbytes as bnb
+    from peft.tuners.lora.bnb import Linear4bit as PeftLoraLinear4bit
+
+    assert hasattr(bnb.nn.Linear4bit(4, 4, device="meta"), "support_avx512bf16_for_cpu")
+    _, model, _ = qlora_model(make_cfg(*SMALL))
+    assert any(isinstance(m, PeftLoraLinear4bit) for m in model.modules())
+
+
 def test_qlora_trains_loss_falls(make_cfg):
     """Gradients reach the adapters through the 4-bit base: a fixed batch is fitted."""
     torch.set_num_threads(1)

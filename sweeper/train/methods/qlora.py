@@ -30,8 +30,14 @@ COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16
 
 
 def _name_matches(name: str, patterns) -> bool:
-    # PEFT's rule for target_modules / modules_to_save given as names: the module path ends with it.
+    # PEFT's rule for target_modules given as names: the module path is the name or ends with ".name".
     return any(name == p or name.endswith("." + p) for p in patterns)
+
+
+def _trains_in_full(name: str, patterns) -> bool:
+    # PEFT's rule for modules_to_save (peft.utils.other._set_trainable): the module path ends with the
+    # name, dot or not ("out_score" ends with "score"). Wider than _name_matches: when in doubt, float32.
+    return any(name.endswith(p) for p in patterns)
 
 
 def linear_layers_to_quantize(model: nn.Module, scope: str, targets, keep_full) -> list[str]:
@@ -41,7 +47,7 @@ def linear_layers_to_quantize(model: nn.Module, scope: str, targets, keep_full) 
         if type(module) is not nn.Linear:  # exactly nn.Linear: not an already-quantised subclass
             continue
         parts = name.split(".")
-        if any(_name_matches(".".join(parts[: i + 1]), keep_full) for i in range(len(parts))):
+        if any(_trains_in_full(".".join(parts[: i + 1]), keep_full) for i in range(len(parts))):
             continue
         if scope == "targets" and not _name_matches(name, targets):
             continue
