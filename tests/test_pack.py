@@ -149,9 +149,11 @@ def test_packed_adapter_reloads_with_peft(make_cfg, tmp_path):
     records = run_packed(cfgs)
     cfg, record = cfgs[1], records[1]
     assert record["status"] == "ok", record["error"]
+    adapter = Path(record["record_path"]).parent / "adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
     torch.manual_seed(int(cfg.train.seed))  # the base as run_point builds it
     base, tokenizer = build_model(cfg.model, "classification", 2)
-    model = PeftModel.from_pretrained(base, Path(record["record_path"]).parent / "adapter")
+    model = PeftModel.from_pretrained(base, adapter)
     _, evals = encode_splits(load_splits(cfg.dataset), tokenizer, cfg.train, "classification")
     metrics = evaluate(
         model, evals["test"], "classification", tokenizer.pad_token_id, 64, Runtime(torch.device("cpu"), nullcontext)

@@ -30,6 +30,11 @@ def check_lora_config(cfg) -> None:
         raise MethodError(f"method.dropout must be in [0, 1), got {cfg.dropout!r}")
 
 
+# PEFT's task types: the PeftModel subclass (forward signature, what it trains in full) and what
+# adapter_config.json tells AutoPeftModelFor... at reload. The LSTM is no transformers model: none.
+TASK_TYPES = {"classification": "SEQ_CLS", "lm": "CAUSAL_LM"}
+
+
 def lora_config(cfg, model_cfg, task: str):
     from peft import LoraConfig
 
@@ -53,6 +58,7 @@ def lora_config(cfg, model_cfg, task: str):
         target_parameters=list(target_parameters) or None,
         use_rslora=bool(cfg.use_rslora),
         modules_to_save=list(full_rank) or None,
+        task_type=None if model_cfg.arch == "lstm" else TASK_TYPES.get(task),
     )
 
 
