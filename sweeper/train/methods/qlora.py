@@ -4,7 +4,10 @@ The models are built in float32 by sweeper.models.build_model; `wrap` then swaps
 nn.Linear layers for bitsandbytes `Linear4bit` (weights packed two 4-bit codes per uint8 byte,
 one absmax per block of 64, `quant_state` on the weight), calls PEFT's
 `prepare_model_for_kbit_training` and attaches LoRA as the `lora` method does. Quantising after the
-build keeps models.py untouched and works for every model family (config-built or pretrained).
+build keeps models.py untouched and works for every model family (config-built or pretrained);
+transformers' load-time `BitsAndBytesConfig` peaked higher on CPU when measured (BENCHMARKS.md).
+`is_loaded_in_4bit` is set by hand because PEFT reads it to dispatch its 4-bit LoRA layer (a test
+pins that dispatch, and bitsandbytes' `support_avx512bf16_for_cpu` switch, against upgrades).
 
 Which layers: `quantize: all_linear` (default, the QLoRA setup: every Linear of the frozen base)
 or `targets` (only the LoRA target layers). Heads and the full-rank modules that train under LoRA
