@@ -180,8 +180,8 @@ class Pack:
         m.trainable, m.total = count_parameters(m.peft)
         m.optimizer = make_optimizer(m.method.optimizer_parameters(m.peft), tr)
         m.start_step = ckpt.load(m.run_dir, m.peft, m.optimizer, m.method)
-        if m.start_step and m.generator.device.type == "cpu":
-            m.generator.set_state(torch.get_rng_state())  # the checkpoint holds this point's dropout RNG
+        if m.start_step:  # the checkpoint holds this point's dropout RNG (see save_checkpoint)
+            m.generator.set_state(_global_rng(m.generator.device))
         m.max_steps = int(tr.max_steps)
         m.train_enc, m.evals = encode_splits(m.splits, self.tokenizer, tr, self.task)
         m.splits = None
@@ -200,15 +200,16 @@ class Pack:
         return generator
 
     def save_checkpoint(self, m: Member, step: int) -> None:
-        # sweeper.train.checkpoint stores the global RNG: lend it this point's dropout RNG for the save.
-        saved = torch.get_rng_state()
-        if m.generator.device.type == "cpu":
-            torch.set_rng_state(m.generator.get_state())
+        # sweeper.train.checkpoint stores the global RNG (CPU, and CUDA's): lend it this point's
+        # dropout RNG for the save, so a resumed pack draws the masks an uninterrupted one would.
+        device = m.generator.device
+        saved = _global_rng(device)
+        _set_global_rng(device, m.generator.get_state())
         try:
             m.log.flush()
             ckpt.save(m.run_dir, m.peft, m.optimizer, m.method, step)
         finally:
-            torch.set_rng_state(saved)
+            _set_global_rng(device, saved)
 
     # ------------------------------------------------------------ run
     def run(self, should_stop: Callable[[], bool]) -> list[dict[str, Any]]:
@@ -252,6 +253,17 @@ class Pack:
             except Exception as error:  # noqa: BLE001
                 self.fail(m, error)
         return [m for m in members if not m.finished]
+
+
+def _global_rng(device: torch.device) -> torch.Tensor:
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def _set_global_rng(device: torch.device, state: torch.Tensor) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
 
 
 def run_packed(cfgs: list[DictConfig], should_stop: Callable[[], bool] = lambda: False) -> list[dict[str, Any]]:
