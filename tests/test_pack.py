@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sweeper.records import read_record
+from sweeper.runs import run_dir_of
 from sweeper.train import Interrupted, run_point
 from sweeper.train.pack import can_pack, group_points, run_packed
 
@@ -170,10 +171,15 @@ def test_interrupted_pack_resumes_to_the_same_result(make_cfg, tmp_path):
     calls = iter(range(100))
     with pytest.raises(Interrupted):
         run_packed(cfgs, should_stop=lambda: next(calls) == 1)  # stop after the 2nd packed step
+    first = [json.loads((run_dir_of(c) / "checkpoint" / "loop.json").read_text()) for c in cfgs]
     resumed = run_packed(cfgs)
-    for a, b in zip(straight, resumed):
+    for a, b, before in zip(straight, resumed, first):
         assert b["train"]["resumed_from_step"] == 2
         assert_same_result(a, b)
+        assert b["train"]["events"] == a["train"]["events"]
+        assert b["cost"]["train_seconds"] > before["train_seconds"] > 0  # both segments counted
+        examples = b["max_steps"] * 8
+        assert b["cost"]["examples_per_second"] == pytest.approx(examples / b["cost"]["train_seconds"], rel=0.01)
 
 
 def test_can_pack_and_grouping(make_cfg):

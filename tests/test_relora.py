@@ -235,6 +235,8 @@ def test_a_warm_start_frees_the_base_weights_adam_state(make_cfg, lm_data, tmp_p
 def test_restart_warmup_defaults_to_a_tenth_of_the_cycle(make_cfg):
     cfg = make_cfg(*TINY_LLAMA, "method=relora", "method.merge_every=300")
     assert build_method(cfg.method, cfg.model, "lm").restart_warmup_steps == 30
+    cfg = make_cfg(*TINY_LLAMA, "method=relora", "method.merge_every=1")  # below the cycle, always
+    assert build_method(cfg.method, cfg.model, "lm").restart_warmup_steps == 0
 
 
 # ---------------------------------------------------------------- training

@@ -158,6 +158,25 @@ def test_a_kill_between_the_checkpoint_renames_resumes_from_the_last_complete_on
     assert not list(run_dir.glob("*checkpoint*")), "checkpoint folders left behind"
 
 
+def test_the_latest_complete_checkpoint_wins_after_a_kill_between_the_renames(make_cfg, tmp_path):
+    """Killed between the renames: the old checkpoint (step 3) set aside, the new one (step 5)
+    complete beside it. The new one is the checkpoint the next attempt resumes from."""
+    import shutil
+
+    cfg = make_cfg(*TINY, "method.r=2", "train.max_steps=6")
+    run_dir = run_dir_of(cfg)
+    for stop_at in (2, 1):  # a checkpoint at step 3, then (resumed) at step 5
+        calls = iter(range(100))
+        with pytest.raises(Interrupted):
+            run_point(cfg, should_stop=lambda stop_at=stop_at, calls=calls: next(calls) == stop_at)
+        if stop_at == 2:
+            shutil.copytree(run_dir / "checkpoint", tmp_path / "step3")
+    os.rename(run_dir / "checkpoint", run_dir / ".checkpoint.tmp-2")  # the new one, complete
+    shutil.copytree(tmp_path / "step3", run_dir / ".checkpoint.old-1")  # the old one, set aside
+    resumed = run_point(cfg)
+    assert resumed["status"] == "ok" and resumed["train"]["resumed_from_step"] == 5
+
+
 def test_multirun_sweep_goes_on_past_a_failed_point(tmp_path):
     results = tmp_path / "results"
     cmd = [

@@ -65,13 +65,15 @@ def save(run_dir: Path, model, optimizer, method, step: int, watch=None, loop: d
 
 def restore_set_aside(run_dir: Path) -> None:
     """A kill between publish_dir's two renames leaves no checkpoint/, only the previous one set
-    aside (.checkpoint.old-<pid>): if it is complete, it becomes the checkpoint again."""
+    aside (.checkpoint.old-<pid>) and the new one beside it (.checkpoint.tmp-<pid>, complete once
+    its step.json is written): the latest complete one becomes the checkpoint. Called by the run
+    lock's holder only (load, save): it renames."""
     final = Path(run_dir) / CHECKPOINT_DIR
     if final.exists():
         return
-    aside = [d for d in Path(run_dir).glob(f".{CHECKPOINT_DIR}.old-*") if (d / "step.json").exists()]
-    if aside:
-        os.rename(max(aside, key=lambda d: _step_in(d)), final)
+    complete = [d for d in Path(run_dir).glob(f".{CHECKPOINT_DIR}.*") if (d / "step.json").exists()]
+    if complete:
+        os.rename(max(complete, key=_step_in), final)
 
 
 def _step_in(folder: Path) -> int:
@@ -87,12 +89,6 @@ def loop_state(run_dir: Path) -> dict:
         return json.loads((Path(run_dir) / CHECKPOINT_DIR / "loop.json").read_text())
     except (OSError, ValueError):
         return {}
-
-
-def saved_step(run_dir: Path) -> int:
-    """The step of the checkpoint in run_dir, or 0 when there is none."""
-    restore_set_aside(run_dir)
-    return _step_in(Path(run_dir) / CHECKPOINT_DIR)
 
 
 def load(run_dir: Path, model, optimizer, method, watch=None) -> int:

@@ -144,6 +144,7 @@ def train(
         loop = {"events": log.events, "train_seconds": seconds, "examples": examples, "loss": loss_value}
         ckpt.save(run_dir, model, optimizer, method, step, watch, loop={**loop, "finished": finished})
 
+    method.lr_scale(start_step, train_cfg)  # a method that records its schedule (ReLoRA) sees it, steps or not
     model.train()
     bar = progress_bar(max_steps, start_step, Path(run_dir).name[:40])
     try:
@@ -177,7 +178,7 @@ def train(
                 save(done)
                 if stop:
                     raise Interrupted(f"stopped at step {done}; checkpoint written")
-        if checkpoint_every and not finished:  # a kill during evaluation or saving does not retrain
+        if not finished and (checkpoint_every or should_stop()):  # a kill during evaluation does not retrain
             log.flush()
             save(done, finished=True)
     finally:

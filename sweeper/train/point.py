@@ -28,7 +28,7 @@ from ..runs import RunLock, base_record, finished_record, run_dir_of
 from . import checkpoint
 from .batches import encode_splits
 from .early_stop import best_step_watch
-from .errors import Interrupted
+from .errors import Interrupted, TrainingError
 from .evaluate import evaluate, evaluate_splits, record_metrics, save_predictions
 from .loop import train
 from .methods import build_method
@@ -77,6 +77,8 @@ def outcome(
 
 def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> dict[str, Any]:
     task, tr = cfg.dataset.task, cfg.train
+    if tr.get("save_weights", "auto") not in ("auto", True, False):  # before training, not after
+        raise TrainingError(f"train.save_weights must be auto, true or false, got {tr.save_weights!r}")
     splits = load_point_data(cfg.dataset)
     num_labels = num_labels_of(splits, task)
     method = build_method(cfg.method, cfg.model, task)

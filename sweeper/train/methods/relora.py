@@ -45,7 +45,7 @@ def check_relora_config(cfg) -> dict[str, Any]:
         "warm_start_steps": _int_at_least(cfg, "warm_start_steps", 0),
         "merge_every": merge_every,
         "restart_warmup_steps": (
-            max(1, merge_every // 10)  # null: a tenth of the cycle (the paper: 50-100 steps of 5,000)
+            min(max(1, merge_every // 10), merge_every - 1)  # null: a tenth of the cycle (paper: 50-100 of 5,000)
             if cfg.restart_warmup_steps is None
             else _int_at_least(cfg, "restart_warmup_steps", 0)
         ),

@@ -61,6 +61,7 @@ class Member:
     start_step: int = 0
     max_steps: int = 0
     seconds: float = 0.0
+    examples_before: int = 0  # examples of the segments before a resume (checkpoint/loop.json)
     final_loss: float = float("nan")
     log: MetricsLog | None = None
     finished: bool = False
@@ -140,7 +141,7 @@ class Pack:
             method=m.method,
             events=m.log.events,
             train_seconds=m.seconds,
-            examples=(m.max_steps - m.start_step) * int(tr.batch_size),
+            examples=m.examples_before + (m.max_steps - m.start_step) * int(tr.batch_size),
         )
         result["cost"]["peak_memory_mb"] = self.memory.mb
         pack = {"size": len(self.members), "index": m.key, "run_ids": [x.record["run_id"] for x in self.members]}
@@ -180,13 +181,18 @@ class Pack:
         m.trainable, m.total = count_parameters(m.peft)
         m.optimizer = make_optimizer(m.method.optimizer_parameters(m.peft), tr)
         m.start_step = ckpt.load(m.run_dir, m.peft, m.optimizer, m.method)
-        if m.start_step:  # the checkpoint holds this point's dropout RNG (see save_checkpoint)
-            m.generator.set_state(_global_rng(m.generator.device))
+        before = ckpt.loop_state(m.run_dir) if m.start_step else {}  # what the earlier segments did
+        m.seconds, m.examples_before = float(before.get("train_seconds", 0.0)), int(before.get("examples", 0))
+        m.final_loss = float(before.get("loss", float("nan")))
+        rng = _global_rng(m.generator.device) if m.start_step else None
+        if rng is not None:  # the checkpoint holds this point's dropout RNG (see save_checkpoint)
+            m.generator.set_state(rng)
         m.max_steps = int(tr.max_steps)
         m.train_enc, m.evals = encode_splits(m.splits, self.tokenizer, tr, self.task)
         m.splits = None
         attach_adapter(self.base, m.key, m.peft, self.ctx, m.generator)
         m.log = MetricsLog(m.run_dir, m.start_step, tr.log_every, m.max_steps)
+        m.log.events = list(before.get("events", []))
 
     def dropout_generator(self) -> torch.Generator:
         # On CPU: the global RNG exactly as run_point's training would find it, so LoRA dropout masks match.
@@ -207,7 +213,9 @@ class Pack:
         _set_global_rng(device, m.generator.get_state())
         try:
             m.log.flush()
-            ckpt.save(m.run_dir, m.peft, m.optimizer, m.method, step)
+            loop = {"events": m.log.events, "train_seconds": m.seconds, "loss": m.final_loss}
+            loop["examples"] = m.examples_before + (step - m.start_step) * int(m.cfg.train.batch_size)
+            ckpt.save(m.run_dir, m.peft, m.optimizer, m.method, step, loop=loop)
         finally:
             _set_global_rng(device, saved)
 
@@ -255,11 +263,16 @@ class Pack:
         return [m for m in members if not m.finished]
 
 
-def _global_rng(device: torch.device) -> torch.Tensor:
-    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+def _global_rng(device: torch.device) -> torch.Tensor | None:
+    """The global RNG state a checkpoint keeps for `device` (CPU, CUDA); None for other devices."""
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    return torch.get_rng_state() if device.type == "cpu" else None
 
 
-def _set_global_rng(device: torch.device, state: torch.Tensor) -> None:
+def _set_global_rng(device: torch.device, state: torch.Tensor | None) -> None:
+    if state is None or device.type not in ("cpu", "cuda"):
+        return  # mps, xpu: no RNG state in the checkpoint to lend (the dropout stream restarts on resume)
     if device.type == "cuda":
         torch.cuda.set_rng_state(state, device)
     else:
