@@ -246,3 +246,29 @@ def test_unresolved_config_record_is_listed_not_dropped(sweep, capsys):
     assert "unresolved-abc" in collect.failures(df)["run_id"].tolist()
     assert collect.main([str(sweep), "--no-write"]) == 0
     assert "InterpolationKeyError: x" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["serial", "thread pool"])
+def test_read_many_keeps_order_and_tells_absent_from_unreadable(tmp_path, monkeypatch, slow):
+    from sweeper import records
+
+    if slow:  # as on NFS: the first reads look slow, the rest go through the thread pool
+        monkeypatch.setattr(records, "SLOW_READ_S", -1.0)
+    paths = []
+    for k in range(150):
+        run_dir = tmp_path / f"run{k}"
+        if k % 3 == 0:
+            records.write_record(run_dir, {"run_id": f"r{k}", "status": "ok"})
+        elif k % 3 == 1:
+            run_dir.mkdir()
+            (run_dir / records.RECORD_NAME).write_text('{"run_id": "cut')  # a truncated copy
+        paths.append(str(run_dir / records.RECORD_NAME))  # k % 3 == 2: no record at all
+    got = records.read_many(paths)
+    assert [p for p, _, _ in got] == paths
+    for k, (_, record, reason) in enumerate(got):
+        if k % 3 == 0:
+            assert record["run_id"] == f"r{k}" and reason is None
+        elif k % 3 == 1:
+            assert record is None and "JSONDecodeError" in reason
+        else:
+            assert record is None and reason is None

@@ -14,16 +14,14 @@ import json
 import math
 import os
 import sys
-import time
 import warnings
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ..records import Status, find_records, read_record
+from ..records import Status, find_records, read_many
 from .configs import add_config_column, config_order
 from .markdown import is_missing, markdown_table
 
@@ -65,40 +63,12 @@ NUMERIC = ["r", "alpha", "seed", "lr", "max_steps", "wall_seconds", *METRIC_FIEL
 # The headline metric per task and whether higher is better.
 PRIMARY = {"classification": ("accuracy", True), "lm": ("perplexity", False)}
 MISSING = "missing"  # cell text for a grid point without any record
-_IO_THREADS = 16  # records often live on NFS: overlap the per-file latency
-_PROBE, _SLOW_READ_S = 64, 0.0005  # mean seconds per record read above which threads pay off
 
 
 # ---------------------------------------------------------------- reading
-def _read_one(path: str) -> tuple[str, dict | None, str | None]:
-    try:
-        return path, read_record(path), None
-    except ValueError as e:
-        return path, None, str(e).replace(f" {path}", "")  # the listing names the file already
-    except Exception as e:  # a reader must never die on one strange file
-        return path, None, f"{type(e).__name__}: {e}"
-
-
-def _read_chunk(paths: list[str]) -> list[tuple[str, dict | None, str | None]]:
-    return [_read_one(p) for p in paths]
-
-
-def _read_all(files: list[str]) -> list[tuple[str, dict | None, str | None]]:
-    """Serial on a local disk (threads only fight over the GIL there); a thread pool when the
-    first reads show network-filesystem latency, where overlapping the waits is what matters."""
-    start = time.perf_counter()
-    results = _read_chunk(files[:_PROBE])
-    rest = files[_PROBE:]
-    if not rest or (time.perf_counter() - start) / max(len(results), 1) < _SLOW_READ_S:
-        return results + _read_chunk(rest)
-    chunks = [rest[i : i + 64] for i in range(0, len(rest), 64)]
-    with ThreadPoolExecutor(_IO_THREADS) as pool:
-        return results + [r for chunk in pool.map(_read_chunk, chunks) for r in chunk]
-
-
 def read_records(*paths: str | os.PathLike) -> tuple[list[dict], list[tuple[str, str]]]:
     """Flat rows of every readable record under `paths`, and (path, reason) for every skipped one."""
-    results = _read_all(find_records(*paths))
+    results = read_many(find_records(*paths))
     rows, skipped = [], []
     for path, record, reason in results:
         if record is None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..ledger import SWEEP_FILE, array_id, marker_job, read_sweep
-from ..records import Status, read_existing
+from ..records import RECORD_NAME, Status, read_many
 from ..slurm import SLURM_ALIVE, slurm_states
 
 
@@ -91,9 +91,10 @@ def sweep_status(results_dir: Path | str) -> dict[str, Any]:
 
     counts = {state.value: 0 for state in (PointState.DONE, PointState.FAILED, PointState.RUNNING, PointState.PENDING)}
     failed, stalled, finished_since = [], 0, []
-    for run_id, label in points.items():
+    paths = [str(results_dir / "runs" / run_id / RECORD_NAME) for run_id in points]
+    records = [record for _, record, _ in read_many(paths)]  # a thread pool on a slow (network) disk
+    for (run_id, label), record in zip(points.items(), records):
         run_dir = results_dir / "runs" / run_id
-        record = read_existing(run_dir)
         if record is not None and record["status"] in (Status.OK, Status.FAILED):
             state = PointState.DONE if record["status"] == Status.OK else PointState.FAILED
             counts[state.value] += 1
