@@ -185,34 +185,14 @@ def child_memory_point(args) -> dict:
 
 
 # ---------------------------------------------------------------- parent
+# the parent's options every child process gets as they are
+CHILD_OPTIONS = ("k", "threads", "batch", "eval_size", "tiny_steps", "smol_steps", "tiny_length", "smol_length",
+                 "device", "dtype")  # fmt: skip
+
+
 def run_child(args, mode: str, **extra) -> tuple[dict, float]:
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child",
-        mode,
-        "--k",
-        str(args.k),
-        "--threads",
-        str(args.threads),
-        "--batch",
-        str(args.batch),
-        "--eval-size",
-        str(args.eval_size),
-        "--tiny-steps",
-        str(args.tiny_steps),
-        "--smol-steps",
-        str(args.smol_steps),
-        "--tiny-length",
-        str(args.tiny_length),
-        "--smol-length",
-        str(args.smol_length),
-        "--device",
-        args.device,
-        "--dtype",
-        args.dtype,
-    ]
-    for key, value in extra.items():
+    cmd = [sys.executable, __file__, "--child", mode]
+    for key, value in [*((k, getattr(args, k)) for k in CHILD_OPTIONS), *extra.items()]:
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     t0 = time.perf_counter()
     proc = subprocess.run(

@@ -57,6 +57,7 @@ class LocalQueue:
     """N worker processes on this machine (submitit LocalExecutor: USR2 on timeout, requeue)."""
 
     kind = "local"
+    records_while_running = True  # a few jobs run at once: report each point as its record appears
 
     def __init__(self, folder: Path, params: Any):
         self.slots = local_slots(params.workers, params.gpus, params.threads)
@@ -125,11 +126,14 @@ def auto_chunk(kind: str, params: Any, points: int, point_seconds: float | None)
     return chunk
 
 
+def _user() -> str:
+    return os.environ.get("USER") or getpass.getuser()
+
+
 def submit_limit() -> int | None:
     """The user's MaxSubmitJobs on their associations, or None when none is set (a QOS limit is not
     read: sbatch refusing an array is handled, see Stream)."""
-    user = os.environ.get("USER") or getpass.getuser()
-    out = shell.output(["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}", "format=MaxSubmit"], timeout=20)
+    out = shell.output(["sacctmgr", "-n", "-P", "show", "assoc", f"user={_user()}", "format=MaxSubmit"], timeout=20)
     limits = [int(x) for x in (out or "").split() if x.isdigit()]
     return min(limits) if limits else None
 
@@ -166,11 +170,12 @@ class SlurmArrays:
 
     `array_parallelism` caps the whole sweep: the arrays run in lanes, each lane a chain of arrays
     (`--dependency=afterany` on the lane's previous one) with its share of the cap as `%N`.
-    The monitor's questions go to the scheduler on a timer of its own: `squeue --me` lists the live
+    The monitor's questions go to the scheduler on a timer of its own: `squeue` lists the live
     tasks (one call for the whole sweep), and sacct is asked per array only about tasks that left it."""
 
     kind = "slurm"
     capacity = None  # no slots: SLURM does the queueing
+    records_while_running = False  # the monitor reads a job's records once it ended: no 100,000 stats a poll
 
     def __init__(self, folder: Path, params: Any):
         self.params = params
@@ -219,10 +224,10 @@ class SlurmArrays:
 
     def submit_array(self, fns: Sequence[Callable[[], Any]]) -> list:
         """Submit one array (len(fns) <= array_size) in the next lane; SubmitError if sbatch refuses."""
-        lane = self.lanes[len(self.array_ids) % len(self.lanes)]
+        k = len(self.array_ids) % len(self.lanes)
+        lane = self.lanes[k]
         after = f"afterany:{lane[-1]}" if lane and self.parallelism else None
-        share = self.shares[len(self.array_ids) % len(self.lanes)]
-        self.executor.update_parameters(array_parallelism=share, dependency=after)
+        self.executor.update_parameters(array_parallelism=self.shares[k], dependency=after)
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr: said once, below
                 jobs = self.executor.submit_array(list(fns))
@@ -240,10 +245,10 @@ class SlurmArrays:
         used = [lane for lane in self.lanes if lane]
         if not self.parallelism or not used or len(used) == len(self.lanes):
             return
-        for lane, share in zip(used, _split(self.parallelism, len(used))):
+        self.lanes, self.shares = used, _split(self.parallelism, len(used))
+        for lane, share in zip(self.lanes, self.shares):
             for array in lane:  # an array that already ended refuses the update: nothing to change
                 shell.output(["scontrol", "update", f"JobId={array}", f"ArrayTaskThrottle={share}"], timeout=30)
-        self.lanes, self.shares = used, _split(self.parallelism, len(used))
 
     def ended(self, job) -> bool:
         """True once the task left the scheduler's queue: one `squeue` for the whole sweep every
@@ -268,8 +273,7 @@ class SlurmArrays:
 
     def _poll_queue(self, now: float) -> None:
         self._queue_at = now  # an attempt, answered or not: a failing squeue is not retried every call
-        user = os.environ.get("USER") or getpass.getuser()
-        out = shell.output(["squeue", "--all", "-u", user, "-h", "-r", "-o", "%i"], timeout=120)
+        out = shell.output(["squeue", "--all", "-u", _user(), "-h", "-r", "-o", "%i"], timeout=120)
         if out is not None:
             self._queue, self._answered_at, self._queue_failures = set(out.split()), now, 0
             return

@@ -81,12 +81,7 @@ def launch(
         return PointsJob(context, pts)
 
     stream = Stream(backend, make_job, chunk, entry) if kind == "slurm" and backend is not None else None
-    try:
-        points = plan_points(hydra_context, config, job_overrides, initial_job_idx, stream)
-    except BaseException:
-        if stream is not None:
-            stream.abandon()
-        raise
+    points = plan_points(hydra_context, config, job_overrides, initial_job_idx, stream)
     to_run = [p for p in points if p.runs]
     entry.update(launch_points(points))
     entry["results_dirs"] = sorted({*entry["results_dirs"], *(str(p.results_dir) for p in points if p.results_dir)})
@@ -161,13 +156,11 @@ class Stream:
         self.buffer: list[Point] = []
         self.runs: list[Running] = []
         self.unsubmitted: list[Point] = []
-        self.planned: list[Point] = []
         self.error: str | None = None
         self._logged = False
         self._started = time.monotonic()
 
     def add(self, point: Point) -> None:
-        self.planned.append(point)
         if point.results_dir is not None and str(point.results_dir) not in self.entry["results_dirs"]:
             self.entry["results_dirs"].append(str(point.results_dir))
         if point.runs:
@@ -192,15 +185,15 @@ class Stream:
                 flush=True,
             )
 
-    def abandon(self) -> None:
+    def abandon(self, planned: list[Point]) -> None:
         """Planning failed (an error, Ctrl-C) after arrays went out: record what was planned, say what runs."""
         if not self.runs:
             return
-        self.entry.update(launch_points(self.planned))
+        self.entry.update(launch_points(planned))
         save_launch(self.entry, update=True)
         ids = " ".join(self.backend.array_ids)
         print(
-            f"planning stopped after {len(self.planned)} point(s); SLURM array(s) {ids} keep running "
+            f"planning stopped after {len(planned)} point(s); SLURM array(s) {ids} keep running "
             f"(scancel {ids} stops them); the same command finishes the grid",
             file=sys.stderr,
             flush=True,
@@ -254,10 +247,15 @@ def plan_points(
         for idx, overrides in enumerate(job_overrides, start=first_idx)
     )
     points = []
-    for point in iter_plan(progress(items, len(job_overrides), "planning"), bool(config.sweeper.retry_failed)):
-        points.append(point)
+    try:
+        for point in iter_plan(progress(items, len(job_overrides), "planning"), bool(config.sweeper.retry_failed)):
+            points.append(point)
+            if stream is not None:
+                stream.add(point)
+    except BaseException:
         if stream is not None:
-            stream.add(point)
+            stream.abandon(points)
+        raise
     seconds = time.perf_counter() - t0
     print(
         f"planned {len(points)} point(s) in {seconds:.1f}s ({1e3 * seconds / max(1, len(points)):.2f} ms a point; "

@@ -5,8 +5,8 @@ every YAML file, then apply the `key=value` overrides (~0.1 s a point here). A g
 same few group options and scalar values thousands of times, so this composes with Hydra only
 
   - the base config once, and each group option used (`dataset=x`, `model=y`) once, on its own;
-    in a group whose options are plain sections (checked with Hydra on two of them) the other
-    options' files are read instead of composed (256 datasets: 256 reads, not 256 compositions);
+    in a group whose options are plain sections (checked with Hydra on the first two composed)
+    the other options' files are read instead (a 256-dataset grid: 5 compositions, not 258);
   - one template per combination of group options and overridden keys, which the points of that
     combination share, setting their values with Hydra's own override code.
 

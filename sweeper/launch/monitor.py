@@ -110,8 +110,8 @@ def watch(
     poll_s: float,
 ) -> Monitor:
     """Follow the submitted jobs (`active`) to the end, submitting the local queue's `jobs` as slots
-    free up. Records are read while a local job runs (a handful at a time), but on SLURM only once
-    the scheduler says a job ended: no stat of 100,000 run folders every poll."""
+    free up. Records are read while a job runs where the backend says so (local: a handful at a
+    time), else once the scheduler says the job ended (SLURM: no stat of 100,000 folders a poll)."""
     monitor = Monitor(total=total, backend=backend)
     queue, active = list(jobs), list(active)
     free = [] if backend.capacity is None else list(backend.slots)
@@ -126,7 +126,7 @@ def watch(
                 active += started
                 log_jobs(launch, started)
             for run in list(active):
-                if backend.kind == "local":
+                if backend.records_while_running:
                     monitor.check_records(run.points)
                 if monitor.settle(run):
                     active.remove(run)

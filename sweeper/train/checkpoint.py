@@ -10,15 +10,17 @@
     <run_dir>/checkpoint/step.json             written last: marks the folder complete
 
 A new checkpoint is written beside the old one, then swapped in with two renames (the old one
-aside, the new one in). A kill between them leaves only the old one, aside: load() puts it back.
-Folders left by killed attempts (half-written, or set aside) are removed by the next save.
+aside, the new one in). A kill between them leaves no checkpoint/: load() and save() put the
+latest complete one back. Folders left by killed attempts are removed by the next save.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -37,7 +39,7 @@ def weights_to_save(model, optimizer, method) -> dict[str, torch.Tensor]:
     return {n: p.detach().contiguous().clone() for n, p in model.named_parameters() if id(p) in held}
 
 
-def save(run_dir: Path, model, optimizer, method, step: int, watch=None, loop: dict | None = None) -> Path:
+def save(run_dir: Path, model, optimizer, method, step: int, watch=None, loop: LoopState | None = None) -> Path:
     final = Path(run_dir) / CHECKPOINT_DIR
     restore_set_aside(run_dir)
     for stale in Path(run_dir).glob(f".{CHECKPOINT_DIR}.*"):  # the run lock is ours: nobody else writes these
@@ -58,7 +60,7 @@ def save(run_dir: Path, model, optimizer, method, step: int, watch=None, loop: d
         if watch.best_weights is not None:
             save_file({k: v.contiguous() for k, v in watch.best_weights.items()}, str(tmp / "best.safetensors"))
     torch.save(state, tmp / "trainer.pt")
-    (tmp / "loop.json").write_text(json.dumps(loop or {}))
+    (tmp / "loop.json").write_text(json.dumps(asdict(loop or LoopState())))
     (tmp / "step.json").write_text(json.dumps({"step": step}))  # last: marks the checkpoint complete
     return publish_dir(tmp, final, replace=True)
 
@@ -83,12 +85,25 @@ def _step_in(folder: Path) -> int:
         return 0
 
 
-def loop_state(run_dir: Path) -> dict:
-    """The loop's bookkeeping at the checkpoint ({} when there is none, or an older checkpoint)."""
+@dataclass
+class LoopState:
+    """The training loop's bookkeeping at a checkpoint (loop.json): what the segments before a
+    resume did, so the resumed record sums them. Written by the solo and the packed loop alike."""
+
+    events: list = field(default_factory=list)
+    train_seconds: float = 0.0
+    examples: int = 0
+    loss: float = math.nan
+    finished: bool = False  # training was over (the checkpoint before evaluation)
+
+
+def loop_state(run_dir: Path) -> LoopState:
+    """The bookkeeping of the checkpoint in run_dir (a fresh LoopState when there is none)."""
     try:
-        return json.loads((Path(run_dir) / CHECKPOINT_DIR / "loop.json").read_text())
+        saved = json.loads((Path(run_dir) / CHECKPOINT_DIR / "loop.json").read_text())
     except (OSError, ValueError):
-        return {}
+        return LoopState()
+    return LoopState(**{k: v for k, v in saved.items() if k in LoopState.__dataclass_fields__})
 
 
 def load(run_dir: Path, model, optimizer, method, watch=None) -> int:

@@ -131,18 +131,17 @@ def train(
         watch.snapshot = lambda: ckpt.weights_to_save(model, optimizer, method)
     start_step = ckpt.load(run_dir, model, optimizer, method, watch)
     # What the segments before this one did: a resumed record sums it (events, seconds, examples).
-    before = ckpt.loop_state(run_dir) if start_step else {}
+    before = ckpt.loop_state(run_dir) if start_step else ckpt.LoopState()
     max_steps, batch_size, seed = int(train_cfg.max_steps), int(train_cfg.batch_size), int(train_cfg.seed)
     log = MetricsLog(run_dir, start_step, train_cfg.log_every, max_steps)
-    log.events = list(before.get("events", []))
+    log.events = list(before.events)
     checkpoint_every = int(train_cfg.checkpoint_every or 0)
-    loss_value = float(before.get("loss", float("nan")))
-    seconds, examples = float(before.get("train_seconds", 0.0)), int(before.get("examples", 0))
-    finished, done = bool(before.get("finished")), start_step
+    loss_value, seconds, examples = float(before.loss), float(before.train_seconds), int(before.examples)
+    finished, done = before.finished, start_step
 
     def save(step: int, finished: bool = False) -> None:
-        loop = {"events": log.events, "train_seconds": seconds, "examples": examples, "loss": loss_value}
-        ckpt.save(run_dir, model, optimizer, method, step, watch, loop={**loop, "finished": finished})
+        loop = ckpt.LoopState(log.events, seconds, examples, loss_value, finished)
+        ckpt.save(run_dir, model, optimizer, method, step, watch, loop=loop)
 
     method.lr_scale(start_step, train_cfg)  # a method that records its schedule (ReLoRA) sees it, steps or not
     model.train()

@@ -181,9 +181,8 @@ class Pack:
         m.trainable, m.total = count_parameters(m.peft)
         m.optimizer = make_optimizer(m.method.optimizer_parameters(m.peft), tr)
         m.start_step = ckpt.load(m.run_dir, m.peft, m.optimizer, m.method)
-        before = ckpt.loop_state(m.run_dir) if m.start_step else {}  # what the earlier segments did
-        m.seconds, m.examples_before = float(before.get("train_seconds", 0.0)), int(before.get("examples", 0))
-        m.final_loss = float(before.get("loss", float("nan")))
+        before = ckpt.loop_state(m.run_dir) if m.start_step else ckpt.LoopState()  # the earlier segments
+        m.seconds, m.examples_before, m.final_loss = before.train_seconds, before.examples, before.loss
         rng = _global_rng(m.generator.device) if m.start_step else None
         if rng is not None:  # the checkpoint holds this point's dropout RNG (see save_checkpoint)
             m.generator.set_state(rng)
@@ -192,7 +191,7 @@ class Pack:
         m.splits = None
         attach_adapter(self.base, m.key, m.peft, self.ctx, m.generator)
         m.log = MetricsLog(m.run_dir, m.start_step, tr.log_every, m.max_steps)
-        m.log.events = list(before.get("events", []))
+        m.log.events = list(before.events)
 
     def dropout_generator(self) -> torch.Generator:
         # On CPU: the global RNG exactly as run_point's training would find it, so LoRA dropout masks match.
@@ -213,8 +212,8 @@ class Pack:
         _set_global_rng(device, m.generator.get_state())
         try:
             m.log.flush()
-            loop = {"events": m.log.events, "train_seconds": m.seconds, "loss": m.final_loss}
-            loop["examples"] = m.examples_before + (step - m.start_step) * int(m.cfg.train.batch_size)
+            examples = m.examples_before + (step - m.start_step) * int(m.cfg.train.batch_size)
+            loop = ckpt.LoopState(m.log.events, m.seconds, examples, m.final_loss)
             ckpt.save(m.run_dir, m.peft, m.optimizer, m.method, step, loop=loop)
         finally:
             _set_global_rng(device, saved)
