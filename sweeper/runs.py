@@ -35,7 +35,16 @@ from omegaconf import DictConfig, OmegaConf
 from .records import RECORD_NAME, Status, read_existing
 
 # Fields that cannot change a result: excluded from the run id so that they can change freely.
-BOOKKEEPING_TRAIN_KEYS = {"log_every", "threads", "eval_batch_size", "checkpoint_every", "save_adapter", "save_weights"}
+# (nproc: the global batch and its updates are the same on any rank count, and a run resumes with any.)
+BOOKKEEPING_TRAIN_KEYS = {
+    "log_every",
+    "threads",
+    "nproc",
+    "eval_batch_size",
+    "checkpoint_every",
+    "save_adapter",
+    "save_weights",
+}
 # Descriptive dataset fields: editing them changes no number (the data itself enters as its fingerprint).
 DESCRIPTIVE_KEYS = {"description", "comment", "comments", "notes", "generated", "family"}
 IDENTITY_VERSION = 2  # bump when the identity's recipe changes (2: data fingerprint, precision, version)

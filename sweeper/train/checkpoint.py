@@ -106,9 +106,11 @@ def loop_state(run_dir: Path) -> LoopState:
     return LoopState(**{k: v for k, v in saved.items() if k in LoopState.__dataclass_fields__})
 
 
-def load(run_dir: Path, model, optimizer, method, watch=None) -> int:
-    """Restore weights, optimizer, RNG and method state; return the step to start from (0 if none)."""
-    restore_set_aside(run_dir)
+def load(run_dir: Path, model, optimizer, method, watch=None, tidy: bool = True) -> int:
+    """Restore weights, optimizer, RNG and method state; return the step to start from (0 if none).
+    tidy=False (ranks > 0 of a distributed point): read only; rank 0 restored a set-aside one before."""
+    if tidy:
+        restore_set_aside(run_dir)
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not (folder / "trainer.pt").exists():
         return 0

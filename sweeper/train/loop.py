@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..records import METRICS_NAME
 from . import checkpoint as ckpt
 from .batches import Encoded, batch_rows, collate
+from .distributed import SOLO, World
 from .errors import Interrupted, TrainingError
 from .runtime import Runtime
 
@@ -74,11 +75,13 @@ class MetricsLog:
     Opening it drops lines past `start_step` (written after the checkpoint a resumed run restarts from).
     """
 
-    def __init__(self, run_dir: Path, start_step: int, log_every: int, max_steps: int):
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        path = Path(run_dir) / METRICS_NAME
-        ckpt.truncate_metrics(path, start_step)
-        self.file = open(path, "a", encoding="utf-8")
+    def __init__(self, run_dir: Path, start_step: int, log_every: int, max_steps: int, write: bool = True):
+        self.file = None  # write=False: a rank > 0 of a distributed point keeps the events, writes nothing
+        if write:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            path = Path(run_dir) / METRICS_NAME
+            ckpt.truncate_metrics(path, start_step)
+            self.file = open(path, "a", encoding="utf-8")
         self.log_every, self.max_steps = int(log_every), int(max_steps)
         self.events: list[dict[str, Any]] = []
 
@@ -87,16 +90,22 @@ class MetricsLog:
         for event in events:
             line = {"step": done, **event}
             self.events.append(line)
-            self.file.write(json.dumps(line) + "\n")
+            self._write(line)
         if done % self.log_every == 0 or done == self.max_steps:
-            self.file.write(json.dumps({"step": done, "loss": round(loss_value, 6), "lr": lr}) + "\n")
-            self.file.flush()
+            self._write({"step": done, "loss": round(loss_value, 6), "lr": lr})
+            self.flush()
+
+    def _write(self, line: dict[str, Any]) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(line) + "\n")
 
     def flush(self) -> None:
-        self.file.flush()
+        if self.file is not None:
+            self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 # ---------------------------------------------------------------- the loop
@@ -121,57 +130,69 @@ def train(
     runtime: Runtime,
     should_stop: Callable[[], bool] = lambda: False,
     watch=None,
+    world: World = SOLO,
 ) -> TrainResult:
     """Train for train_cfg.max_steps, resuming from run_dir/checkpoint when one exists.
 
     `watch` (sweeper.train.early_stop.BestStep, for train.eval_every > 0) scores validation every
-    eval_every steps, may stop early, and leaves the model at its best validation step."""
+    eval_every steps, may stop early, and leaves the model at its best validation step.
+    `world` (sweeper.train.distributed): each rank trains its rows of every step's global batch
+    through DDP; rank 0 alone watches, logs and checkpoints, and its stop decisions hold for all."""
     optimizer = make_optimizer(method.optimizer_parameters(model), train_cfg)
     if watch is not None:
         watch.snapshot = lambda: ckpt.weights_to_save(model, optimizer, method)
-    start_step = ckpt.load(run_dir, model, optimizer, method, watch)
+    start_step = ckpt.load(run_dir, model, optimizer, method, watch, tidy=world.main)
     # What the segments before this one did: a resumed record sums it (events, seconds, examples).
     before = ckpt.loop_state(run_dir) if start_step else ckpt.LoopState()
     max_steps, batch_size, seed = int(train_cfg.max_steps), int(train_cfg.batch_size), int(train_cfg.seed)
-    log = MetricsLog(run_dir, start_step, train_cfg.log_every, max_steps)
+    log = MetricsLog(run_dir, start_step, train_cfg.log_every, max_steps, write=world.main)
     log.events = list(before.events)
     checkpoint_every = int(train_cfg.checkpoint_every or 0)
     loss_value, seconds, examples = float(before.loss), float(before.train_seconds), int(before.examples)
     finished, done = before.finished, start_step
 
     def save(step: int, finished: bool = False) -> None:
-        loop = ckpt.LoopState(log.events, seconds, examples, loss_value, finished)
-        ckpt.save(run_dir, model, optimizer, method, step, watch, loop=loop)
+        if world.main:
+            loop = ckpt.LoopState(log.events, seconds, examples, loss_value, finished)
+            ckpt.save(run_dir, model, optimizer, method, step, watch, loop=loop)
 
     method.lr_scale(start_step, train_cfg)  # a method that records its schedule (ReLoRA) sees it, steps or not
     model.train()
-    bar = progress_bar(max_steps, start_step, Path(run_dir).name[:40])
+    bar = progress_bar(max_steps, start_step, Path(run_dir).name[:40]) if world.main else None
     try:
         for step in range(start_step, start_step if finished else max_steps):
             t0 = time.perf_counter()
             lr = set_lr(optimizer, method, model, step, train_cfg)
             rows = batch_rows(len(train_enc.input_ids), batch_size, step, seed)
-            batch = {k: v.to(runtime.device) for k, v in collate(train_enc, rows, pad_id, task).items()}
+            mine = world.shard(rows)
+            batch = {k: v.to(runtime.device) for k, v in collate(train_enc, mine, pad_id, task).items()}
+            world.step_seed(seed, step, shared=False)
             with runtime.autocast():
-                loss = model(**batch).loss
-            loss_value = float(loss.detach())
+                loss = world.forward_module(model)(**batch).loss
+            if world.size > 1:  # DDP averages the ranks' gradients: weigh each by its share of the rows
+                loss = loss * (len(mine) * world.size / len(rows))
+            loss_value = world.mean(float(loss.detach()))
             check_finite(loss_value, step, lr)
             loss.backward()
             optimizer_step(optimizer, train_cfg.grad_clip)
+            world.step_seed(seed, step, shared=True)
             events = method.after_step(step, model, optimizer)
+            if events:
+                world.sync(model)  # a merge / re-init: rank 0's result everywhere, whatever each rank computed
             seconds += time.perf_counter() - t0
-            examples += batch_size
+            examples += len(rows)
             done = step + 1
             early_stop = False
             if watch is not None:
                 checked, early_stop = watch.after_step(done, model, last=done == max_steps)
                 events = events + checked
             log.step(done, loss_value, lr, events)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+            early_stop, stop = world.from_main(early_stop, done < max_steps and should_stop())
             if early_stop or done == max_steps:
                 break  # a stop asked for on the last step: evaluation follows, nothing left to train
-            stop = should_stop()
             if stop or (checkpoint_every and done % checkpoint_every == 0):
                 log.flush()
                 save(done)
@@ -181,7 +202,8 @@ def train(
             log.flush()
             save(done, finished=True)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         log.close()
     best = {}
     if watch is not None:

@@ -25,7 +25,7 @@ from ..data import DatasetError, load_splits
 from ..ledger import mark_started, marker_text
 from ..records import RECORD_NAME, Status, one_line, write_record
 from ..runs import RunLock, base_record, finished_record, run_dir_of
-from . import checkpoint
+from . import checkpoint, distributed
 from .batches import encode_splits
 from .early_stop import best_step_watch
 from .errors import Interrupted, TrainingError
@@ -84,26 +84,16 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
     method = build_method(cfg.method, cfg.model, task)
     if method.standalone:
         return _fit_standalone(method, splits, tr, run_dir, num_labels)
-    model, tokenizer = build_model(cfg.model, task, num_labels)
-    model = method.wrap(model).to(runtime.device)
-    trainable, total = count_parameters(model)
-    pad_id = tokenizer.pad_token_id
-    train_enc, evals = encode_splits(splits, tokenizer, tr, task)
-
-    eval_args = (task, pad_id, int(tr.eval_batch_size), runtime, num_labels)
-    watch = best_step_watch(tr, task, lambda m: evaluate(m, evals["validation"], *eval_args))
-    result = train(
-        watch=watch,
-        model=model,
-        method=method,
-        train_enc=train_enc,
-        task=task,
-        pad_id=pad_id,
-        train_cfg=tr,
-        run_dir=run_dir,
-        runtime=runtime,
-        should_stop=should_stop,
-    )
+    distributed.check_nproc(tr, method.name)
+    checkpoint.restore_set_aside(run_dir)  # before other ranks read the checkpoint
+    with distributed.ranks(cfg, run_dir, follow_point) as world:
+        model, tokenizer, train_enc, evals = build_trainee(cfg, method, splits, num_labels, runtime)
+        trainable, total = count_parameters(model)
+        eval_args = (task, tokenizer.pad_token_id, int(tr.eval_batch_size), runtime, num_labels)
+        watch = best_step_watch(tr, task, lambda m: evaluate(m, evals["validation"], *eval_args))
+        args = _train_args(cfg, method, model, tokenizer, train_enc, run_dir, runtime, world)
+        result = train(**args, watch=watch, should_stop=should_stop)
+        rank_peaks = world.gather(None)[1:]  # the other ranks' peak memory (MB)
     scores, test_preds = evaluate_splits(model, evals, *eval_args)
     metrics = record_metrics(scores, result.final_loss, train_enc.labels, evals, task, num_labels)
     if task != "lm":
@@ -123,9 +113,49 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
         examples=result.examples_seen,
     )
     point["train"].update(result.best)  # early stopping: best_step, best_validation, stopped_early
+    point["worker"] = {"world_size": world.size, "backend": world.backend}
+    point["cost"]["rank_peak_memory_mb"] = rank_peaks  # ranks 1..N-1; _run_locked adds rank 0's
     if weights is not None:
         point["weights"] = weights
     return point
+
+
+def build_trainee(cfg, method, splits, num_labels: int, runtime: Runtime):
+    """(model wrapped by the method on the device, tokenizer, train token ids, {split: eval token ids})."""
+    model, tokenizer = build_model(cfg.model, cfg.dataset.task, num_labels)
+    model = method.wrap(model).to(runtime.device)
+    train_enc, evals = encode_splits(splits, tokenizer, cfg.train, cfg.dataset.task)
+    return model, tokenizer, train_enc, evals
+
+
+def _train_args(cfg, method, model, tokenizer, train_enc, run_dir, runtime, world) -> dict[str, Any]:
+    return {
+        "model": model,
+        "method": method,
+        "train_enc": train_enc,
+        "task": cfg.dataset.task,
+        "pad_id": tokenizer.pad_token_id,
+        "train_cfg": cfg.train,
+        "run_dir": Path(run_dir),
+        "runtime": runtime,
+        "world": world,
+    }
+
+
+def follow_point(cfg, run_dir: str, world) -> None:
+    """A rank > 0 of a distributed point: build what rank 0 builds, train beside it, tell rank 0 its
+    peak memory. It writes nothing; rank 0 evaluates and writes the record."""
+    runtime = setup_runtime(cfg.train, world.local_rank)
+    try:
+        with PeakMemory(runtime.device) as memory:
+            splits = load_point_data(cfg.dataset)
+            method = build_method(cfg.method, cfg.model, cfg.dataset.task)
+            num_labels = num_labels_of(splits, cfg.dataset.task)
+            model, tokenizer, train_enc, _ = build_trainee(cfg, method, splits, num_labels, runtime)
+            train(**_train_args(cfg, method, model, tokenizer, train_enc, run_dir, runtime, world))
+    except Interrupted:  # rank 0 checkpointed and stops the job: nothing of this rank's to keep
+        return
+    world.gather(memory.mb)
 
 
 WEIGHTS_DIR = "model"  # <run_dir>/model: the final weights of a method whose result is no adapter
@@ -193,6 +223,21 @@ def run_point(cfg: DictConfig, should_stop: Callable[[], bool] = lambda: False) 
         lock.release()
 
 
+def all_ranks_cost(result: dict[str, Any], rank0_peak_mb: float) -> dict[str, Any]:
+    """The cost section's memory (rank 0's peak; with several ranks also their sum) and, with
+    several ranks, the train seconds of all ranks together."""
+    cost = result["cost"]
+    others = cost.pop("rank_peak_memory_mb", [])
+    if not others:
+        return {"peak_memory_mb": rank0_peak_mb}
+    ranks = 1 + len(others)
+    return {
+        "peak_memory_mb": rank0_peak_mb,
+        "peak_memory_mb_all_ranks": round(rank0_peak_mb + sum(others), 1),
+        "rank_seconds": round(cost["train_seconds"] * ranks, 3),
+    }
+
+
 def busy_record(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """What a point returns (never writes) when another process is training it."""
     return {**record, "status": Status.BUSY, "error": f"being trained by another process ({marker_text(run_dir)})"}
@@ -205,7 +250,7 @@ def _run_locked(cfg, record: dict[str, Any], run_dir: Path, started: float, shou
         runtime = setup_runtime(cfg.train)
         with PeakMemory(runtime.device) as memory:
             result = _train_and_evaluate(cfg, run_dir, runtime, should_stop)
-        result["cost"]["peak_memory_mb"] = memory.mb
+        result["cost"].update(all_ranks_cost(result, memory.mb))
         record.update(status=Status.OK, **result)
     except Interrupted:
         raise
@@ -264,7 +309,7 @@ def finish_record(record: dict[str, Any], run_dir: Path, started: float) -> dict
     """Stamp times and worker, write the record atomically, drop the checkpoint of a finished run."""
     record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record["wall_seconds"] = round(time.time() - started, 3)
-    record["worker"] = worker_context(started)
+    record["worker"] = {**worker_context(started), "world_size": 1, "backend": None, **record.get("worker", {})}
     try:
         write_record(run_dir, record)
         if record["status"] == Status.OK:

@@ -18,17 +18,25 @@ class Runtime:
     autocast: Callable[[], AbstractContextManager]  # a fresh context per forward: bf16 on CUDA, or nothing
 
 
-def setup_runtime(train_cfg) -> Runtime:
-    """Seed, threads, device and autocast for this process, from the train section."""
+def setup_runtime(train_cfg, local_rank: int = 0) -> Runtime:
+    """Seed, threads, device and autocast for this process, from the train section. The threads:
+    train.threads, else the launcher's share for this process (SWEEPER_THREADS), else all cores
+    shared out over the point's train.nproc ranks. A rank > 0 of a point on CUDA takes the GPU of
+    its local rank."""
+    nproc = int(train_cfg.get("nproc", 1) or 1)
     if train_cfg.threads:
         torch.set_num_threads(int(train_cfg.threads))
-    elif os.environ.get("SWEEPER_THREADS"):  # the launcher's share of the CPU for this job
+    elif os.environ.get("SWEEPER_THREADS"):
         torch.set_num_threads(int(os.environ["SWEEPER_THREADS"]))
+    elif nproc > 1:
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // nproc))
     torch.manual_seed(int(train_cfg.seed))
     name = str(train_cfg.device)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
+    if device.type == "cuda" and device.index is None and nproc > 1:
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
     if train_cfg.dtype == "bfloat16" and device.type == "cuda":
         return Runtime(device, lambda: torch.autocast("cuda", dtype=torch.bfloat16))
     return Runtime(device, contextlib.nullcontext)
