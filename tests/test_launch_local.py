@@ -55,15 +55,15 @@ def test_launcher_configs_compose(name):
 
 def test_slots_one_gpu_each_or_a_share_of_the_cores(monkeypatch):
     slots = local_slots(workers=None, gpus=[0, 1], threads=None)
-    assert [s.gpu for s in slots] == [0, 1]  # one job per GPU by default
-    assert [s.gpu for s in local_slots(workers=3, gpus=[4, 6], threads=2)] == [4, 6, 4]
+    assert [s.gpus for s in slots] == [(0,), (1,)]  # one job per GPU by default
+    assert [s.gpus for s in local_slots(workers=3, gpus=[4, 6], threads=2)] == [(4,), (6,), (4,)]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     assert visible_gpus("auto") == [3, 5]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert visible_gpus("auto") == []
     cores = len(os.sched_getaffinity(0))
     cpu = local_slots(workers=2, gpus=[], threads=None)
-    assert [s.gpu for s in cpu] == [None, None]
+    assert [s.gpus for s in cpu] == [(), ()]
     assert all(s.threads == max(1, cores // 2) for s in cpu)
 
 

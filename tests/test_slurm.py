@@ -307,3 +307,35 @@ def test_a_relaunch_during_a_detached_sweep_trains_each_point_once(tmp_path):
         assert read_record(run / "record.json")["status"] == "ok"
         steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert steps == sorted(set(steps)) and steps[-1] == 300, f"{run.name} trained twice: {steps[:20]}"
+
+
+def test_a_point_of_two_ranks_runs_as_two_srun_tasks(tmp_path):
+    # Two points in one job: task 1 follows task 0 through both (sweeper.train.distributed).
+    proc = subprocess.run(
+        sweep_cmd(
+            tmp_path,
+            "dataset=fortune_art_vs_rest,fortune_law_vs_rest",
+            "train.max_steps=4",
+            "train.nproc=2",
+            "sweeper.chunk=2",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=420,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    recs = list(records(tmp_path).values())
+    assert len(recs) == 2 and all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
+    assert all(r["worker"]["world_size"] == 2 and r["worker"]["backend"] == "gloo" for r in recs)
+    job = recs[0]["worker"]["job_id"]
+    assert {r["worker"]["job_id"] for r in recs} == {job}
+
+    def srun_step():  # the job's srun step, with its task count (accounting lags a few seconds)
+        out = subprocess.run(
+            ["sacct", "-n", "-P", "-o", "JobID,NTasks,State", "-j", job], capture_output=True, text=True, timeout=30
+        ).stdout
+        steps = [line.split("|") for line in out.split() if line.split("|")[0].endswith(".0")]
+        return steps if steps and steps[0][2] == "COMPLETED" else None
+
+    assert wait_for(srun_step, 60, f"sacct to show job {job}'s srun step")[0][1] == "2"

@@ -26,8 +26,8 @@ from ..slurm import SLURM_ALIVE, slurm_states
 @dataclass
 class Slot:
     index: int
-    gpu: int | None
-    threads: int
+    gpus: tuple[int, ...]  # CUDA_VISIBLE_DEVICES of the job (one GPU; N for a point of train.nproc=N)
+    threads: int  # CPU threads of each of the job's processes
 
 
 def visible_gpus(spec: Any) -> list[int]:
@@ -50,7 +50,31 @@ def local_slots(workers: int | None, gpus: Any, threads: int | None) -> list[Slo
     cores = len(os.sched_getaffinity(0))
     n = int(workers) if workers else (len(devices) or max(1, cores // 2))
     per = int(threads) if threads else max(1, cores // n)
-    return [Slot(k, devices[k % len(devices)] if devices else None, per) for k in range(n)]
+    return [Slot(k, (devices[k % len(devices)],) if devices else (), per) for k in range(n)]
+
+
+class SlotError(ValueError):
+    """The local queue cannot give a point its train.nproc processes (one line)."""
+
+
+def rank_slots(slots: list[Slot], nproc: int, threads: int | None) -> list[Slot]:
+    """Slots for points of train.nproc=N: N distinct GPUs each (or, on CPU, N processes sharing
+    the cores: `threads` each if given, else cores // (slots x N))."""
+    if nproc <= 1:
+        return slots
+    gpus = list(dict.fromkeys(g for s in slots for g in s.gpus))
+    cores = len(os.sched_getaffinity(0))
+    if gpus:
+        if len(gpus) < nproc:
+            raise SlotError(f"train.nproc={nproc} needs {nproc} GPUs per point; the local queue has {len(gpus)}")
+        n = min(len(slots), len(gpus) // nproc)
+        per = int(threads) if threads else max(1, cores // (n * nproc))
+        return [Slot(k, tuple(gpus[k * nproc : (k + 1) * nproc]), per) for k in range(n)]
+    if cores < nproc:
+        raise SlotError(f"train.nproc={nproc} is more than the {cores} CPU core(s) of this machine")
+    n = max(1, min(len(slots), cores // nproc))
+    per = int(threads) if threads else max(1, cores // (n * nproc))
+    return [Slot(k, (), per) for k in range(n)]
 
 
 class LocalQueue:
@@ -60,6 +84,7 @@ class LocalQueue:
     records_while_running = True  # a few jobs run at once: report each point as its record appears
 
     def __init__(self, folder: Path, params: Any):
+        self.params = params
         self.slots = local_slots(params.workers, params.gpus, params.threads)
         self.executor = submitit.LocalExecutor(folder=str(folder), max_num_timeout=int(params.max_num_timeout))
         self.executor.update_parameters(
@@ -70,13 +95,19 @@ class LocalQueue:
     def capacity(self) -> int:
         return len(self.slots)
 
+    def give_ranks(self, nproc: int) -> None:
+        """Size the slots for points of train.nproc=nproc (the largest of the sweep); SlotError if none fits."""
+        self.slots = rank_slots(self.slots, nproc, self.params.threads)
+
     def describe(self) -> str:
-        slots = ", ".join(f"gpu {s.gpu}" if s.gpu is not None else f"{s.threads} thread(s)" for s in self.slots)
-        return f"local queue: {len(self.slots)} worker(s) [{slots}]"
+        def one(s: Slot) -> str:
+            return "gpu " + "+".join(map(str, s.gpus)) if s.gpus else f"{s.threads} thread(s)"
+
+        return f"local queue: {len(self.slots)} worker(s) [{', '.join(one(s) for s in self.slots)}]"
 
     def submit(self, fn: Callable[[], Any], slot: Slot):
-        gpu = [] if slot.gpu is None else [slot.gpu]
-        self.executor.update_parameters(visible_gpus=gpu, gpus_per_node=len(gpu))  # CUDA_VISIBLE_DEVICES
+        gpus = list(slot.gpus)
+        self.executor.update_parameters(visible_gpus=gpus, gpus_per_node=len(gpus))  # CUDA_VISIBLE_DEVICES
         threads = str(slot.threads)
         with environment_variables(
             SWEEPER_SLOT=str(slot.index),
@@ -222,12 +253,16 @@ class SlurmArrays:
             self.lanes = [[] for _ in range(n)]
             self.shares = _split(self.parallelism, n)
 
-    def submit_array(self, fns: Sequence[Callable[[], Any]]) -> list:
-        """Submit one array (len(fns) <= array_size) in the next lane; SubmitError if sbatch refuses."""
+    def submit_array(self, fns: Sequence[Callable[[], Any]], nproc: int = 1) -> list:
+        """Submit one array (len(fns) <= array_size) in the next lane; SubmitError if sbatch refuses.
+        Points of train.nproc=N run as N tasks (hydra.launcher.nodes x N/nodes per node; srun starts them)."""
         k = len(self.array_ids) % len(self.lanes)
         lane = self.lanes[k]
         after = f"afterany:{lane[-1]}" if lane and self.parallelism else None
-        self.executor.update_parameters(array_parallelism=self.shares[k], dependency=after)
+        nodes = int(self.params.get("nodes") or 1)
+        self.executor.update_parameters(
+            array_parallelism=self.shares[k], dependency=after, nodes=nodes, ntasks_per_node=max(1, nproc // nodes)
+        )
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr: said once, below
                 jobs = self.executor.submit_array(list(fns))

@@ -39,11 +39,11 @@ from .. import shell
 from ..ledger import now_iso
 from ..records import Status
 from ..runs import Decision
-from .backends import LocalQueue, SlurmArrays, SubmitError, auto_chunk, max_array_size
+from .backends import LocalQueue, SlotError, SlurmArrays, SubmitError, auto_chunk, max_array_size
 from .grid import GridComposer
 from .job import JobContext, PointsJob
 from .monitor import Running, log_jobs, save_launch, watch
-from .options import OptionError, check_options
+from .options import OptionError, check_options, check_ranks
 from .planner import Point, chunked, iter_plan, median_point_seconds, plan_message, summarize
 
 
@@ -81,8 +81,14 @@ def launch(
         return PointsJob(context, pts)
 
     stream = Stream(backend, make_job, chunk, entry) if kind == "slurm" and backend is not None else None
-    points = plan_points(hydra_context, config, job_overrides, initial_job_idx, stream)
-    to_run = [p for p in points if p.runs]
+    try:
+        points = plan_points(hydra_context, config, job_overrides, initial_job_idx, stream)
+        to_run = [p for p in points if p.runs]
+        if isinstance(backend, LocalQueue):
+            backend.give_ranks(max([p.nproc for p in to_run], default=1))
+    except (OptionError, SlotError) as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     entry.update(launch_points(points))
     entry["results_dirs"] = sorted({*entry["results_dirs"], *(str(p.results_dir) for p in points if p.results_dir)})
     entry["results_dirs"] = entry["results_dirs"] or [str(Path(str(sweep_cfg.results_dir)).absolute())]
@@ -164,6 +170,8 @@ class Stream:
         if point.results_dir is not None and str(point.results_dir) not in self.entry["results_dirs"]:
             self.entry["results_dirs"].append(str(point.results_dir))
         if point.runs:
+            if self.buffer and self.buffer[0].nproc != point.nproc:
+                self._submit()  # an array's tasks all start train.nproc ranks: one array per nproc
             self.buffer.append(point)
             full = len(self.buffer) >= self.chunk * self.backend.array_size
             early = not self.runs and time.monotonic() - self._started > FLUSH_S  # slow planning: start
@@ -209,7 +217,7 @@ class Stream:
             self._logged = True
         jobs = chunked(points, self.chunk)
         try:
-            submitted = self.backend.submit_array([self.make_job(pts) for pts in jobs])
+            submitted = self.backend.submit_array([self.make_job(pts) for pts in jobs], nproc=points[0].nproc)
         except SubmitError as error:
             self.error = str(error)
             self.unsubmitted += points
@@ -249,6 +257,7 @@ def plan_points(
     points = []
     try:
         for point in iter_plan(progress(items, len(job_overrides), "planning"), bool(config.sweeper.retry_failed)):
+            check_ranks(point, config)
             points.append(point)
             if stream is not None:
                 stream.add(point)

@@ -130,15 +130,42 @@ class PointsJob(submitit.helpers.Checkpointable):
         requeue = _install_stop_handlers()
         job_id = current_job_id()
         os.environ["SWEEPER_JOB_ID"] = job_id or ""
+        tasks = self._join_tasks() if job_id else None
+        if tasks is not None and not tasks.main:
+            return self._follow(tasks)
         outcomes: list[dict[str, Any]] = []
-        for group in self._groups():
-            if _STOP["requeue"] and outcomes:
-                requeue()  # between points: nothing to checkpoint
-            if len(group) == 1:
-                outcomes.append(self._run_point(group[0], job_id, requeue))
-            else:
-                outcomes.extend(self._run_pack(group, job_id, requeue))
+        try:
+            for group in self._groups():
+                if _STOP["requeue"] and outcomes:
+                    requeue()  # between points: nothing to checkpoint
+                if len(group) == 1:
+                    outcomes.append(self._run_point(group[0], job_id, requeue))
+                else:
+                    outcomes.extend(self._run_pack(group, job_id, requeue))
+                if tasks is not None and _tasks_broken():
+                    raise SystemExit(
+                        "a point failed while this job's tasks trained it; its other points re-run on relaunch"
+                    )
+        finally:
+            if tasks is not None:
+                from ..train import distributed
+
+                distributed.release_followers()
         return outcomes
+
+    def _join_tasks(self):
+        """A job of several SLURM tasks (points of train.nproc=N): this task's rank, or None in a one-task job."""
+        from ..train import distributed
+
+        return distributed.join_job_tasks(distributed.device_type(self._task_config(self.points[0]).train) == "cuda")
+
+    def _follow(self, world) -> list[dict[str, Any]]:
+        """Tasks > 0: train beside task 0 each point it trains; it writes every record."""
+        from ..train import distributed
+        from ..train.point import follow_point
+
+        distributed.follow_leader(world, follow_point)
+        return []
 
     def _full_config(self, point: Point, job_id: str | None):
         return job_config(self.config, point.overrides, point.config, point.choices, point.idx, job_id)
@@ -196,6 +223,12 @@ class PointsJob(submitit.helpers.Checkpointable):
             "status": str(Status.FAILED),
             "error": f"{type(ret._return_value).__name__}: {ret._return_value}",
         }
+
+
+def _tasks_broken() -> bool:
+    from ..train import distributed
+
+    return distributed.job_broken()
 
 
 def with_run_id(config, point: Point):

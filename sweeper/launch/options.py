@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from omegaconf import OmegaConf
+
 POSITIVE = {  # key -> may it be null?
     "local": {"workers": True, "threads": True, "timeout_min": False, "poll_s": False},
     "slurm": {
@@ -55,3 +57,17 @@ def check_options(kind: str, params: Any, sweep: Any) -> None:
                 raise OptionError(
                     f"hydra.launcher.{key} holds a control character (it would break its #SBATCH line): {value!r}"
                 )
+
+
+def check_ranks(point, config) -> None:
+    """OptionError for a point whose train.nproc this launch cannot give it."""
+    if point.nproc == 1 or not point.runs:
+        return
+    if int(config.sweeper.pack or 1) > 1:
+        raise OptionError(
+            f"sweeper.pack={config.sweeper.pack} with train.nproc={point.nproc} ({point.label}): "
+            "a pack trains in one process; use one or the other"
+        )
+    nodes = int(OmegaConf.select(config, "hydra.launcher.nodes", default=1) or 1)
+    if point.nproc % nodes:
+        raise OptionError(f"train.nproc={point.nproc} is not a multiple of hydra.launcher.nodes={nodes}")

@@ -41,6 +41,12 @@ class Point:
         return Decision(self.decision).runs
 
     @property
+    def nproc(self) -> int:
+        """train.nproc: processes per point (the worker says so in one line when it is no integer)."""
+        value = ((self.config or {}).get("train") or {}).get("nproc", 1)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
+
+    @property
     def label(self) -> str:
         return " ".join(o for o in self.overrides if not o.startswith("hydra.")) or f"#{self.idx}"
 

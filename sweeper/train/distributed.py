@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import TrainingError
+from .errors import Interrupted, TrainingError
 
 TIMEOUT = timedelta(minutes=30)  # a collective waiting longer than this fails (a rank died, or hung)
 
@@ -58,7 +58,10 @@ class World:
             return model
         trainable = frozenset(id(p) for p in model.parameters() if p.requires_grad)
         if self._ddp is None or self._ddp[0] != trainable:  # DDP's constructor broadcasts rank 0's weights
-            self._ddp = (trainable, nn.parallel.DistributedDataParallel(model))
+            # find_unused_parameters: a trainable weight off the forward path (PEFT's kept original of
+            # a wrapped head during a full-rank warm start) would otherwise stall the gradient reduction.
+            ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+            self._ddp = (trainable, ddp)
         return self._ddp[1]
 
     def mean(self, value: float) -> float:
@@ -93,12 +96,12 @@ class World:
         return values
 
     def step_seed(self, seed: int, step: int, shared: bool) -> None:
-        """Seed this step's random draws: per rank for the forward (dropout differs across shards),
-        the same on every rank for a method's hook (a ReLoRA re-init must be identical). Seeded by
-        (seed, step) alone, a resumed run draws what an uninterrupted one did, with any history."""
-        if self.size > 1:
-            stream = 0 if shared else self.rank + 1
-            torch.manual_seed(int(np.random.SeedSequence([int(seed), int(step), stream]).generate_state(1)[0]))
+        """Seed this step's random draws from (seed, step): per rank for the forward (dropout differs
+        across shards), the same on every rank for a method's hook (a ReLoRA re-init is then the
+        same on any rank count, one process included). A resumed run draws what an uninterrupted
+        one did, whatever ran before."""
+        stream = 0 if shared else self.rank + 1
+        torch.manual_seed(int(np.random.SeedSequence([int(seed), int(step), stream]).generate_state(1)[0]))
 
     def _device(self) -> torch.device:
         return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
@@ -106,6 +109,7 @@ class World:
 
 SOLO = World()
 _JOB_WORLD: World | None = None  # tasks mode: the SLURM job's process group, set by join_job_tasks
+_JOB_BROKEN = False  # tasks mode: a point failed while the ranks trained it (see job_broken)
 
 
 def device_type(train_cfg) -> str:
@@ -141,10 +145,17 @@ def check_nproc(train_cfg, method_name: str) -> int:
 def ranks(cfg, run_dir, follower_main) -> World:
     """Rank 0's world for one point: the job's tasks (told to follow run_dir), N-1 spawned
     children running `follower_main(cfg, run_dir, world)`, or SOLO for nproc=1."""
+    global _JOB_BROKEN
     nproc = int(cfg.train.get("nproc", 1))
     if _JOB_WORLD is not None:
         dist.broadcast_object_list([(cfg, str(run_dir))], src=0)
-        yield _JOB_WORLD
+        try:
+            yield _JOB_WORLD
+        except Interrupted:  # the other ranks saw the stop too: still in step
+            raise
+        except BaseException:
+            _JOB_BROKEN = True  # the ranks may be out of step: the job ends after this point's record
+            raise
         return
     if nproc == 1:
         yield SOLO
@@ -219,13 +230,23 @@ def follow_leader(world: World, follower_main) -> None:
         if message[0] is None:
             return
         cfg, run_dir = message[0]
-        follower_main(cfg, run_dir, world)
+        try:
+            follower_main(cfg, run_dir, world)
+        except Exception:  # rank 0 fails this point too and ends the job (job_broken)
+            traceback.print_exc(file=sys.stderr)
+            raise SystemExit(1) from None
+
+
+def job_broken() -> bool:
+    """Tasks mode, rank 0: a point failed while the ranks trained it, so they may wait in different
+    collectives; the job must end (its remaining points are reported lost and re-run on relaunch)."""
+    return _JOB_BROKEN
 
 
 def release_followers() -> None:
     """Rank 0 of a job, at its end: tell the other tasks there is nothing more to train."""
     global _JOB_WORLD
-    if _JOB_WORLD is not None and _JOB_WORLD.main:
+    if _JOB_WORLD is not None and _JOB_WORLD.main and not _JOB_BROKEN:
         dist.broadcast_object_list([None], src=0)
     _JOB_WORLD = None
     with contextlib.suppress(Exception):
