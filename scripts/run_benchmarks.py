@@ -23,6 +23,7 @@ BENCHMARKS = {  # name -> script (in the order they appear in BENCHMARKS.md)
     "relora": "bench_relora.py",
     "chunking": "bench_chunking.py",
     "pack": "bench_pack.py",
+    "distributed": "bench_distributed.py",
     "collect": "bench_collect.py",
     "slurm_submit": "bench_slurm_submit.py",
     "planner": "bench_planner.py",

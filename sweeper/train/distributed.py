@@ -100,11 +100,16 @@ class World:
         across shards), the same on every rank for a method's hook (a ReLoRA re-init is then the
         same on any rank count, one process included). A resumed run draws what an uninterrupted
         one did, whatever ran before."""
-        stream = 0 if shared else self.rank + 1
-        torch.manual_seed(int(np.random.SeedSequence([int(seed), int(step), stream]).generate_state(1)[0]))
+        torch.manual_seed(step_seed(seed, step, 0 if shared else self.rank + 1))
 
     def _device(self) -> torch.device:
         return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
+
+
+def step_seed(seed: int, step: int, stream: int) -> int:
+    """The seed of `stream` at `step` (0: shared by all ranks; r + 1: rank r's forward). The packed
+    loop seeds each adapter's dropout generator with stream 1, as a one-process run does."""
+    return int(np.random.SeedSequence([int(seed), int(step), int(stream)]).generate_state(1)[0])
 
 
 SOLO = World()

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..batches import batch_rows, collate
+from ..distributed import step_seed
 from ..errors import Interrupted, TrainingError
 from ..loop import check_finite, optimizer_step, progress_bar, set_lr
 from ..runtime import Runtime
@@ -90,6 +91,7 @@ def forward_losses(base, members, step: int, ctx: PackContext, pad_id: int, task
     """Losses of the running points at `step`, one packed forward."""
     batches = []
     for m in members:
+        m.generator.manual_seed(step_seed(int(m.cfg.train.seed), step, 1))  # the solo loop's dropout stream
         rows = batch_rows(len(m.train_enc.input_ids), int(m.cfg.train.batch_size), step, int(m.cfg.train.seed))
         batches.append(collate(m.train_enc, rows, pad_id, task))
     batch, ctx.slices = concat_batches(batches, [m.key for m in members], pad_id, task)
