@@ -36,8 +36,9 @@ def losses(record, run_dir: Path | None = None) -> list[float]:
         ["method=relora", "method.dropout=0", "method.merge_every=2"],  # merges on every rank alike
         ["method=lora", "method.dropout=0", "method.warm_start_steps=2"],  # trainable set changes: DDP anew
         ["method=full"],
+        ["method=lora", "method.dropout=0", "train.eval_every=2", "train.early_stopping=1"],  # rank 0 decides
     ],
-    ids=["lora", "relora", "lora-warm-start", "full"],
+    ids=["lora", "relora", "lora-warm-start", "full", "early-stopping"],
 )
 def test_two_ranks_make_the_updates_of_one(make_cfg, tmp_path, method):
     steps = ["train.max_steps=6", "train.batch_size=7"]  # 7 rows: shards of 4 and 3, weighed by size
@@ -54,6 +55,7 @@ def test_two_ranks_make_the_updates_of_one(make_cfg, tmp_path, method):
         assert ranks["metrics"][split]["loss"] == pytest.approx(solo["metrics"][split]["loss"], abs=LOSS_TOL)
         assert ranks["metrics"][split]["accuracy"] == pytest.approx(solo["metrics"][split]["accuracy"], abs=0.01)
     assert [e.get("event") for e in ranks["train"]["events"]] == [e.get("event") for e in solo["train"]["events"]]
+    assert ranks["train"].get("best_step") == solo["train"].get("best_step")
     cost = ranks["cost"]
     assert cost["peak_memory_mb_all_ranks"] > cost["peak_memory_mb"] > 0  # the other rank counted too
     assert cost["rank_seconds"] == pytest.approx(2 * cost["train_seconds"], rel=0.01)
