@@ -3,10 +3,11 @@
     python scripts/bench_distributed.py [--steps 40] [--nproc 2] [--device cpu]
 
 Each configuration trains one grid point with `python -m sweeper` (a fresh process, fresh results
-folder): one process with N threads, then N ranks (DDP over gloo on CPU, nccl on CUDA) with one
-thread each, so both use the same cores. Reported: examples/s (the global batch over the training
-time, from the record's cost section), peak memory of rank 0 and of all ranks together, and the
-largest difference between the two runs' logged losses (the same updates: rounding only).
+folder): one process with N threads, then N ranks with one thread each (so all use the same cores),
+once with DDP (a whole model per rank) and once with FSDP (train.parallel=fsdp: weights, gradients
+and optimizer state sharded), gloo on CPU, nccl on CUDA. Reported: examples/s (the global batch over
+the training time, from the record's cost section), peak memory of rank 0 and of all ranks together,
+and the largest difference between a run's logged losses and one process's (rounding only).
 Prints a markdown section for BENCHMARKS.md.
 """
 
@@ -64,33 +65,47 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for k, (label, case) in enumerate(CASES):
             solo, solo_loss = run(Path(tmp) / f"case{k}-1", [*common, *case, f"train.threads={n}"])
-            ranks, ranks_loss = run(Path(tmp) / f"case{k}-{n}", [*common, *case, "train.threads=1", f"train.nproc={n}"])
-            a, b = solo["cost"], ranks["cost"]
-            gap = max(abs(x - y) for x, y in zip(solo_loss, ranks_loss))
+            ranks = [f"train.nproc={n}", "train.threads=1"]
+            ddp, ddp_loss = run(Path(tmp) / f"case{k}-ddp", [*common, *case, *ranks])
+            fsdp, fsdp_loss = run(Path(tmp) / f"case{k}-fsdp", [*common, *case, *ranks, "train.parallel=fsdp"])
+            speed = [r["cost"]["examples_per_second"] for r in (solo, ddp, fsdp)]
+            rank0 = [r["cost"]["peak_memory_mb"] for r in (solo, ddp, fsdp)]
+            every = [r["cost"]["peak_memory_mb_all_ranks"] for r in (ddp, fsdp)]
+            state = [r["cost"]["training_state_mb"] for r in (solo, ddp, fsdp)]
+            gaps = [max(abs(x - y) for x, y in zip(solo_loss, other)) for other in (ddp_loss, fsdp_loss)]
             rows.append(
-                f"| {label} | {a['examples_per_second']:.1f} | {b['examples_per_second']:.1f} | "
-                f"{b['examples_per_second'] / a['examples_per_second']:.2f}x | {a['peak_memory_mb']:.0f} | "
-                f"{b['peak_memory_mb']:.0f} / {b['peak_memory_mb_all_ranks']:.0f} | {gap:.1e} | "
-                f"{solo['metrics']['test']['accuracy']:.3f} / {ranks['metrics']['test']['accuracy']:.3f} |"
+                f"| {label} | {speed[0]:.1f} / {speed[1]:.1f} / {speed[2]:.1f} | "
+                f"{speed[1] / speed[0]:.2f}x / {speed[2] / speed[0]:.2f}x | "
+                f"{state[0]:.1f} / {state[1]:.1f} / {state[2]:.1f} | "
+                f"{rank0[0]:.0f} / {rank0[1]:.0f} / {rank0[2]:.0f} | {every[0]:.0f} / {every[1]:.0f} | "
+                f"{gaps[0]:.1e} / {gaps[1]:.1e} | "
+                + " / ".join(f"{r['metrics']['test']['accuracy']:.3f}" for r in (solo, ddp, fsdp))
+                + " |"
             )
             print(f"{label}: done", file=sys.stderr, flush=True)
     load = os.getloadavg()[0]
-    print(f"## Data parallel: one process vs {n} ranks (train.nproc={n}), {args.device}\n")
+    print(f"## Data parallel: one process vs {n} ranks (train.nproc={n}, DDP and FSDP), {args.device}\n")
     print(
         f"`python scripts/bench_distributed.py --steps {args.steps} --nproc {n} --device {args.device}` "
         f"(`make bench-distributed`): fortune_art_vs_rest, global batch 16, {args.steps} steps, LoRA dropout 0; "
-        f"1 process x {n} threads vs {n} ranks (DDP, gloo) x 1 thread. Load average {load:.1f}.\n"
+        f"1 process x {n} threads vs {n} ranks x 1 thread, DDP and FSDP (train.parallel=fsdp), gloo. "
+        f"Load average {load:.1f}. Each cell: 1 process / DDP / FSDP.\n"
     )
     print(
-        "| point | examples/s, 1 process | examples/s, "
-        f"{n} ranks | ratio | peak MB, 1 process | peak MB, rank 0 / all ranks | max loss gap | test acc, 1 / {n} |"
+        "| point | examples/s | ratio to 1 process, DDP / FSDP | training state MB, rank 0 | peak MB, rank 0 "
+        "| peak MB, all ranks, DDP / FSDP "
+        "| max loss gap to 1 process, DDP / FSDP | test accuracy |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     print(
-        "\nmax loss gap: the largest difference between the two runs' logged losses, step by step. tiny_llama "
-        "has no dropout: the same updates, rounding only. MiniLM keeps BERT's own dropout (0.1), whose masks "
-        "each rank draws for its own rows: the same distribution of updates, not the same draws."
+        "\nmax loss gap: the largest difference between a run's logged losses and one process's, step by step. "
+        "tiny_llama has no dropout: the same updates, rounding only. MiniLM keeps BERT's own dropout (0.1), "
+        "whose masks each rank draws for its own rows: the same distribution of updates, not the same draws. "
+        "Training state: rank 0's weights + a gradient per trainable weight + AdamW state, counted from the "
+        "tensors (cost.training_state_mb; FSDP keeps 1/N of each). Peak MB on CPU is each process's resident "
+        "memory: torch and the libraries (~700 MB), and under FSDP the whole model each rank builds before "
+        "sharding it and the blocks it gathers to compute."
     )
     return 0
 

@@ -35,11 +35,13 @@ from omegaconf import DictConfig, OmegaConf
 from .records import RECORD_NAME, Status, read_existing
 
 # Fields that cannot change a result: excluded from the run id so that they can change freely.
-# (nproc: the global batch and its updates are the same on any rank count, and a run resumes with any.)
+# (nproc, parallel: the global batch and its updates are the same on any rank count, sharded or not,
+# and a run resumes with any.)
 BOOKKEEPING_TRAIN_KEYS = {
     "log_every",
     "threads",
     "nproc",
+    "parallel",
     "eval_batch_size",
     "checkpoint_every",
     "save_adapter",

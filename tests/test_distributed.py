@@ -1,4 +1,4 @@
-"""train.nproc: one point on several processes (torch.distributed DDP over gloo on CPU).
+"""train.nproc: one point on several processes (torch.distributed DDP or FSDP2 over gloo on CPU).
 
 Two ranks training rows rank::2 of each global batch must make the updates one process makes: the
 same losses step by step (to float rounding), the same metrics, the same run id; a killed two-rank
@@ -17,6 +17,7 @@ import pytest
 from sweeper.records import find_records, read_record
 from sweeper.runs import make_run_id, run_dir_of
 from sweeper.train import run_point
+from sweeper.train.errors import Interrupted
 
 REPO = Path(__file__).resolve().parents[1]
 ART = "dataset=fortune_art_vs_rest"
@@ -37,8 +38,12 @@ def losses(record, run_dir: Path | None = None) -> list[float]:
         ["method=lora", "method.dropout=0", "method.warm_start_steps=2"],  # trainable set changes: DDP anew
         ["method=full"],
         ["method=lora", "method.dropout=0", "train.eval_every=2", "train.early_stopping=1"],  # rank 0 decides
+        # FSDP: weights sharded over the ranks; best-step weights gathered and put back in every shard
+        ["method=lora", "method.dropout=0", "train.parallel=fsdp"],
+        ["method=full", "train.parallel=fsdp", "train.save_weights=true"],
+        ["method=lora", "method.dropout=0", "train.eval_every=2", "train.early_stopping=1", "train.parallel=fsdp"],
     ],
-    ids=["lora", "relora", "lora-warm-start", "full", "early-stopping"],
+    ids=["lora", "relora", "lora-warm-start", "full", "early-stopping", "fsdp-lora", "fsdp-full", "fsdp-early-stop"],
 )
 def test_two_ranks_make_the_updates_of_one(make_cfg, tmp_path, method):
     steps = ["train.max_steps=6", "train.batch_size=7"]  # 7 rows: shards of 4 and 3, weighed by size
@@ -48,6 +53,7 @@ def test_two_ranks_make_the_updates_of_one(make_cfg, tmp_path, method):
     solo, ranks = run_point(one), run_point(two)
     assert solo["status"] == ranks["status"] == "ok", ranks.get("error")
     assert ranks["worker"]["world_size"] == 2 and ranks["worker"]["backend"] == "gloo"
+    assert ranks["worker"]["parallel"] == ("fsdp" if "train.parallel=fsdp" in method else "ddp")
     assert solo["worker"]["world_size"] == 1
     assert losses(ranks) == pytest.approx(losses(solo), abs=LOSS_TOL)
     assert len(losses(solo)) == solo["train"]["steps"] == ranks["train"]["steps"]  # early stopping: < 6
@@ -59,6 +65,31 @@ def test_two_ranks_make_the_updates_of_one(make_cfg, tmp_path, method):
     cost = ranks["cost"]
     assert cost["peak_memory_mb_all_ranks"] > cost["peak_memory_mb"] > 0  # the other rank counted too
     assert cost["rank_seconds"] == pytest.approx(2 * cost["train_seconds"], rel=0.01)
+    # what rank 0 keeps to train: a whole model under DDP, half of every tensor under FSDP
+    held = cost["training_state_mb"] / solo["cost"]["training_state_mb"]
+    assert held == pytest.approx(0.5 if ranks["worker"]["parallel"] == "fsdp" else 1.0, abs=0.03)
+    assert_same_saved_weights(solo, ranks)
+
+
+def assert_same_saved_weights(solo, ranks):
+    """What a run leaves (PEFT adapter, or the full model) is the one-process run's: FSDP gathers
+    its shards into whole tensors, and the saved model loads with from_pretrained."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    for folder, file in [("adapter", "adapter_model.safetensors"), ("model", "model.safetensors")]:
+        one, two = (Path(r["record_path"]).parent / folder for r in (solo, ranks))
+        assert one.exists() == two.exists()
+        if not one.exists():
+            continue
+        a, b = load_file(str(one / file)), load_file(str(two / file))
+        assert sorted(a) == sorted(b)
+        assert max(float((a[k] - b[k]).abs().max()) for k in a) < LOSS_TOL
+        if folder == "model":
+            assert (
+                type(AutoModelForSequenceClassification.from_pretrained(two)).__name__
+                == "LlamaForSequenceClassification"
+            )
 
 
 def sweeper_cmd(results: Path, jobs: Path, *overrides: str, multirun: bool = False) -> list[str]:
@@ -114,10 +145,39 @@ def test_a_killed_two_rank_point_resumes(make_cfg, tmp_path, resume_nproc):
     assert record["metrics"]["test"]["loss"] == pytest.approx(straight["metrics"]["test"]["loss"], abs=LOSS_TOL)
 
 
+@pytest.mark.parametrize("resume", [["train.nproc=2", "train.parallel=fsdp"], ["train.nproc=1"]], ids=["fsdp", "solo"])
+def test_a_stopped_fsdp_point_resumes_from_its_gathered_checkpoint(make_cfg, tmp_path, resume):
+    """A checkpoint of an FSDP run holds whole tensors and a one-process optimizer state: it resumes
+    sharded, or in one process, and ends as the uninterrupted run (early stopping's best weights too)."""
+    train = [*TINY, "method.dropout=0", "train.max_steps=8", "train.batch_size=7", "train.eval_every=2"]
+    straight = run_point(make_cfg(*train, f"sweeper.results_dir={tmp_path}/straight"))
+    cfg = make_cfg(*train, "train.nproc=2", "train.parallel=fsdp", f"sweeper.results_dir={tmp_path}/stopped")
+    asked = []
+    with pytest.raises(Interrupted):  # rank 0 is asked to stop at its 3rd step: checkpoint, then leave
+        run_point(cfg, should_stop=lambda: asked.append(1) or len(asked) >= 3)
+    assert (run_dir_of(cfg) / "checkpoint" / "step.json").exists()
+    record = run_point(make_cfg(*train, *resume, f"sweeper.results_dir={tmp_path}/stopped"))
+    assert record["status"] == "ok", record.get("error")
+    assert record["train"]["resumed_from_step"] == 3
+    assert losses(record) == pytest.approx(losses(straight), abs=LOSS_TOL)
+    assert record["train"]["best_step"] == straight["train"]["best_step"]
+    assert record["metrics"]["test"]["loss"] == pytest.approx(straight["metrics"]["test"]["loss"], abs=LOSS_TOL)
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
         (["train.nproc=0"], "train.nproc must be an integer >= 1, got 0"),
+        (["train.parallel=zero3"], "train.parallel must be one of ddp, fsdp, got 'zero3'"),
+        (
+            ["train.nproc=2", "train.parallel=fsdp", "method=relora"],
+            "train.parallel=fsdp does not support method=relora",
+        ),
+        (
+            ["train.nproc=2", "train.parallel=fsdp", "method.warm_start_steps=1"],
+            "train.parallel=fsdp does not support method.warm_start_steps > 0",
+        ),
+        (["train.nproc=2", "train.parallel=fsdp", "model=lstm"], "model=lstm has no blocks to shard"),
         (["train.nproc=2", "train.batch_size=1"], "train.batch_size=1 is smaller than train.nproc=2"),
         ([f"train.nproc={len(os.sched_getaffinity(0)) + 1}"], "CPU core(s) this point was given"),
         (["train.nproc=2", "method=qlora"], "method=qlora with train.nproc > 1 is not supported"),

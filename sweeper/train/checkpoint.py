@@ -28,28 +28,43 @@ from safetensors.torch import load_file, save_file
 
 from ..records import publish_dir
 from ..runs import CHECKPOINT_DIR
+from . import sharding
 
 
 def weights_to_save(model, optimizer, method) -> dict[str, torch.Tensor]:
     """What can differ from the freshly built model: the parameters the optimizer holds, or every
-    weight when the method changes frozen ones (ReLoRA merges)."""
-    if getattr(method, "changes_frozen_weights", False):
+    weight when the method changes frozen ones (ReLoRA merges). FSDP: gathered, on rank 0 only
+    (every rank must call this)."""
+    frozen_too = getattr(method, "changes_frozen_weights", False)
+    if sharding.is_sharded(model):
+        # FSDP trains lora and full only: the optimizer holds exactly the trainable weights
+        return sharding.full_weights(model, trainable_only=not frozen_too)
+    if frozen_too:
         return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     held = {id(p) for g in optimizer.param_groups for p in g["params"]}
     return {n: p.detach().contiguous().clone() for n, p in model.named_parameters() if id(p) in held}
 
 
-def save(run_dir: Path, model, optimizer, method, step: int, watch=None, loop: LoopState | None = None) -> Path:
+def save(
+    run_dir: Path, model, optimizer, method, step: int, watch=None, loop: LoopState | None = None, write: bool = True
+) -> Path | None:
+    """Write the checkpoint of `step`. FSDP: every rank calls it (the weights and optimizer state are
+    gathered first); only the one with write=True (rank 0) writes."""
+    weights = weights_to_save(model, optimizer, method)
+    sharded = sharding.is_sharded(model)
+    optimizer_state = sharding.full_optimizer_state(model, optimizer) if sharded else optimizer.state_dict()
+    if not write:
+        return None
     final = Path(run_dir) / CHECKPOINT_DIR
     restore_set_aside(run_dir)
     for stale in Path(run_dir).glob(f".{CHECKPOINT_DIR}.*"):  # the run lock is ours: nobody else writes these
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(run_dir) / f".{CHECKPOINT_DIR}.tmp-{os.getpid()}"
     tmp.mkdir(parents=True)
-    save_file(weights_to_save(model, optimizer, method), str(tmp / "weights.safetensors"))
+    save_file(weights, str(tmp / "weights.safetensors"))
     state = {
         "step": step,
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer_state,
         "method": method.state_dict(),
         "torch_rng": torch.get_rng_state(),
     }
@@ -118,9 +133,13 @@ def load(run_dir: Path, model, optimizer, method, watch=None, tidy: bool = True)
     missing = set(weights) - set(model.state_dict())
     if missing:
         raise RuntimeError(f"checkpoint {folder} does not fit this model (e.g. {sorted(missing)[:3]})")
-    model.load_state_dict(weights, strict=False)
     state = torch.load(folder / "trainer.pt", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    if sharding.is_sharded(model):  # every rank read the same files: each keeps its shards of them
+        sharding.load_weights(model, weights, from_rank0=False)
+        sharding.load_optimizer_state(model, optimizer, state["optimizer"])
+    else:
+        model.load_state_dict(weights, strict=False)
+        optimizer.load_state_dict(state["optimizer"])
     method.load_state_dict(state["method"])
     torch.set_rng_state(state["torch_rng"])
     if "cuda_rng" in state and torch.cuda.is_available():

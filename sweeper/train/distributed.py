@@ -7,7 +7,7 @@ Where the ranks come from:
   runs the job; rank 0 runs its points, the others wait to be told which run folder to train
   (`follow_leader`) and train it beside rank 0.
 Either way rank 0 alone decides (skip, resume), writes (metrics.jsonl, checkpoints, record) and
-evaluates. Every rank builds the same model, loads the same checkpoint and trains its share of each
+evaluates (under FSDP every rank evaluates beside it: sweeper.train.sharding). Every rank builds the same model, loads the same checkpoint and trains its share of each
 step's global batch (rows rank::N of `batch_rows`), so the global batch and the sequence of optimizer
 updates are the one-process run's, for any rank count: a run resumes with any N.
 """
@@ -19,7 +19,7 @@ import os
 import socket
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -41,11 +41,29 @@ class World:
     size: int = 1
     local_rank: int = 0
     backend: str | None = None  # gloo (CPU) or nccl (CUDA); None: one process
+    parallel: str = "ddp"  # train.parallel: ddp (a whole model per rank) or fsdp (sweeper.train.sharding)
     _ddp: tuple[frozenset, nn.Module] | None = field(default=None, repr=False)
 
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def sharded(self) -> bool:
+        """FSDP: every forward is collective, so every rank evaluates and gathers what rank 0 saves."""
+        return self.size > 1 and self.parallel == "fsdp"
+
+    def for_point(self, train_cfg) -> World:
+        """This world for one point (its train.parallel; a fresh DDP wrapper)."""
+        return replace(self, parallel=str(train_cfg.get("parallel", "ddp")), _ddp=None)
+
+    def place(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """The model on this rank's device: whole (one process, DDP) or as this rank's FSDP shards."""
+        if self.sharded:
+            from .sharding import shard
+
+            return shard(model, device)
+        return model.to(device)
 
     def shard(self, rows: list[int]) -> list[int]:
         """This rank's rows of a step's global batch."""
@@ -54,7 +72,7 @@ class World:
     def forward_module(self, model: nn.Module) -> nn.Module:
         """What the training forward goes through: DistributedDataParallel (rebuilt when the set of
         trainable parameters changes, e.g. after a LoRA warm start), or the model itself."""
-        if self.size == 1:
+        if self.size == 1 or self.sharded:
             return model
         trainable = frozenset(id(p) for p in model.parameters() if p.requires_grad)
         if self._ddp is None or self._ddp[0] != trainable:  # DDP's constructor broadcasts rank 0's weights
@@ -74,11 +92,15 @@ class World:
 
     def from_main(self, *flags: bool) -> tuple[bool, ...]:
         """Rank 0's flags (stop asked, early stop) on every rank: the ranks leave the loop together."""
+        return tuple(bool(x) for x in self.values_from_main(*map(float, flags)))
+
+    def values_from_main(self, *values: float) -> tuple[float, ...]:
+        """Rank 0's numbers on every rank (a validation score every rank then decides on alike)."""
         if self.size == 1:
-            return flags
-        t = torch.tensor([float(f) for f in flags], device=self._device())
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self._device())
         dist.broadcast(t, src=0)
-        return tuple(bool(x) for x in t.tolist())
+        return tuple(t.tolist())
 
     def sync(self, model: nn.Module) -> None:
         """Rank 0's parameters and buffers on every rank (after a method changed weights in place)."""
@@ -155,7 +177,7 @@ def ranks(cfg, run_dir, follower_main) -> World:
     if _JOB_WORLD is not None:
         dist.broadcast_object_list([(cfg, str(run_dir))], src=0)
         try:
-            yield _JOB_WORLD
+            yield _JOB_WORLD.for_point(cfg.train)
         except Interrupted:  # the other ranks saw the stop too: still in step
             raise
         except BaseException:
@@ -175,8 +197,8 @@ def ranks(cfg, run_dir, follower_main) -> World:
     for child in children:
         child.start()
     try:
-        _init(backend, 0, nproc, f"tcp://127.0.0.1:{port}")
-        yield World(0, nproc, 0, backend)
+        _init(backend, 0, nproc, f"tcp://127.0.0.1:{port}", 0)
+        yield World(0, nproc, 0, backend).for_point(cfg.train)
     finally:
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
@@ -188,7 +210,7 @@ def ranks(cfg, run_dir, follower_main) -> World:
 
 def _spawned_rank(follower_main, cfg, run_dir: str, rank: int, size: int, backend: str, port: int) -> None:
     try:
-        _init(backend, rank, size, f"tcp://127.0.0.1:{port}")
+        _init(backend, rank, size, f"tcp://127.0.0.1:{port}", rank)
         follower_main(cfg, run_dir, World(rank, size, rank, backend))
     except BaseException:  # noqa: BLE001  say why in this rank's stderr; rank 0's collective then fails
         traceback.print_exc(file=sys.stderr)
@@ -198,9 +220,9 @@ def _spawned_rank(follower_main, cfg, run_dir: str, rank: int, size: int, backen
             dist.destroy_process_group()
 
 
-def _init(backend: str, rank: int, size: int, init_method: str) -> None:
-    if backend == "nccl":
-        torch.cuda.set_device(rank % torch.cuda.device_count())
+def _init(backend: str, rank: int, size: int, init_method: str, local_rank: int) -> None:
+    if backend == "nccl":  # the GPU setup_runtime gives this rank (its local rank among the visible ones)
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=size, timeout=TIMEOUT)
 
 
@@ -222,7 +244,7 @@ def join_job_tasks(use_cuda: bool) -> World | None:
         return None
     dist_env = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     backend = "nccl" if use_cuda and torch.cuda.is_available() else "gloo"
-    _init(backend, dist_env.rank, dist_env.world_size, "env://")
+    _init(backend, dist_env.rank, dist_env.world_size, "env://", dist_env.local_rank)
     _JOB_WORLD = World(dist_env.rank, dist_env.world_size, dist_env.local_rank, backend)
     return _JOB_WORLD
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from . import sharding
 from .errors import TrainingError
 
 
@@ -40,7 +41,11 @@ class BestStep:
 
     def restore(self, model) -> None:
         """Load the best validation step's weights back (nothing to do if none was scored)."""
-        if self.best_weights is not None:
+        if self.best_weights is None:
+            return
+        if sharding.is_sharded(model):  # rank 0 holds the full best weights ({} elsewhere): into every shard
+            sharding.load_weights(model, self.best_weights, from_rank0=True)
+        else:
             model.load_state_dict(self.best_weights, strict=False)
 
     # checkpoints (sweeper.train.checkpoint): counters in trainer.pt, weights beside them
@@ -58,11 +63,18 @@ class BestStep:
 def best_step_watch(train_cfg, task: str, score_validation: Callable[[Any], dict]) -> BestStep | None:
     """The watcher for train.eval_every > 0 (None otherwise): accuracy for classification, the
     validation loss for lm."""
-    eval_every = int(train_cfg.get("eval_every") or 0)
-    patience = int(train_cfg.get("early_stopping") or 0)
-    if patience and eval_every <= 0:
-        raise TrainingError(f"train.early_stopping={patience} needs train.eval_every > 0 (steps between scores)")
+    eval_every, patience = watch_settings(train_cfg)
     if eval_every <= 0:
         return None
     metric = "loss" if task == "lm" else "accuracy"
     return BestStep(lambda model: score_validation(model)[metric], metric != "loss", eval_every, patience)
+
+
+def watch_settings(train_cfg) -> tuple[int, int]:
+    """(train.eval_every, train.early_stopping); a one-line TrainingError for patience without scores.
+    (Checked before a distributed point starts its ranks, so that all fail alike.)"""
+    eval_every = int(train_cfg.get("eval_every") or 0)
+    patience = int(train_cfg.get("early_stopping") or 0)
+    if patience and eval_every <= 0:
+        raise TrainingError(f"train.early_stopping={patience} needs train.eval_every > 0 (steps between scores)")
+    return eval_every, patience

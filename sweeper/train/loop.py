@@ -26,6 +26,7 @@ from .batches import Encoded, batch_rows, collate
 from .distributed import SOLO, World
 from .errors import Interrupted, TrainingError
 from .runtime import Runtime
+from .sharding import training_state_mb
 
 
 @dataclass
@@ -37,6 +38,7 @@ class TrainResult:
     final_loss: float
     events: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=dict)  # early stopping: best_step, best_validation
+    state_mb: float = 0.0  # this rank's weights + gradients + optimizer state (sharding.training_state_mb)
 
 
 def make_optimizer(params, train_cfg):
@@ -137,7 +139,8 @@ def train(
     `watch` (sweeper.train.early_stop.BestStep, for train.eval_every > 0) scores validation every
     eval_every steps, may stop early, and leaves the model at its best validation step.
     `world` (sweeper.train.distributed): each rank trains its rows of every step's global batch
-    through DDP; rank 0 alone watches, logs and checkpoints, and its stop decisions hold for all."""
+    through DDP (or FSDP: then every rank watches and joins each checkpoint's gathering); rank 0
+    alone logs and writes checkpoints, and its stop decisions hold for all."""
     optimizer = make_optimizer(method.optimizer_parameters(model), train_cfg)
     if watch is not None:
         watch.snapshot = lambda: ckpt.weights_to_save(model, optimizer, method)
@@ -152,9 +155,9 @@ def train(
     finished, done = before.finished, start_step
 
     def save(step: int, finished: bool = False) -> None:
-        if world.main:
+        if world.main or world.sharded:  # FSDP: every rank gathers, rank 0 writes
             loop = ckpt.LoopState(log.events, seconds, examples, loss_value, finished)
-            ckpt.save(run_dir, model, optimizer, method, step, watch, loop=loop)
+            ckpt.save(run_dir, model, optimizer, method, step, watch, loop=loop, write=world.main)
 
     method.lr_scale(start_step, train_cfg)  # a method that records its schedule (ReLoRA) sees it, steps or not
     model.train()
@@ -198,15 +201,17 @@ def train(
                 save(done)
                 if stop:
                     raise Interrupted(f"stopped at step {done}; checkpoint written")
-        if not finished and (checkpoint_every or should_stop()):  # a kill during evaluation does not retrain
+        # A kill during evaluation does not retrain (rank 0's stop request decides on every rank).
+        if not finished and world.from_main(bool(checkpoint_every) or should_stop())[0]:
             log.flush()
             save(done, finished=True)
     finally:
         if bar is not None:
             bar.close()
         log.close()
+    state_mb = training_state_mb(model, optimizer)
     best = {}
     if watch is not None:
         watch.restore(model)
         best = {**watch.summary(), "stopped_early": done < max_steps}
-    return TrainResult(done, start_step, seconds, examples, loss_value, log.events, best)
+    return TrainResult(done, start_step, seconds, examples, loss_value, log.events, best, state_mb)

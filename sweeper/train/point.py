@@ -25,9 +25,9 @@ from ..data import DatasetError, load_splits
 from ..ledger import mark_started, marker_text
 from ..records import RECORD_NAME, Status, one_line, write_record
 from ..runs import RunLock, base_record, finished_record, run_dir_of
-from . import checkpoint, distributed
+from . import checkpoint, distributed, sharding
 from .batches import encode_splits
-from .early_stop import best_step_watch
+from .early_stop import best_step_watch, watch_settings
 from .errors import Interrupted, TrainingError
 from .evaluate import evaluate, evaluate_splits, record_metrics, save_predictions
 from .loop import train
@@ -85,22 +85,29 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
     if method.standalone:
         return _fit_standalone(method, splits, tr, run_dir, num_labels)
     distributed.check_nproc(tr, method.name)
+    sharding.check_parallel(tr, method, cfg.model)
+    watch_settings(tr)  # before the ranks start: a bad setting fails them all alike
     checkpoint.restore_set_aside(run_dir)  # before other ranks read the checkpoint
     with distributed.ranks(cfg, run_dir, follow_point) as world:
-        model, tokenizer, train_enc, evals = build_trainee(cfg, method, splits, num_labels, runtime)
+        model, tokenizer, train_enc, evals = build_trainee(cfg, method, splits, num_labels, runtime, world)
         trainable, total = count_parameters(model)
         eval_args = (task, tokenizer.pad_token_id, int(tr.eval_batch_size), runtime, num_labels)
-        watch = best_step_watch(tr, task, lambda m: evaluate(m, evals["validation"], *eval_args))
+        watch = validation_watch(cfg, evals, eval_args, world)
         args = _train_args(cfg, method, model, tokenizer, train_enc, run_dir, runtime, world)
         result = train(**args, watch=watch, should_stop=should_stop)
+        if world.sharded:  # every forward is collective: all ranks score, then gather what rank 0 saves
+            scores, test_preds = evaluate_splits(model, evals, *eval_args)
+            full_state = gathered_for_saving(model, method, tr, total)
         rank_peaks = world.gather(None)[1:]  # the other ranks' peak memory (MB)
-    scores, test_preds = evaluate_splits(model, evals, *eval_args)
+    if not world.sharded:
+        scores, test_preds = evaluate_splits(model, evals, *eval_args)
+        full_state = None  # save_pretrained reads the model itself
     metrics = record_metrics(scores, result.final_loss, train_enc.labels, evals, task, num_labels)
     if task != "lm":
         save_predictions(run_dir, evals["test"].labels, test_preds)
-    if method.is_peft() and tr.save_adapter:
-        model.save_pretrained(run_dir / "adapter")  # PEFT format: adapter_config.json + safetensors
-    weights = keep_weights(model, tokenizer, method, tr, run_dir, total)
+    if method.is_peft() and tr.save_adapter:  # PEFT format: adapter_config.json + safetensors
+        model.save_pretrained(run_dir / "adapter", state_dict=full_state)
+    weights = keep_weights(model, tokenizer, method, tr, run_dir, total, full_state)
     point = outcome(
         metrics=metrics,
         trainable=trainable,
@@ -113,19 +120,32 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
         examples=result.examples_seen,
     )
     point["train"].update(result.best)  # early stopping: best_step, best_validation, stopped_early
-    point["worker"] = {"world_size": world.size, "backend": world.backend}
+    point["worker"] = {"world_size": world.size, "backend": world.backend, "parallel": world.parallel}
     point["cost"]["rank_peak_memory_mb"] = rank_peaks  # ranks 1..N-1; _run_locked adds rank 0's
+    point["cost"]["training_state_mb"] = result.state_mb  # rank 0's weights + gradients + optimizer state
     if weights is not None:
         point["weights"] = weights
     return point
 
 
-def build_trainee(cfg, method, splits, num_labels: int, runtime: Runtime):
-    """(model wrapped by the method on the device, tokenizer, train token ids, {split: eval token ids})."""
+def build_trainee(cfg, method, splits, num_labels: int, runtime: Runtime, world):
+    """(model wrapped by the method on the device (FSDP: this rank's shards of it), tokenizer,
+    train token ids, {split: eval token ids})."""
     model, tokenizer = build_model(cfg.model, cfg.dataset.task, num_labels)
-    model = method.wrap(model).to(runtime.device)
+    model = world.place(method.wrap(model), runtime.device)
     train_enc, evals = encode_splits(splits, tokenizer, cfg.train, cfg.dataset.task)
     return model, tokenizer, train_enc, evals
+
+
+def validation_watch(cfg, evals, eval_args, world):
+    """Early stopping's watcher (None without train.eval_every). FSDP: every rank scores, and rank
+    0's scores decide on every rank, so all take the same snapshots and the same stop."""
+
+    def score(model) -> dict[str, float]:
+        scores = evaluate(model, evals["validation"], *eval_args)
+        return dict(zip(scores, world.values_from_main(*scores.values()))) if world.sharded else scores
+
+    return best_step_watch(cfg.train, cfg.dataset.task, score)
 
 
 def _train_args(cfg, method, model, tokenizer, train_enc, run_dir, runtime, world) -> dict[str, Any]:
@@ -144,15 +164,23 @@ def _train_args(cfg, method, model, tokenizer, train_enc, run_dir, runtime, worl
 
 def follow_point(cfg, run_dir: str, world) -> None:
     """A rank > 0 of a distributed point: build what rank 0 builds, train beside it, tell rank 0 its
-    peak memory. It writes nothing; rank 0 evaluates and writes the record."""
+    peak memory. It writes nothing; rank 0 evaluates and writes the record (FSDP: this rank scores
+    beside it and joins the gathering of the weights, then drops both)."""
+    world = world.for_point(cfg.train)
     runtime = setup_runtime(cfg.train, world.local_rank)
+    task = cfg.dataset.task
     try:
         with PeakMemory(runtime.device) as memory:
             splits = load_point_data(cfg.dataset)
-            method = build_method(cfg.method, cfg.model, cfg.dataset.task)
-            num_labels = num_labels_of(splits, cfg.dataset.task)
-            model, tokenizer, train_enc, _ = build_trainee(cfg, method, splits, num_labels, runtime)
-            train(**_train_args(cfg, method, model, tokenizer, train_enc, run_dir, runtime, world))
+            method = build_method(cfg.method, cfg.model, task)
+            num_labels = num_labels_of(splits, task)
+            model, tokenizer, train_enc, evals = build_trainee(cfg, method, splits, num_labels, runtime, world)
+            eval_args = (task, tokenizer.pad_token_id, int(cfg.train.eval_batch_size), runtime, num_labels)
+            watch = validation_watch(cfg, evals, eval_args, world) if world.sharded else None
+            train(**_train_args(cfg, method, model, tokenizer, train_enc, run_dir, runtime, world), watch=watch)
+            if world.sharded:
+                evaluate_splits(model, evals, *eval_args)
+                gathered_for_saving(model, method, cfg.train, count_parameters(model)[1])
     except Interrupted:  # rank 0 checkpointed and stops the job: nothing of this rank's to keep
         return
     world.gather(memory.mb)
@@ -162,15 +190,33 @@ WEIGHTS_DIR = "model"  # <run_dir>/model: the final weights of a method whose re
 KEEP_WEIGHTS_UP_TO = 30_000_000  # train.save_weights=auto: parameters (tiny models, MiniLM; not SmolLM2)
 
 
-def keep_weights(model, tokenizer, method, train_cfg, run_dir: Path, total: int) -> str | None:
+def weights_kept(method, train_cfg, total: int) -> bool:
+    """Whether the final model goes to <run_dir>/model (train.save_weights: auto|true|false)."""
+    setting = train_cfg.get("save_weights", "auto")
+    return not method.is_peft() and setting is not False and not (setting == "auto" and total > KEEP_WEIGHTS_UP_TO)
+
+
+def gathered_for_saving(model, method, train_cfg, total: int) -> dict | None:
+    """FSDP, on every rank: the weights rank 0 saves (the adapter's, or the whole model), gathered
+    into whole tensors ({} on ranks > 0); None when the point saves neither."""
+    if not ((method.is_peft() and train_cfg.save_adapter) or weights_kept(method, train_cfg, total)):
+        return None
+    return sharding.full_weights(model, trainable_only=method.is_peft())
+
+
+def keep_weights(model, tokenizer, method, train_cfg, run_dir: Path, total: int, state=None) -> str | None:
     """relora (merged), full and warm-started LoRA change the base: their final model goes to
     <run_dir>/model, loadable by `from_pretrained` (safetensors, with its tokenizer); returns that
-    folder's name, or None (PEFT adapters are saved apart; train.save_weights: auto|true|false)."""
-    setting = train_cfg.get("save_weights", "auto")
-    if method.is_peft() or setting is False or (setting == "auto" and total > KEEP_WEIGHTS_UP_TO):
+    folder's name, or None (PEFT adapters are saved apart).
+    `state`: FSDP's gathered full weights (only `full` trains sharded: nothing to merge)."""
+    if not weights_kept(method, train_cfg, total):
         return None
-    final = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model  # the last cycle too
     folder = run_dir / WEIGHTS_DIR
+    if state is not None:
+        sharding.save_pretrained(model, state, folder)
+        tokenizer.save_pretrained(folder)
+        return WEIGHTS_DIR
+    final = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model  # the last cycle too
     if hasattr(final, "save_pretrained"):
         final.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
