@@ -19,6 +19,7 @@ from catalogue_families import (  # scripts/ is sys.path[0] when run as a script
     debian_specs,
     food_specs,
     fortune_specs,
+    generation_specs,
     langid_specs,
     wordnet_specs,
 )
@@ -27,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 POOLS = REPO / "data" / "pools"
 OUT = REPO / "conf" / "dataset"
 # fmt: off
-KEY_ORDER = ["name", "family", "task", "description", "source", "pool", "where", "text_field", "label_field",
+KEY_ORDER = ["name", "family", "task", "description", "source", "pool", "where", "text_field", "source_field",
+             "target_field", "prompt", "max_new_tokens", "label_field",
              "label_sep", "split_field", "validation", "rule", "positive", "classes", "transform", "caps",
              "balance", "min_count", "seed", "generated"]
 # fmt: on
@@ -56,6 +58,9 @@ def all_specs() -> list[dict]:
     i18n, gettext = read("debian_i18n"), read("gettext")
     if i18n is not None and gettext is not None:
         specs += langid_specs(i18n, gettext)
+    wordnet, debian = read("wordnet"), read("debian")
+    if gettext is not None and wordnet is not None and debian is not None:
+        specs += generation_specs(gettext, wordnet, debian)
     return specs
 
 

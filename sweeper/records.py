@@ -220,6 +220,9 @@ def summary_line(record: dict[str, Any]) -> str:
     validation = m.get("validation") or {}
     if "perplexity" in m:
         score = f"test ppl {m['perplexity']:.2f}" + (f" (val {validation['perplexity']:.2f})" if validation else "")
+    elif "chrf" in m:
+        val = f" (val {validation['chrf']:.1f})" if validation else ""
+        score = f"test chrF {m['chrf']:.1f}{val}, exact match {m['exact_match']:.3f}"
     else:
         val = f"val {validation['accuracy']:.3f}, " if validation else ""
         score = f"test acc {m['accuracy']:.3f} ({val}majority {m['majority_accuracy']:.3f})"

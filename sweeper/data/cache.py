@@ -78,7 +78,7 @@ def materialise(spec: Any, cache_dir: Path | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         for split, df in frames.items():
-            columns = [c for c in ("text", "label") if c in df]
+            columns = [c for c in ("text", "label", "source", "target") if c in df]
             table = pa.Table.from_pandas(df[columns], preserve_index=False)
             pq.write_table(table, tmp / f"{split}.parquet", compression="zstd")
         sizes = {s: len(df) for s, df in frames.items()}
@@ -98,13 +98,15 @@ def read_meta(folder: Path) -> dict:
 def load_splits(spec: Mapping, cache_dir: Path | None = None) -> datasets.DatasetDict:
     """classification: splits train/validation/test, columns `text` (str) and `label` (int),
     and the label names available as ds["train"].features["label"].names (ClassLabel).
-    lm: splits train/validation/test with a `text` column."""
+    lm: splits train/validation/test with a `text` column; generation: `source` and `target` columns."""
     import datasets
     import pyarrow.parquet as pq
 
     folder = materialise(spec, cache_dir)
     meta = read_meta(folder)
     features = {"text": datasets.Value("string")}
+    if meta["task"] == "generation":
+        features = {"source": datasets.Value("string"), "target": datasets.Value("string")}
     if meta["task"] == "classification":
         features["label"] = datasets.ClassLabel(names=meta["label_names"])
     features = datasets.Features(features)

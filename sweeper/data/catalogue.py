@@ -1,4 +1,4 @@
-"""List the dataset catalogue: `python -m sweeper.datasets [--glob 'fortune_*'] [--markdown]`.
+"""List the dataset catalogue: `python -m sweeper.datasets [--glob 'fortune_*'] [--task generation] [--markdown]`.
 
 One row per spec in conf/dataset/: name, family, task, number of labels, split sizes and the
 test accuracy of always predicting train's most frequent label (the floor any model must beat).
@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from .cache import materialise, read_meta
-from .spec import SPLITS, DatasetError, load_spec, spec_names
+from .spec import SPLITS, TASKS, DatasetError, load_spec, spec_names
 
 COLUMNS = ["name", "family", "task", "labels", "train", "validation", "test", "majority"]
 
@@ -55,14 +55,17 @@ def format_rows(rows: list[dict], markdown: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="List the dataset catalogue (conf/dataset).")
     ap.add_argument("--glob", default="*", help="shell pattern on names, e.g. 'fortune_*', '*langid*'")
+    ap.add_argument("--task", choices=TASKS, default=None, help="only datasets of this task")
     ap.add_argument("--markdown", action="store_true", help="a Markdown table (for docs)")
     ap.add_argument("--cache-dir", type=Path, default=None, help="default: $SWEEPER_CACHE/datasets")
     args = ap.parse_args(argv)
     from tqdm import tqdm
 
     names = spec_names(args.glob)
+    if args.task:  # the spec says its task: no need to build the data to filter
+        names = [n for n in names if load_spec(n).get("task") == args.task]
     if not names:
-        print(f"no dataset matches {args.glob!r}", file=sys.stderr)
+        print(f"no dataset matches {args.glob!r}" + (f" with task {args.task}" if args.task else ""), file=sys.stderr)
         return 1
     rows, errors = [], []
     for name in tqdm(names, desc="datasets", unit="ds", file=sys.stderr, disable=len(names) < 5):

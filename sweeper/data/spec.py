@@ -15,7 +15,7 @@ SPLITS = ("train", "validation", "test")
 DEFAULT_CAPS = {"train": 2000, "validation": 300, "test": 500}
 CUSTOM_DIR = paths.REPO_ROOT / "data" / "custom"  # drop-in files: data/custom/<name>.csv|jsonl|parquet
 FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
-TASKS = ("classification", "lm")
+TASKS = ("classification", "lm", "generation")  # generation: text in (`source`), text out (`target`)
 SOURCES = ("pool", "files", "hub")
 RULES = ("multiclass", "one_vs_rest", "pair", "subset")
 
@@ -87,8 +87,10 @@ def checked_spec(spec: Any) -> dict:
         raise DatasetError(name, f"task must be one of {', '.join(TASKS)}, got {spec.get('task')!r}")
     if spec.setdefault("source", "pool") not in SOURCES:
         raise DatasetError(name, f"source must be one of {', '.join(SOURCES)}, got {spec['source']!r}")
-    spec.setdefault("text_field", "text")
     spec.setdefault("seed", 0)
+    if spec["task"] == "generation":
+        return checked_generation_spec(spec)
+    spec.setdefault("text_field", "text")
     if spec["task"] == "classification":
         spec.setdefault("label_field", "label")
         spec.setdefault("rule", "multiclass")
@@ -102,7 +104,33 @@ def checked_spec(spec: Any) -> dict:
             raise DatasetError(name, "rule one_vs_rest needs `positive: <label value>`")
         if spec["rule"] in ("pair", "subset") and len(spec.get("classes") or []) < 2:
             raise DatasetError(name, f"rule {spec['rule']} needs `classes: [a, b, ...]`")
-    caps = spec.get("caps")
+    check_caps(name, spec.get("caps"))
+    return spec
+
+
+GENERATION_DEFAULT_CAPS = {"train": 2000, "validation": 100, "test": 200}  # greedy decoding is the cost on a CPU
+
+
+def checked_generation_spec(spec: dict) -> dict:
+    """generation: `source_field` -> `target_field` (any two text columns); `prompt` (a template with
+    {source}) and `max_new_tokens` (decoding budget) are the dataset's, since both follow its texts."""
+    name = spec["name"]
+    spec.setdefault("source_field", "source")
+    spec.setdefault("target_field", "target")
+    spec.setdefault("prompt", "{source}")
+    spec.setdefault("max_new_tokens", 32)
+    if spec["source_field"] == spec["target_field"]:
+        raise DatasetError(name, f"source_field and target_field are both '{spec['source_field']}'")
+    prompt = spec["prompt"]
+    if not isinstance(prompt, str) or "{source}" not in prompt:
+        raise DatasetError(name, f"prompt must be a text holding {{source}}, got {prompt!r}")
+    tokens = spec["max_new_tokens"]
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens <= 0:
+        raise DatasetError(name, f"max_new_tokens must be a positive integer, got {tokens!r}")
+    check_caps(name, spec.get("caps"))
+    return spec
+
+
+def check_caps(name: str, caps) -> None:
     if caps is not None and (not isinstance(caps, dict) or set(caps) - set(SPLITS)):
         raise DatasetError(name, f"caps must map {', '.join(SPLITS)} to sizes, got {caps!r}")
-    return spec

@@ -30,8 +30,8 @@ from .markdown import is_missing, markdown_table
 TOP_FIELDS = ["run_id", "sweep", "status", "error", "error_type", "dataset", "family", "task", "model", "method",
               "r", "alpha", "seed", "lr", "max_steps", "started_at", "finished_at", "wall_seconds", "host",
               "schema_version", "data_fingerprint", "version", "git_commit"]
-METRIC_FIELDS = ["accuracy", "macro_f1", "eval_loss", "perplexity", "majority_accuracy", "majority_class",
-                 "n_test", "train_loss_final"]
+METRIC_FIELDS = ["accuracy", "macro_f1", "eval_loss", "perplexity", "chrf", "exact_match", "majority_accuracy",
+                 "majority_class", "n_test", "train_loss_final"]
 # fmt: on
 # Schema 2's metrics.validation section; the top-level metrics are the test ones (both schemas).
 VALIDATION_FIELDS = {
@@ -39,6 +39,8 @@ VALIDATION_FIELDS = {
     "macro_f1": "val_macro_f1",
     "loss": "val_loss",
     "perplexity": "val_perplexity",
+    "chrf": "val_chrf",
+    "exact_match": "val_exact_match",
     "n": "n_validation",
 }
 # Nested sections renamed to flat, unambiguous columns.
@@ -61,7 +63,8 @@ COLUMNS = (
 NUMERIC = ["r", "alpha", "seed", "lr", "max_steps", "wall_seconds", *METRIC_FIELDS, *VALIDATION_FIELDS.values(),
            *[c for names in SECTION_FIELDS.values() for c in names.values()]]  # fmt: skip
 # The headline metric per task and whether higher is better.
-PRIMARY = {"classification": ("accuracy", True), "lm": ("perplexity", False)}
+PRIMARY = {"classification": ("accuracy", True), "lm": ("perplexity", False), "generation": ("chrf", True)}
+DIGITS = {"accuracy": 3, "perplexity": 2, "chrf": 1}  # chrF is on sacrebleu's 0-100 scale
 MISSING = "missing"  # cell text for a grid point without any record
 
 
@@ -194,7 +197,7 @@ def pivot(df: pd.DataFrame, task: str = "classification") -> pd.DataFrame:
     sub = df[df["task"] == task]
     if sub.empty:
         return pd.DataFrame()
-    digits = 3 if PRIMARY.get(task, ("", True))[1] else 2
+    digits = DIGITS.get(PRIMARY.get(task, ("accuracy", True))[0], 3)
     ok = sub["status"] == Status.OK.value
     grouped = sub.assign(_ok=ok, _bad=~ok).groupby(["dataset", "config"])
     stats = grouped.agg(mean=("score", "mean"), n_ok=("_ok", "sum"), n_bad=("_bad", "sum"))
@@ -219,7 +222,7 @@ def failures(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def pivot_markdown(df: pd.DataFrame) -> str:
-    """Both pivots (classification accuracy, lm perplexity) and the failure listing, as markdown."""
+    """The pivots (classification accuracy, lm perplexity, generation chrF) and the failure listing, as markdown."""
     sweeps = ", ".join(sorted(df["sweep"].dropna().astype(str).unique())) or "?"
     n_bad = int((df["status"] != Status.OK.value).sum())
     parts = [
@@ -251,7 +254,8 @@ def parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_outputs(df: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """runs.parquet, runs.csv, pivot.md, pivot.csv (classification), pivot_lm.csv (lm) in `out_dir`."""
+    """runs.parquet, runs.csv, pivot.md, pivot.csv (classification), pivot_lm.csv (lm),
+    pivot_generation.csv (generation: chrF) in `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"runs.parquet": out / "runs.parquet", "runs.csv": out / "runs.csv", "pivot.md": out / "pivot.md"}
@@ -259,7 +263,7 @@ def write_outputs(df: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Pat
     safe.to_parquet(paths["runs.parquet"], index=False)
     safe.to_csv(paths["runs.csv"], index=False)
     paths["pivot.md"].write_text(pivot_markdown(df), encoding="utf-8")
-    for task, name in [("classification", "pivot.csv"), ("lm", "pivot_lm.csv")]:
+    for task, name in [("classification", "pivot.csv"), ("lm", "pivot_lm.csv"), ("generation", "pivot_generation.csv")]:
         table = pivot(df, task)
         if not table.empty:
             paths[name] = out / name
@@ -277,9 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sweeper.collect",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Collect the record.json files of one or more sweeps into a table and a\n"
-        "dataset x model/method/rank pivot (test accuracy; perplexity for lm datasets).\n"
+        "dataset x model/method/rank pivot (test accuracy; perplexity for lm, chrF for generation).\n"
         "Failed runs show as FAILED and are listed with their error. Safe on a running sweep.",
-        epilog="Writes runs.parquet, runs.csv, pivot.md, pivot.csv (+ pivot_lm.csv) into the first\n"
+        epilog="Writes runs.parquet, runs.csv, pivot.md, pivot.csv (+ pivot_lm.csv, pivot_generation.csv) into the first\n"
         "PATH or --out DIR. Example:\n"
         "  python -m sweeper.collect results/glue_lora results/glue_full --out /tmp/glue",
     )

@@ -323,8 +323,9 @@ def write_plots(
     """Every plot into `out_dir`; returns file name -> path."""
     out = Path(out_dir)
     written = {"heatmap.png": heatmap(summary, out / "heatmap.png", "classification")}
-    if (summary["task"] == "lm").any():
-        written["heatmap_lm.png"] = heatmap(summary, out / "heatmap_lm.png", "lm")
+    for task in ("lm", "generation"):
+        if (summary["task"] == task).any():
+            written[f"heatmap_{task}.png"] = heatmap(summary, out / f"heatmap_{task}.png", task)
     written["score_vs_rank.png"] = score_vs_rank(summary, out / "score_vs_rank.png")
     written["score_vs_cost.png"] = score_vs_cost(summary, out / "score_vs_cost.png")
     written["loss_curves.png"] = loss_curves(df, out / "loss_curves.png", run_ids)

@@ -6,7 +6,8 @@ The rule (docs/results.md):
 - both points have at least MIN_SEEDS ok seeds: Welch's t-test on the seed scores;
 - otherwise, classification: exact McNemar test on the test predictions of one run of each (the
   lowest seed they share, else each one's lowest seed): the paired test for two classifiers scored
-  on the same rows;
+  on the same rows; generation: a paired t-test on the rows' sentence chrF (the headline metric,
+  row by row; exact match alone would call most chrF differences ties);
 - lm points, and runs without saved predictions (schema-1 records): the tolerance rule
   (|difference| <= tol; relative for perplexity), marked "tolerance".
 A difference is a win or a loss only when significant at ALPHA; anything else is a tie.
@@ -32,7 +33,7 @@ MIN_SEEDS = 3
 class Comparison:
     outcome: str  # "win", "tie" or "loss" of the point against the baseline
     p_value: float  # NaN under the tolerance rule
-    test: str  # "welch", "mcnemar" or "tolerance"
+    test: str  # "welch", "mcnemar", "paired-t" or "tolerance"
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,9 @@ def compare_points(point: Side, baseline: Side, higher_is_better: bool, tol: flo
     pair = paired_correct(point, baseline)
     if pair is not None:
         a, b = pair
-        return _decide(float(a.mean() - b.mean()), mcnemar_p(a, b), alpha, True, "mcnemar")
+        if a.dtype == bool:
+            return _decide(float(a.mean() - b.mean()), mcnemar_p(a, b), alpha, True, "mcnemar")
+        return _decide(float(a.mean() - b.mean()), paired_t_p(a, b), alpha, True, "paired-t")
     return Comparison(tolerance_outcome(point.mean, baseline.mean, higher_is_better, tol), float("nan"), "tolerance")
 
 
@@ -94,8 +97,18 @@ def mcnemar_p(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     return float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
+def paired_t_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided paired t-test p-value on per-row scores; 1 when no row differs."""
+    from scipy import stats
+
+    if np.array_equal(a, b):
+        return 1.0
+    return float(stats.ttest_rel(a, b).pvalue)
+
+
 def paired_correct(point: Side, baseline: Side) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-row correctness of one run of each side on the same test rows, or None without predictions."""
+    """Per-row correctness (bool) of one run of each side on the same test rows, per-row sentence
+    chrF (float) for generation, or None without predictions."""
     run_a, run_b = _pick_runs(point, baseline)
     a = load_predictions(run_a) if run_a else None
     if a is None:
@@ -105,6 +118,8 @@ def paired_correct(point: Side, baseline: Side) -> tuple[np.ndarray, np.ndarray]
     b = load_predictions(run_b) if run_b else None
     if b is None or len(a) != len(b) or not np.array_equal(a["label"], b["label"]):
         return None  # not the same rows (a different eval_size): no paired test
+    if "chrf" in a and "chrf" in b:
+        return a["chrf"], b["chrf"]
     return a["pred"] == a["label"], b["pred"] == b["label"]
 
 
@@ -126,5 +141,5 @@ def load_predictions(run_dir: str) -> dict[str, np.ndarray] | None:
 
 @lru_cache(maxsize=8192)
 def _read_predictions(path: str, mtime_ns: int) -> dict[str, np.ndarray]:
-    frame = pd.read_parquet(path, columns=["label", "pred"])
-    return {"label": frame["label"].to_numpy(), "pred": frame["pred"].to_numpy()}
+    frame = pd.read_parquet(path)
+    return {c: frame[c].to_numpy() for c in ("label", "pred", "chrf") if c in frame}

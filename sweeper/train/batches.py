@@ -7,6 +7,7 @@ the batches an uninterrupted run would.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,12 +15,28 @@ import torch
 from .errors import TrainingError
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """How a generation split's outputs are produced: greedy, at most max_new_tokens, up to EOS."""
+
+    tokenizer: Any
+    max_new_tokens: int
+    eos_id: int
+
+
 @dataclass
 class Encoded:
-    """Token ids of a split: classification keeps one row per example, lm one row per block."""
+    """Token ids of a split: classification keeps one row per example, lm one row per block,
+    generation one row per (source, target) pair."""
 
-    input_ids: list[list[int]]
-    labels: list[int] | None  # classification labels; None for lm
+    input_ids: list[list[int]]  # generation: the encoder's input (seq2seq), or prompt + target + EOS
+    labels: list[int] | None  # classification labels; None for lm and generation
+    targets: list[list[int]] | None = None  # generation: each row's label ids (-100: no loss there)
+    prompts: list[list[int]] | None = None  # generation: what decoding starts from
+    references: list[str] | None = None  # generation: the target texts the outputs are scored against
+    sources: list[str] | None = None  # generation: the source texts (for the record's examples)
+    seq2seq: bool = False  # generation: labels feed a decoder (T5), not the input's own positions
+    decoding: Decoding | None = None  # generation: what evaluation decodes with
 
 
 def encode_classification(split, tokenizer, max_length: int) -> Encoded:
@@ -44,16 +61,24 @@ def encode_lm(split, tokenizer, block_size: int) -> Encoded:
     return Encoded([ids[i * block_size : (i + 1) * block_size] for i in range(n_blocks)], None)
 
 
-def collate(enc: Encoded, rows, pad_id: int, task: str) -> dict[str, torch.Tensor]:
-    seqs = [enc.input_ids[i] for i in rows]
+def padded(seqs: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of sequences padded to the longest; `left` for batched decoding."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for j, s in enumerate(seqs):
-        ids[j, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[j, : len(s)] = 1
+        cols = slice(width - len(s), width) if left else slice(0, len(s))
+        ids[j, cols] = torch.tensor(s, dtype=torch.long)
+        mask[j, cols] = 1
+    return ids, mask
+
+
+def collate(enc: Encoded, rows, pad_id: int, task: str) -> dict[str, torch.Tensor]:
+    ids, mask = padded([enc.input_ids[i] for i in rows], pad_id)
     batch = {"input_ids": ids, "attention_mask": mask}
-    if task == "lm":
+    if task == "generation":  # -100 pads the labels: no loss on padding (nor, causal, on the prompt)
+        batch["labels"] = padded([enc.targets[i] for i in rows], -100)[0]
+    elif task == "lm":
         batch["labels"] = ids.masked_fill(mask == 0, -100)
     else:
         batch["labels"] = torch.tensor([enc.labels[i] for i in rows], dtype=torch.long)
@@ -68,10 +93,53 @@ def batch_rows(n_examples: int, batch_size: int, step: int, seed: int) -> list[i
     return order[k * batch_size : (k + 1) * batch_size].tolist() if n_examples >= batch_size else order.tolist()
 
 
-def encode_splits(splits, tokenizer, train_cfg, task: str) -> tuple[Encoded, dict[str, Encoded]]:
+def eos_id(tokenizer) -> int:
+    """The token that ends a target (BERT-style tokenizers, which the tiny models use, end in [SEP])."""
+    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+
+
+def prompt_ids(tokenizer, text: str) -> list[int]:
+    """A causal LM's prompt: the tokenizer's chat template (a user turn, then the assistant's header)
+    when it has one, else the text itself."""
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)  # a BatchEncoding, or ids
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def capped_source(tokenizer, source: str, max_length: int) -> str:
+    """The source cut to max_length tokens (the prompt's words around it are kept whole)."""
+    ids = tokenizer(source[: max_length * 32], add_special_tokens=False)["input_ids"]
+    return source if len(ids) <= max_length else tokenizer.decode(ids[:max_length])
+
+
+def encode_generation(split, tokenizer, max_length: int, template: str, seq2seq: bool, max_new_tokens: int) -> Encoded:
+    """Each pair: the prompt (template with the source capped to max_length tokens) and the target
+    (capped to max_length tokens) ended by EOS. Seq2seq: the prompt feeds the encoder, the target
+    is the decoder's labels. Causal: prompt + target is one sequence, the loss on the target only."""
+    eos = eos_id(tokenizer)
+    decoding = Decoding(tokenizer, max_new_tokens, eos)
+    sources, references = list(split["source"]), list(split["target"])
+    texts = [template.format(source=capped_source(tokenizer, s, max_length)) for s in sources]
+    targets = [ids[:max_length] + [eos] for ids in tokenizer(references, add_special_tokens=False)["input_ids"]]
+    if seq2seq:
+        prompts = tokenizer(texts, truncation=True, max_length=max_length + 32)["input_ids"]
+        return Encoded(prompts, None, targets, prompts, references, sources, seq2seq=True, decoding=decoding)
+    prompts = [prompt_ids(tokenizer, t) for t in texts]
+    inputs = [p + t for p, t in zip(prompts, targets)]
+    labels = [[-100] * len(p) + t for p, t in zip(prompts, targets)]
+    return Encoded(inputs, None, labels, prompts, references, sources, decoding=decoding)
+
+
+def encode_splits(splits, tokenizer, train_cfg, task: str, generation=None) -> tuple[Encoded, dict[str, Encoded]]:
     """(train, {"validation": .., "test": ..}) token ids: lm blocks of train.max_length, classification
-    rows. Each evaluation split keeps its first train.eval_size rows (blocks)."""
+    rows, generation pairs (`generation`: (prompt template, seq2seq, max_new_tokens)). Each evaluation split keeps its
+    first train.eval_size rows (blocks)."""
     max_length, eval_size = int(train_cfg.max_length), int(train_cfg.eval_size)
+    if task == "generation":
+        heads = {s: splits[s].select(range(min(len(splits[s]), eval_size))) for s in ("validation", "test")}
+        evals = {s: encode_generation(head, tokenizer, max_length, *generation) for s, head in heads.items()}
+        return encode_generation(splits["train"], tokenizer, max_length, *generation), evals
     if task == "lm":
         evals = {s: encode_lm(splits[s], tokenizer, max_length) for s in ("validation", "test")}
         for enc in evals.values():

@@ -62,11 +62,11 @@ class BestStep:
 
 def best_step_watch(train_cfg, task: str, score_validation: Callable[[Any], dict]) -> BestStep | None:
     """The watcher for train.eval_every > 0 (None otherwise): accuracy for classification, the
-    validation loss for lm."""
+    validation loss for lm, chrF of the greedy outputs for generation."""
     eval_every, patience = watch_settings(train_cfg)
     if eval_every <= 0:
         return None
-    metric = "loss" if task == "lm" else "accuracy"
+    metric = {"lm": "loss", "generation": "chrf"}.get(task, "accuracy")
     return BestStep(lambda model: score_validation(model)[metric], metric != "loss", eval_every, patience)
 
 

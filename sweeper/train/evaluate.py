@@ -1,5 +1,6 @@
-"""Scoring a trained model on validation and test: loss and accuracy / macro-F1 (classification)
-or perplexity (lm), plus the test predictions that the report's paired significance tests read.
+"""Scoring a trained model on validation and test: loss and accuracy / macro-F1 (classification),
+perplexity (lm), or exact match and chrF of greedy outputs (generation), plus the test predictions
+that the report's paired significance tests read.
 
     scores, test_predictions = evaluate_splits(model, evals, task, pad_id, batch_size, runtime, num_labels)
     metrics = record_metrics(scores, final_loss, train_labels, evals, task, num_labels)
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from ..records import PREDICTIONS_NAME
-from .batches import Encoded, collate
+from .batches import Encoded, collate, padded
 from .runtime import Runtime
 
 EVAL_SPLITS = ("validation", "test")
@@ -22,7 +23,8 @@ EVAL_SPLITS = ("validation", "test")
 
 @torch.no_grad()
 def predict(model, enc: Encoded, task: str, pad_id: int, batch_size: int, runtime: Runtime):
-    """(mean loss, predicted labels) over the split; lm weighs the loss by predicted tokens."""
+    """(mean loss, predictions) over the split: predicted labels (classification), greedy outputs
+    (generation) or none (lm); lm and generation weigh the loss by predicted tokens."""
     model.eval()
     total_loss, total_weight, preds = 0.0, 0, []
     for start in range(0, len(enc.input_ids), batch_size):
@@ -32,6 +34,9 @@ def predict(model, enc: Encoded, task: str, pad_id: int, batch_size: int, runtim
             out = model(**batch)
         if task == "lm":
             weight = int((batch["labels"][:, 1:] != -100).sum())
+        elif task == "generation":
+            weight = int((batch["labels"] != -100).sum())
+            preds.extend(generate(model, enc, rows, pad_id, runtime))
         else:
             weight = len(rows)
             preds.extend(out.logits.argmax(-1).tolist())
@@ -39,6 +44,25 @@ def predict(model, enc: Encoded, task: str, pad_id: int, batch_size: int, runtim
         total_weight += weight
     model.train()
     return total_loss / max(1, total_weight), preds
+
+
+def generate(model, enc: Encoded, rows, pad_id: int, runtime: Runtime) -> list[str]:
+    """Greedy outputs of `rows`, batched: prompts left-padded (a causal LM continues each one's last
+    token), at most max_new_tokens each, cut at EOS, decoded without special tokens."""
+    decoding = enc.decoding
+    ids, mask = padded([enc.prompts[i] for i in rows], pad_id, left=not enc.seq2seq)
+    with runtime.autocast():
+        out = model.generate(
+            input_ids=ids.to(runtime.device),
+            attention_mask=mask.to(runtime.device),
+            max_new_tokens=decoding.max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=decoding.eos_id,
+            pad_token_id=pad_id,
+        )
+    new = out if enc.seq2seq else out[:, ids.size(1) :]  # a causal LM's output repeats its prompt
+    return [text.strip() for text in decoding.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
 def evaluate(
@@ -49,9 +73,11 @@ def evaluate(
     return split_metrics(loss, enc, preds, task, num_labels)
 
 
-def split_metrics(loss: float, enc: Encoded, preds: list[int], task: str, num_labels: int) -> dict[str, float]:
+def split_metrics(loss: float, enc: Encoded, preds: list, task: str, num_labels: int) -> dict[str, float]:
     if task == "lm":
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "n": len(enc.input_ids)}
+    if task == "generation":
+        return {"loss": loss, **generation_metrics(enc.references, preds)}
     labels = range(num_labels) if num_labels else sorted(set(enc.labels) | set(preds))
     return {"loss": loss, **classification_metrics(enc.labels, preds, labels)}
 
@@ -77,6 +103,22 @@ def classification_metrics(labels: list[int], preds: list[int], classes) -> dict
     return {"accuracy": float(np.mean(y == p)), "macro_f1": float(np.mean(f1s)), "n": int(len(y))}
 
 
+def generation_metrics(references: list[str], outputs: list[str]) -> dict[str, float]:
+    """Exact match (after stripping outer whitespace) and corpus chrF (sacrebleu, 0-100): character
+    n-gram F-score, which credits a near miss (an inflection, a typo) that exact match does not."""
+    import sacrebleu
+
+    exact = [o == r.strip() for o, r in zip(outputs, references)]
+    chrf = sacrebleu.corpus_chrf(outputs, [references]).score if outputs else 0.0
+    return {"exact_match": float(np.mean(exact)) if exact else 0.0, "chrf": float(chrf), "n": len(outputs)}
+
+
+def sentence_chrf(references: list[str], outputs: list[str]) -> list[float]:
+    import sacrebleu
+
+    return [sacrebleu.sentence_chrf(o, [r]).score for o, r in zip(outputs, references)]
+
+
 def majority_class(train_labels: list[int], num_labels: int) -> int:
     """The train split's most frequent label (the majority baseline always answers it)."""
     return int(np.bincount(np.asarray(train_labels), minlength=num_labels).argmax())
@@ -88,7 +130,7 @@ def record_metrics(
     """The record's `metrics` (schema 2): `validation` and `test` sections, and the test scores also
     at the top level under their schema-1 names (accuracy, macro_f1, eval_loss, perplexity, n_test).
     final_loss: the last training loss (None for a method without a loss curve, tfidf)."""
-    if task != "lm":
+    if task == "classification":
         majority = majority_class(train_labels, num_labels)
         for split in EVAL_SPLITS:
             labels = evals[split].labels
@@ -96,18 +138,30 @@ def record_metrics(
         scores["test"]["majority_class"] = majority
     test = scores["test"]
     legacy = {"eval_loss": test["loss"], "n_test": test["n"]}
-    kept = ("accuracy", "macro_f1", "perplexity", "majority_accuracy", "majority_class")
+    kept = ("accuracy", "macro_f1", "perplexity", "exact_match", "chrf", "majority_accuracy", "majority_class")
     legacy.update({k: v for k, v in test.items() if k in kept})
     return {**scores, **legacy, "train_loss_final": final_loss}
 
 
-def save_predictions(run_dir: Path, labels: list[int], preds: list[int]) -> None:
-    """The test predictions beside the record (row i of the test split, its label, the prediction)."""
+def save_predictions(run_dir: Path, labels: list, preds: list) -> None:
+    """The test predictions beside the record: row i of the test split, its label and the prediction
+    (int32), or for generation its reference and output texts and the output's sentence chrF."""
     import pandas as pd
 
-    frame = pd.DataFrame({"row": np.arange(len(labels)), "label": labels, "pred": preds}).astype("int32")
+    frame = pd.DataFrame({"row": np.arange(len(labels), dtype="int32"), "label": labels, "pred": preds})
+    if labels and isinstance(labels[0], str):
+        frame["chrf"] = sentence_chrf(labels, preds)
+    else:
+        frame = frame.astype("int32")
     path = Path(run_dir) / PREDICTIONS_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     frame.to_parquet(tmp, index=False)
     tmp.replace(path)
+
+
+def generation_examples(enc: Encoded, outputs: list[str], k: int = 5) -> list[dict[str, str]]:
+    """The first k test pairs with their outputs, for a person to read in the record."""
+    return [
+        {"source": s, "reference": r, "output": o} for s, r, o in zip(enc.sources[:k], enc.references[:k], outputs[:k])
+    ]

@@ -2,8 +2,9 @@
 
     build_model(model_cfg, task, num_labels) -> (model, tokenizer)
 
-`task` is "classification" (a sequence-classification head with `num_labels` outputs) or "lm"
-(causal language modelling). Every model returns HF-style outputs with `.loss` and `.logits`.
+`task` is "classification" (a sequence-classification head with `num_labels` outputs), "lm"
+(causal language modelling) or "generation" (text to text: T5 as an encoder-decoder, any other
+transformer as a causal LM that continues a prompt). Every model returns HF-style outputs with `.loss` and `.logits`.
 `python -m sweeper.models prepare` converts SmolLM2's GGUF once into a safetensors cache.
 """
 
@@ -155,16 +156,40 @@ def _tiny_config(model_cfg, vocab_size: int, tokenizer):
     raise ModelError(f"model '{model_cfg.name}': unknown arch '{model_cfg.arch}' for source=config")
 
 
-def build_model(model_cfg, task: str, num_labels: int = 2):
-    """Return (model, tokenizer) for `task` ("classification" or "lm"), in float32 on CPU."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+SEQ2SEQ_ARCHS = ("t5",)  # generation as an encoder-decoder; every other generating arch is a causal LM
+NON_GENERATING_ARCHS = ("bert", "lstm")  # an encoder only / a classifier: no text out
 
-    if task not in ("classification", "lm"):
-        raise ModelError(f"model '{model_cfg.name}': unknown task '{task}' (classification | lm)")
+
+def is_seq2seq(model_cfg) -> bool:
+    return model_cfg.arch in SEQ2SEQ_ARCHS
+
+
+def check_model_task(model_cfg, task: str) -> None:
+    """A one-line ModelError when the model cannot do the task (before any data or weights load)."""
+    if task not in ("classification", "lm", "generation"):
+        raise ModelError(f"model '{model_cfg.name}': unknown task '{task}' (classification | lm | generation)")
     if task == "lm" and model_cfg.arch in ("bert", "t5"):
         raise ModelError(
             f"model '{model_cfg.name}': arch '{model_cfg.arch}' has no causal-LM head; use a llama/mistral/lstm model"
         )
+    if task == "generation" and model_cfg.arch in NON_GENERATING_ARCHS:
+        raise ModelError(
+            f"model '{model_cfg.name}' (arch {model_cfg.arch}) cannot do task generation: it produces no text; "
+            "use a T5 (tiny_t5) or a causal LM (smollm2, tiny_llama, tiny_mistral)"
+        )
+
+
+def _auto_class(model_cfg, task: str):
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+
+    if task == "classification":
+        return AutoModelForSequenceClassification
+    return AutoModelForSeq2SeqLM if task == "generation" and is_seq2seq(model_cfg) else AutoModelForCausalLM
+
+
+def build_model(model_cfg, task: str, num_labels: int = 2):
+    """Return (model, tokenizer) for `task` (classification | lm | generation), in float32 on CPU."""
+    check_model_task(model_cfg, task)
     tokenizer = build_tokenizer(model_cfg)
     vocab_size = len(tokenizer)
     remote = bool(model_cfg.trust_remote_code)
@@ -175,19 +200,15 @@ def build_model(model_cfg, task: str, num_labels: int = 2):
         )
     elif model_cfg.source == "config":
         config = _tiny_config(model_cfg, vocab_size, tokenizer)
-        if task == "lm":
-            model = AutoModelForCausalLM.from_config(config, trust_remote_code=remote)
-        else:
+        if task == "classification":
             config.num_labels = num_labels
-            model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=remote)
+        model = _auto_class(model_cfg, task).from_config(config, trust_remote_code=remote)
     else:
         path = _resolve_path(model_cfg.name_or_path)
-        if task == "lm":
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=remote)
-        else:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=num_labels, dtype=torch.float32, trust_remote_code=remote
-            )
+        extra = {"num_labels": num_labels} if task == "classification" else {}
+        model = _auto_class(model_cfg, task).from_pretrained(
+            path, dtype=torch.float32, trust_remote_code=remote, **extra
+        )
     if task == "classification" and getattr(model, "config", None) is not None:
         model.config.pad_token_id = tokenizer.pad_token_id  # Llama cls heads need it to find the last token
     return model, tokenizer

@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import default_results_dir
-from ..data import DatasetError, load_splits
+from ..data import DatasetError, checked_spec, load_splits
 from ..ledger import mark_started, marker_text
 from ..records import RECORD_NAME, Status, one_line, write_record
 from ..runs import RunLock, base_record, finished_record, run_dir_of
@@ -29,10 +29,10 @@ from . import checkpoint, distributed, sharding
 from .batches import encode_splits
 from .early_stop import best_step_watch, watch_settings
 from .errors import Interrupted, TrainingError
-from .evaluate import evaluate, evaluate_splits, record_metrics, save_predictions
+from .evaluate import evaluate, evaluate_splits, generation_examples, record_metrics, save_predictions
 from .loop import train
 from .methods import build_method
-from .models import build_model, count_parameters
+from .models import build_model, check_model_task, count_parameters, is_seq2seq
 from .runtime import PeakMemory, Runtime, setup_runtime
 
 
@@ -48,7 +48,7 @@ def load_point_data(dataset_cfg):
 
 
 def num_labels_of(splits, task: str) -> int:
-    return 0 if task == "lm" else splits["train"].features["label"].num_classes
+    return splits["train"].features["label"].num_classes if task == "classification" else 0
 
 
 def outcome(
@@ -79,9 +79,11 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
     task, tr = cfg.dataset.task, cfg.train
     if tr.get("save_weights", "auto") not in ("auto", True, False):  # before training, not after
         raise TrainingError(f"train.save_weights must be auto, true or false, got {tr.save_weights!r}")
+    method = build_method(cfg.method, cfg.model, task)
+    if not method.standalone:
+        check_model_task(cfg.model, task)  # before the data and the weights load
     splits = load_point_data(cfg.dataset)
     num_labels = num_labels_of(splits, task)
-    method = build_method(cfg.method, cfg.model, task)
     if method.standalone:
         return _fit_standalone(method, splits, tr, run_dir, num_labels)
     distributed.check_nproc(tr, method.name)
@@ -103,8 +105,10 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
         scores, test_preds = evaluate_splits(model, evals, *eval_args)
         full_state = None  # save_pretrained reads the model itself
     metrics = record_metrics(scores, result.final_loss, train_enc.labels, evals, task, num_labels)
-    if task != "lm":
+    if task == "classification":
         save_predictions(run_dir, evals["test"].labels, test_preds)
+    if task == "generation":
+        save_predictions(run_dir, evals["test"].references, test_preds)
     if method.is_peft() and tr.save_adapter:  # PEFT format: adapter_config.json + safetensors
         model.save_pretrained(run_dir / "adapter", state_dict=full_state)
     weights = keep_weights(model, tokenizer, method, tr, run_dir, total, full_state)
@@ -125,6 +129,8 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
     point["cost"]["training_state_mb"] = result.state_mb  # rank 0's weights + gradients + optimizer state
     if weights is not None:
         point["weights"] = weights
+    if task == "generation":
+        point["examples"] = generation_examples(evals["test"], test_preds)
     return point
 
 
@@ -133,8 +139,16 @@ def build_trainee(cfg, method, splits, num_labels: int, runtime: Runtime, world)
     train token ids, {split: eval token ids})."""
     model, tokenizer = build_model(cfg.model, cfg.dataset.task, num_labels)
     model = world.place(method.wrap(model), runtime.device)
-    train_enc, evals = encode_splits(splits, tokenizer, cfg.train, cfg.dataset.task)
+    train_enc, evals = encode_splits(splits, tokenizer, cfg.train, cfg.dataset.task, generation_settings(cfg))
     return model, tokenizer, train_enc, evals
+
+
+def generation_settings(cfg) -> tuple[str, bool, int] | None:
+    """(prompt template, seq2seq, max_new_tokens) of a generation point (the dataset's settings)."""
+    if cfg.dataset.task != "generation":
+        return None
+    spec = checked_spec(cfg.dataset)
+    return spec["prompt"], is_seq2seq(cfg.model), int(spec["max_new_tokens"])
 
 
 def validation_watch(cfg, evals, eval_args, world):

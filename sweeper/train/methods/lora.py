@@ -15,6 +15,7 @@ from __future__ import annotations
 from peft.tuners.lora import LoraModel
 from torch import nn
 
+from ..models import SEQ2SEQ_ARCHS
 from .base import Method, MethodError, register
 
 LORA_PREFIX = LoraModel.prefix  # "lora_": PEFT's name prefix of every LoRA parameter
@@ -32,7 +33,13 @@ def check_lora_config(cfg) -> None:
 
 # PEFT's task types: the PeftModel subclass (forward signature, what it trains in full) and what
 # adapter_config.json tells AutoPeftModelFor... at reload. The LSTM is no transformers model: none.
-TASK_TYPES = {"classification": "SEQ_CLS", "lm": "CAUSAL_LM"}
+TASK_TYPES = {"classification": "SEQ_CLS", "lm": "CAUSAL_LM", "generation": "CAUSAL_LM"}
+
+
+def peft_task_type(model_cfg, task: str) -> str | None:
+    if model_cfg.arch == "lstm":
+        return None
+    return "SEQ_2_SEQ_LM" if task == "generation" and model_cfg.arch in SEQ2SEQ_ARCHS else TASK_TYPES.get(task)
 
 
 def lora_config(cfg, model_cfg, task: str):
@@ -58,7 +65,7 @@ def lora_config(cfg, model_cfg, task: str):
         target_parameters=list(target_parameters) or None,
         use_rslora=bool(cfg.use_rslora),
         modules_to_save=list(full_rank) or None,
-        task_type=None if model_cfg.arch == "lstm" else TASK_TYPES.get(task),
+        task_type=peft_task_type(model_cfg, task),
     )
 
 

@@ -134,6 +134,10 @@ class QLoRA(LoRA):
         targets = self.cfg.target_modules or list(self.model_cfg.lora_targets or [])
         keep_full = list(self.model_cfg.head_modules or []) + list(self.model_cfg.lm_full_rank_modules or [])
         names = linear_layers_to_quantize(model, self.scope, targets, keep_full)
+        # What transformers itself keeps in float32 when it loads a model in 4-bit: T5's `wo` (its
+        # forward casts activations to wo's weight dtype, which a packed 4-bit weight makes uint8).
+        keep_fp32 = list(getattr(model, "_keep_in_fp32_modules", None) or [])
+        names = [name for name in names if not _name_matches(name, keep_fp32)]
         if not names:
             raise MethodError(
                 f"model '{self.model_cfg.name}': no nn.Linear layers to quantise (method.quantize={self.scope})"

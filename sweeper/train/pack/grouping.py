@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,6 +38,8 @@ def pack_key(cfg: DictConfig) -> str | None:
         task = str(cfg.dataset.task)
     except Exception:  # noqa: BLE001  an unresolvable config runs alone (and fails there with its record)
         return None
+    if task == "generation":
+        return None  # decoding (model.generate) runs one model at a time: docs/packing.md
     if method.get("name") not in PACKABLE_METHODS or method.get("warm_start_steps"):
         return None  # relora/full change the base; a warm start trains it
     if model.get("arch") == "lstm" or model.get("lora_target_parameters"):
@@ -64,6 +67,10 @@ def group_points(cfgs: list[DictConfig], size: int) -> list[list[int]]:
     an unpackable point is a group of one. Order within and across groups follows `cfgs`."""
     groups: list[list[int]] = []
     open_groups: dict[str, list[int]] = {}
+    generation = sum(str(cfg.dataset.get("task")) == "generation" for cfg in cfgs)
+    if generation and size > 1:
+        print(f"sweeper.pack={size}: {generation} generation point(s) train alone (not packable; docs/packing.md)",
+              file=sys.stderr)  # fmt: skip
     for i, cfg in enumerate(cfgs):
         key = pack_key(cfg)
         if key is None or size <= 1:
