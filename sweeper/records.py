@@ -18,6 +18,7 @@ from typing import Any
 
 SCHEMA_VERSION = 2  # 2: metrics.validation + metrics.test sections (1: test scores only, at the top level)
 RECORD_NAME = "record.json"
+RUNGS_NAME = "rungs.jsonl"  # successive halving: one line per rung the point reached (steps, validation scores)
 PREDICTIONS_NAME = "predictions.parquet"  # classification: row, label, pred of each test row
 METRICS_NAME = "metrics.jsonl"  # one JSON object per logged step: {"step", "loss", "lr", ...}
 # Subfolders of a run that never hold records but may hold many files.
@@ -140,6 +141,30 @@ def read_existing(run_dir: Path) -> dict[str, Any] | None:
         return read_record(path)
     except ValueError:
         return None
+
+
+def append_rung(run_dir: Path, rung: int, steps: int, validation: dict[str, Any]) -> None:
+    """Successive halving: what the point scored at a rung. The record is rewritten when the point
+    is promoted; this file keeps every rung, so a relaunch decides each rung as it was decided."""
+    line = json.dumps({"rung": rung, "steps": steps, "validation": validation}, default=str)
+    with open(Path(run_dir) / RUNGS_NAME, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def read_rungs(run_dir: Path) -> dict[int, dict[str, Any]]:
+    """{rung: its last line} of rungs.jsonl ({} without one; a torn line is skipped)."""
+    rungs = {}
+    try:
+        text = (Path(run_dir) / RUNGS_NAME).read_text(encoding="utf-8")
+    except OSError:
+        return rungs
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+            rungs[int(entry["rung"])] = entry
+        except (ValueError, KeyError, TypeError):
+            continue
+    return rungs
 
 
 IO_THREADS = 16  # records often live on NFS: overlap the per-file latency

@@ -36,8 +36,10 @@ from .records import RECORD_NAME, Status, read_existing
 
 # Fields that cannot change a result: excluded from the run id so that they can change freely.
 # (nproc, parallel: the global batch and its updates are the same on any rank count, sharded or not,
-# and a run resumes with any.)
+# and a run resumes with any. stop_at: successive halving's rung budget; the point is the same run,
+# paused on the schedule of its max_steps.)
 BOOKKEEPING_TRAIN_KEYS = {
+    "stop_at",
     "log_every",
     "threads",
     "nproc",
@@ -227,25 +229,41 @@ def git_commit() -> str | None:
 
 
 # ---------------------------------------------------------------- the skip rule
-def decide(run_dir: Path, retry_failed: bool) -> tuple[Decision, str | None]:
-    """(decision, earlier error) for a point whose results live in run_dir."""
-    decision, record = _decide(run_dir, retry_failed)
+def target_steps(train: DictConfig | dict[str, Any]) -> int:
+    """The step a point trains to in this launch: train.max_steps, or a halving rung's train.stop_at."""
+    max_steps, stop_at = int(train["max_steps"]), train.get("stop_at")
+    return max_steps if stop_at is None else min(int(stop_at), max_steps)
+
+
+def rung_stop(record: dict[str, Any]) -> int | None:
+    """The step an ok record stopped at short of its max_steps (a halving rung), else None."""
+    section = record.get("train") if isinstance(record.get("train"), dict) else {}
+    return section.get("steps") if section.get("stopped_at_rung") is not None else None
+
+
+def decide(run_dir: Path, retry_failed: bool, want_steps: int | None = None) -> tuple[Decision, str | None]:
+    """(decision, earlier error) for a point whose results live in run_dir; `want_steps`: the step
+    this launch trains it to (target_steps), which a record stopped at an earlier rung falls short of."""
+    decision, record = _decide(run_dir, retry_failed, want_steps)
     return decision, record.get("error") if record is not None else None
 
 
-def finished_record(run_dir: Path, retry_failed: bool) -> dict[str, Any] | None:
+def finished_record(run_dir: Path, retry_failed: bool, want_steps: int | None = None) -> dict[str, Any] | None:
     """The point's existing record, marked `skipped`, when the skip rule says it need not run again."""
-    decision, record = _decide(run_dir, retry_failed)
+    decision, record = _decide(run_dir, retry_failed, want_steps)
     if decision.runs:
         return None
     return {**record, "skipped": True, "record_path": str(Path(run_dir) / RECORD_NAME)}
 
 
-def _decide(run_dir: Path, retry_failed: bool) -> tuple[Decision, dict[str, Any] | None]:
+def _decide(run_dir: Path, retry_failed: bool, want_steps: int | None) -> tuple[Decision, dict[str, Any] | None]:
     record = read_existing(run_dir)
-    if record is not None and record["status"] == Status.OK:
-        return Decision.SKIP_OK, record
     resumable = (Path(run_dir) / CHECKPOINT_STEP_FILE).exists()
+    if record is not None and record["status"] == Status.OK:
+        stopped = rung_stop(record)
+        if stopped is not None and want_steps is not None and stopped < want_steps:  # promoted past its rung
+            return (Decision.RESUME if resumable else Decision.RUN), None
+        return Decision.SKIP_OK, record
     if record is not None and record["status"] == Status.FAILED and record.get("error_type") == LOST_ERROR:
         return (Decision.RESUME if resumable else Decision.RERUN_LOST), record
     if record is not None and record["status"] == Status.FAILED:

@@ -53,21 +53,81 @@ def test_own_files_name_their_two_columns(tmp_path):
         load_splits({**spec, "source_field": "en", "target_field": "fr", "prompt": "no slot"}, cache_dir=tmp_path)
 
 
-def test_causal_prompt_takes_no_loss_and_targets_end_in_eos(make_cfg):
-    from sweeper.train.batches import collate, encode_splits
+def encoded(make_cfg, model: str, max_length: int = 24):
+    from sweeper.train.batches import encode_splits
     from sweeper.train.models import build_model
     from sweeper.train.point import generation_settings
 
-    cfg = make_cfg("dataset=gettext_en_to_de", "model=tiny_llama", *TINY)
+    tiny = [o for o in TINY if not o.startswith("train.max_length=")]
+    cfg = make_cfg("dataset=gettext_en_to_de", f"model={model}", *tiny, f"train.max_length={max_length}")
     _, tokenizer = build_model(cfg.model, "generation")
-    train, _ = encode_splits(load_splits(cfg.dataset), tokenizer, cfg.train, "generation", generation_settings(cfg))
-    batch = collate(train, [0, 1], tokenizer.pad_token_id, "generation")
-    for j in range(2):
-        prompt, target = len(train.prompts[j]), train.targets[j]
-        assert batch["labels"][j, :prompt].eq(-100).all()  # the prompt is given, not learnt
-        assert batch["labels"][j, prompt : len(target)].tolist() == target[prompt:]
-        assert target[-1] == tokenizer.sep_token_id  # BERT-style tokenizers end a text in [SEP]
+    train, evals = encode_splits(load_splits(cfg.dataset), tokenizer, cfg.train, "generation", generation_settings(cfg))
+    return train, evals, tokenizer
+
+
+def test_causal_prompt_takes_no_loss_and_targets_end_in_eos(make_cfg):
+    from sweeper.train.batches import collate
+
+    train, _, tokenizer = encoded(make_cfg, "tiny_llama", max_length=64)
+    short = [j for j, t in enumerate(train.targets) if t[-1] == tokenizer.sep_token_id][:2]
+    batch = collate(train, short, tokenizer.pad_token_id, "generation")
+    for k, j in enumerate(short):
+        prompt, length = len(train.prompts[j]), len(train.input_ids[j])
+        assert batch["labels"][k, :prompt].eq(-100).all()  # the prompt is given, not learnt
+        # HF shifts causal labels itself: labels equal the input ids where the loss counts
+        assert batch["labels"][k, prompt:length].tolist() == batch["input_ids"][k, prompt:length].tolist()
+        assert batch["labels"][k, length:].eq(-100).all() and batch["attention_mask"][k, length:].eq(0).all()
+        reference = tokenizer(train.references[j], add_special_tokens=False)["input_ids"]
+        assert len(reference) <= 64  # rows picked short: the whole target, then [SEP] (a BERT text's end)
+        assert train.input_ids[j][prompt:] == reference + [tokenizer.sep_token_id]
         assert train.input_ids[j][:prompt] == train.prompts[j]
+
+
+def test_seq2seq_labels_are_the_target_and_a_cut_target_has_no_eos(make_cfg):
+    from sweeper.train.batches import collate
+
+    train, _, tokenizer = encoded(make_cfg, "tiny_t5", max_length=4)
+    batch = collate(train, list(range(8)), tokenizer.pad_token_id, "generation")
+    for j in range(8):
+        reference = tokenizer(train.references[j], add_special_tokens=False)["input_ids"]
+        expected = reference + [tokenizer.sep_token_id] if len(reference) <= 4 else reference[:4]
+        assert train.targets[j] == expected  # cut at max_length: no EOS (stopping there is not the answer)
+        assert batch["labels"][j, : len(expected)].tolist() == expected
+        assert train.input_ids[j] == train.prompts[j]  # the encoder reads the prompt only
+    assert any(len(t) == 4 and t[-1] != tokenizer.sep_token_id for t in train.targets[:8])
+
+
+def test_decoding_keeps_only_the_new_tokens_up_to_eos(make_cfg):
+    """A stand-in model whose generate() appends known tokens, then EOS and padding: the outputs
+    are exactly those tokens' text (no prompt, nothing after EOS), in row order, batch after batch."""
+    import torch
+
+    from sweeper.train.evaluate import generate
+    from sweeper.train.runtime import setup_runtime
+
+    _, evals, tokenizer = encoded(make_cfg, "tiny_llama")
+    test = evals["test"]
+    answers = [f"answer {i}" for i in range(len(test.prompts))]
+
+    pad, eos = tokenizer.pad_token_id, tokenizer.sep_token_id
+    seen: list = []
+
+    class Echo:
+        def generate(self, input_ids, attention_mask, **kwargs):
+            assert attention_mask[:, -1].eq(1).all()  # left padding: every prompt ends at the last column
+            assert (kwargs["eos_token_id"], kwargs["pad_token_id"]) == (eos, pad)
+            rows = []
+            for ids in input_ids:
+                answer = tokenizer(answers[len(seen)], add_special_tokens=False)["input_ids"]
+                seen.append(answer)
+                rows.append(ids.tolist() + answer + [eos, pad, pad])
+            width = max(map(len, rows))
+            return torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+
+    runtime = setup_runtime(make_cfg().train)
+    outputs = generate(Echo(), test, range(0, 3), tokenizer.pad_token_id, runtime)
+    outputs += generate(Echo(), test, range(3, 5), tokenizer.pad_token_id, runtime)
+    assert outputs == answers[:5]
 
 
 @pytest.mark.parametrize("model", ["minilm", "lstm"])
@@ -169,3 +229,25 @@ def test_lora_on_smollm2_learns_an_easy_generation_task_and_its_adapter_reloads(
     scores = evaluate(model, evals["test"], "generation", tokenizer.pad_token_id, cfg.train.eval_batch_size, runtime)
     assert scores["chrf"] == pytest.approx(tuned["metrics"]["test"]["chrf"], abs=1e-6)
     assert scores["exact_match"] == tuned["metrics"]["test"]["exact_match"]
+
+
+def test_two_ranks_weigh_generation_losses_by_target_tokens(make_cfg, tmp_path):
+    """Targets of uneven length: each rank's mean over its own target tokens is weighed by its share
+    of the global batch's tokens, so two ranks make the one-process updates."""
+    from tests.test_distributed import LOSS_TOL, losses
+
+    point = (
+        "dataset=gettext_en_to_de",
+        "model=tiny_llama",
+        "method.dropout=0",
+        *TINY,
+        "train.batch_size=7",
+        "train.log_every=1",
+    )
+    solo = run_point(make_cfg(*point, "train.max_steps=4", f"sweeper.results_dir={tmp_path}/one"))
+    ranks = run_point(make_cfg(*point, "train.max_steps=4", "train.nproc=2", f"sweeper.results_dir={tmp_path}/two"))
+    assert solo["status"] == ranks["status"] == "ok", ranks.get("error")
+    assert ranks["worker"]["world_size"] == 2
+    assert losses(ranks) == pytest.approx(losses(solo), abs=LOSS_TOL)
+    for split in ("validation", "test"):
+        assert ranks["metrics"][split]["loss"] == pytest.approx(solo["metrics"][split]["loss"], abs=LOSS_TOL)

@@ -1,4 +1,5 @@
-"""`hydra/sweeper=grid` (config.yaml's default): Hydra's BasicSweeper without its up-front check.
+"""`hydra/sweeper=grid` (config.yaml's default): Hydra's BasicSweeper without its up-front check,
+and with `sweeper.search=halving` successive halving over the same grid (sweeper.launch.halving).
 
 BasicSweeper composes every point once to "validate the batch" before launching it, and the
 launcher then composes it again: two full compositions a point (~0.3 s), 35 minutes before the
@@ -10,8 +11,12 @@ other launcher (Hydra's in-process basic launcher) the check stays as Hydra has 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from .launcher import SweeperLauncher
 
@@ -33,3 +38,21 @@ class GridSweeper(BasicSweeper):
             local = yaml.safe_load((CONF_DIR / "hydra" / "launcher" / "local.yaml").read_text())
             self.launcher = SweeperLauncher(**{k: v for k, v in local.items() if k != "_target_"})
             self.launcher.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        if self.config.sweeper.get("search", "grid") == "grid":
+            return super().sweep(arguments)
+        from sweeper.launch.halving import HalvingError, run_halving
+
+        if self.config.sweeper.search != "halving":
+            raise SystemExit(f"error: sweeper.search must be grid or halving, got {self.config.sweeper.search!r}")
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides(self._parse_config() + list(arguments))
+        jobs = [list(job) for batch in self.split_arguments(overrides, None) for job in batch]
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        try:
+            return run_halving(self, jobs)
+        except HalvingError as error:
+            raise SystemExit(f"error: {error}") from None

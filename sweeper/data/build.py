@@ -288,6 +288,8 @@ def generation_frames(name: str, spec: Mapping, given: dict[str, pd.DataFrame]) 
         caps = {**GENERATION_DEFAULT_CAPS, **caps}
         given = {"train": given["all"]}
     evals = {s: df.drop_duplicates("_key") for s, df in given.items() if s != "train"}
+    if "validation" in evals and "test" in evals:  # given files: a test source is never validated on
+        evals["validation"] = evals["validation"][~member(evals["validation"]["_key"], set(evals["test"]["_key"]))]
     train = given["train"].drop_duplicates("_key").sample(frac=1, random_state=seed)
     held = set().union(*(set(df["_key"]) for df in evals.values()))
     train = train[~member(train["_key"], held)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import string
 from pathlib import Path
 from typing import Any
 
@@ -122,8 +123,12 @@ def checked_generation_spec(spec: dict) -> dict:
     if spec["source_field"] == spec["target_field"]:
         raise DatasetError(name, f"source_field and target_field are both '{spec['source_field']}'")
     prompt = spec["prompt"]
-    if not isinstance(prompt, str) or "{source}" not in prompt:
-        raise DatasetError(name, f"prompt must be a text holding {{source}}, got {prompt!r}")
+    try:
+        fields = {field for _, field, _, _ in string.Formatter().parse(prompt) if field is not None}
+    except (ValueError, TypeError, AttributeError):  # a stray brace, or no text at all
+        fields = None
+    if fields != {"source"}:
+        raise DatasetError(name, f"prompt must be a text holding {{source}} (and no other {{field}}), got {prompt!r}")
     tokens = spec["max_new_tokens"]
     if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens <= 0:
         raise DatasetError(name, f"max_new_tokens must be a positive integer, got {tokens!r}")

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..ledger import now_iso
 from ..records import Status, read_existing, record_signature, write_record_once
-from ..runs import LOST_ERROR, Decision, base_record, decide, run_dir_of
+from ..runs import LOST_ERROR, Decision, base_record, decide, run_dir_of, target_steps
 
 
 @dataclass
@@ -67,7 +67,7 @@ def iter_plan(items: Iterable[tuple[int, list[str], Any]], retry_failed: bool) -
             point.error = " ".join(str(error).split())[:300]
         else:
             point.run_id, point.run_dir, point.results_dir = run_dir.name, run_dir, run_dir.parent.parent
-            point.decision, point.error = decide(run_dir, retry_failed)
+            point.decision, point.error = decide(run_dir, retry_failed, target_steps(point.config["train"]))
             point.prior = record_signature(run_dir)
             if point.run_id in seen:  # one folder, one writer: the first of the identical points runs
                 point.decision = Decision.DUPLICATE

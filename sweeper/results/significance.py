@@ -116,7 +116,7 @@ def paired_correct(point: Side, baseline: Side) -> tuple[np.ndarray, np.ndarray]
     if baseline.constant is not None:
         return a["pred"] == a["label"], a["label"] == baseline.constant
     b = load_predictions(run_b) if run_b else None
-    if b is None or len(a) != len(b) or not np.array_equal(a["label"], b["label"]):
+    if b is None or len(a["label"]) != len(b["label"]) or not np.array_equal(a["label"], b["label"]):
         return None  # not the same rows (a different eval_size): no paired test
     if "chrf" in a and "chrf" in b:
         return a["chrf"], b["chrf"]
@@ -142,4 +142,6 @@ def load_predictions(run_dir: str) -> dict[str, np.ndarray] | None:
 @lru_cache(maxsize=8192)
 def _read_predictions(path: str, mtime_ns: int) -> dict[str, np.ndarray]:
     frame = pd.read_parquet(path)
+    if "label" not in frame or "pred" not in frame:
+        raise KeyError(f"{path} has no label / pred columns")
     return {c: frame[c].to_numpy() for c in ("label", "pred", "chrf") if c in frame}

@@ -121,7 +121,11 @@ def encode_generation(split, tokenizer, max_length: int, template: str, seq2seq:
     decoding = Decoding(tokenizer, max_new_tokens, eos)
     sources, references = list(split["source"]), list(split["target"])
     texts = [template.format(source=capped_source(tokenizer, s, max_length)) for s in sources]
-    targets = [ids[:max_length] + [eos] for ids in tokenizer(references, add_special_tokens=False)["input_ids"]]
+    # A target cut at max_length ends without EOS: the model must not learn to stop mid-text.
+    targets = [
+        ids[:max_length] + ([eos] if len(ids) <= max_length else [])
+        for ids in tokenizer(references, add_special_tokens=False)["input_ids"]
+    ]
     if seq2seq:
         prompts = tokenizer(texts, truncation=True, max_length=max_length + 32)["input_ids"]
         return Encoded(prompts, None, targets, prompts, references, sources, seq2seq=True, decoding=decoding)

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..records import METRICS_NAME
+from ..runs import target_steps
 from . import checkpoint as ckpt
 from .batches import Encoded, batch_rows, collate
 from .distributed import SOLO, World
@@ -111,6 +112,16 @@ class MetricsLog:
 
 
 # ---------------------------------------------------------------- the loop
+def batch_share(batch: dict, mine: list[int], rows: list[int], task: str, world: World) -> float:
+    """This rank's share of the global batch's loss: of its rows, or for generation (a mean over
+    target tokens of uneven lengths) of its target tokens, so the ranks' averaged gradient is the
+    one-process gradient."""
+    if task != "generation":
+        return len(mine) / len(rows)
+    tokens = float((batch["labels"] != -100).sum())
+    return tokens / max(1.0, world.mean(tokens) * world.size)
+
+
 def set_lr(optimizer, method, model, step: int, train_cfg) -> float:
     """The method's hook before `step`, and the lr of `step` for every parameter group."""
     method.before_step(step, model)
@@ -148,7 +159,10 @@ def train(
     # What the segments before this one did: a resumed record sums it (events, seconds, examples).
     before = ckpt.loop_state(run_dir) if start_step else ckpt.LoopState()
     max_steps, batch_size, seed = int(train_cfg.max_steps), int(train_cfg.batch_size), int(train_cfg.seed)
-    log = MetricsLog(run_dir, start_step, train_cfg.log_every, max_steps, write=world.main)
+    end = target_steps(train_cfg)  # a halving rung (train.stop_at) pauses early, on max_steps' schedule
+    if start_step > end:
+        raise TrainingError(f"train.stop_at={end} is before the checkpoint's step {start_step}")
+    log = MetricsLog(run_dir, start_step, train_cfg.log_every, end, write=world.main)
     log.events = list(before.events)
     checkpoint_every = int(train_cfg.checkpoint_every or 0)
     loss_value, seconds, examples = float(before.loss), float(before.train_seconds), int(before.examples)
@@ -163,7 +177,7 @@ def train(
     model.train()
     bar = progress_bar(max_steps, start_step, Path(run_dir).name[:40]) if world.main else None
     try:
-        for step in range(start_step, start_step if finished else max_steps):
+        for step in range(start_step, start_step if finished else end):
             t0 = time.perf_counter()
             lr = set_lr(optimizer, method, model, step, train_cfg)
             rows = batch_rows(len(train_enc.input_ids), batch_size, step, seed)
@@ -172,8 +186,8 @@ def train(
             world.step_seed(seed, step, shared=False)
             with runtime.autocast():
                 loss = world.forward_module(model)(**batch).loss
-            if world.size > 1:  # DDP averages the ranks' gradients: weigh each by its share of the rows
-                loss = loss * (len(mine) * world.size / len(rows))
+            if world.size > 1:  # DDP averages the ranks' gradients: weigh each by its share of the batch
+                loss = loss * (world.size * batch_share(batch, mine, rows, task, world))
             loss_value = world.mean(float(loss.detach()))
             check_finite(loss_value, step, lr)
             loss.backward()
@@ -187,22 +201,25 @@ def train(
             done = step + 1
             early_stop = False
             if watch is not None:
-                checked, early_stop = watch.after_step(done, model, last=done == max_steps)
+                checked, early_stop = watch.after_step(done, model, last=done == end)
                 events = events + checked
             log.step(done, loss_value, lr, events)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
-            early_stop, stop = world.from_main(early_stop, done < max_steps and should_stop())
-            if early_stop or done == max_steps:
+            early_stop, stop = world.from_main(early_stop, done < end and should_stop())
+            if early_stop or done == end:
                 break  # a stop asked for on the last step: evaluation follows, nothing left to train
             if stop or (checkpoint_every and done % checkpoint_every == 0):
                 log.flush()
                 save(done)
                 if stop:
                     raise Interrupted(f"stopped at step {done}; checkpoint written")
+        if end < max_steps:  # a rung: the checkpoint a promotion continues from (the record keeps it)
+            log.flush()
+            save(done)
         # A kill during evaluation does not retrain (rank 0's stop request decides on every rank).
-        if not finished and world.from_main(bool(checkpoint_every) or should_stop())[0]:
+        elif not finished and world.from_main(bool(checkpoint_every) or should_stop())[0]:
             log.flush()
             save(done, finished=True)
     finally:
@@ -213,5 +230,5 @@ def train(
     best = {}
     if watch is not None:
         watch.restore(model)
-        best = {**watch.summary(), "stopped_early": done < max_steps}
+        best = {**watch.summary(), "stopped_early": done < end}
     return TrainResult(done, start_step, seconds, examples, loss_value, log.events, best, state_mb)

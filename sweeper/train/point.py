@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from ..config import default_results_dir
 from ..data import DatasetError, checked_spec, load_splits
 from ..ledger import mark_started, marker_text
-from ..records import RECORD_NAME, Status, one_line, write_record
-from ..runs import RunLock, base_record, finished_record, run_dir_of
+from ..records import RECORD_NAME, Status, append_rung, one_line, write_record
+from ..runs import RunLock, base_record, finished_record, run_dir_of, rung_stop, target_steps
 from . import checkpoint, distributed, sharding
 from .batches import encode_splits
 from .early_stop import best_step_watch, watch_settings
@@ -124,6 +124,9 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
         examples=result.examples_seen,
     )
     point["train"].update(result.best)  # early stopping: best_step, best_validation, stopped_early
+    point["train"]["stopped_at_rung"] = rung_of(cfg) if target_steps(tr) < int(tr.max_steps) else None
+    if OmegaConf.select(cfg, "sweeper.halving.rung", default=None) is not None:  # a halving wave
+        append_rung(run_dir, rung_of(cfg), result.steps, metrics["validation"])
     point["worker"] = {"world_size": world.size, "backend": world.backend, "parallel": world.parallel}
     point["cost"]["rank_peak_memory_mb"] = rank_peaks  # ranks 1..N-1; _run_locked adds rank 0's
     point["cost"]["training_state_mb"] = result.state_mb  # rank 0's weights + gradients + optimizer state
@@ -141,6 +144,13 @@ def build_trainee(cfg, method, splits, num_labels: int, runtime: Runtime, world)
     model = world.place(method.wrap(model), runtime.device)
     train_enc, evals = encode_splits(splits, tokenizer, cfg.train, cfg.dataset.task, generation_settings(cfg))
     return model, tokenizer, train_enc, evals
+
+
+def rung_of(cfg) -> int:
+    """The successive-halving rung this launch trains the point to (sweeper.halving.rung; 0 when
+    train.stop_at was set by hand)."""
+    rung = OmegaConf.select(cfg, "sweeper.halving.rung", default=None)
+    return int(rung) if rung is not None else 0
 
 
 def generation_settings(cfg) -> tuple[str, bool, int] | None:
@@ -323,7 +333,7 @@ def _run_locked(cfg, record: dict[str, Any], run_dir: Path, started: float, shou
 def previous_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     """The existing record when the skip rule says this point need not run again (sweeper.runs)."""
     retry = OmegaConf.select(cfg, "sweeper.retry_failed", default=False, throw_on_resolution_failure=False)
-    return finished_record(run_dir, bool(retry))
+    return finished_record(run_dir, bool(retry), target_steps(cfg.train))
 
 
 def start_record(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
@@ -372,7 +382,7 @@ def finish_record(record: dict[str, Any], run_dir: Path, started: float) -> dict
     record["worker"] = {**worker_context(started), "world_size": 1, "backend": None, **record.get("worker", {})}
     try:
         write_record(run_dir, record)
-        if record["status"] == Status.OK:
+        if record["status"] == Status.OK and rung_stop(record) is None:  # a rung's checkpoint is promoted from
             checkpoint.remove(run_dir)
         record["record_path"] = str(run_dir / RECORD_NAME)
     except OSError as error:

@@ -40,6 +40,8 @@ def pack_key(cfg: DictConfig) -> str | None:
         return None
     if task == "generation":
         return None  # decoding (model.generate) runs one model at a time: docs/packing.md
+    if train.get("stop_at") is not None:
+        return None  # a halving rung pauses the point on its own schedule: it trains alone
     if method.get("name") not in PACKABLE_METHODS or method.get("warm_start_steps"):
         return None  # relora/full change the base; a warm start trains it
     if model.get("arch") == "lstm" or model.get("lora_target_parameters"):
@@ -67,7 +69,10 @@ def group_points(cfgs: list[DictConfig], size: int) -> list[list[int]]:
     an unpackable point is a group of one. Order within and across groups follows `cfgs`."""
     groups: list[list[int]] = []
     open_groups: dict[str, list[int]] = {}
-    generation = sum(str(cfg.dataset.get("task")) == "generation" for cfg in cfgs)
+    generation = sum(
+        OmegaConf.select(cfg, "dataset.task", default=None, throw_on_resolution_failure=False) == "generation"
+        for cfg in cfgs
+    )
     if generation and size > 1:
         print(f"sweeper.pack={size}: {generation} generation point(s) train alone (not packable; docs/packing.md)",
               file=sys.stderr)  # fmt: skip
