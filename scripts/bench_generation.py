@@ -96,6 +96,7 @@ def main() -> None:
                 out = Path(tmp) / f"{dataset}-{label.replace(' ', '_')}"
                 results[(dataset, label)] = run_point(dataset, model, method, extra, args, out)
     command = "python scripts/bench_generation.py " + " ".join(sys.argv[1:])
+    print("## Generation: chrF of tiny_t5 / SmolLM2 x LoRA / full, and LoRA vs full on SmolLM2, CPU\n")
     print(f"Command: `{command.strip()}` ({(time.time() - started) / 60:.0f} min, {args.threads} threads)\n")
     print(
         f"SmolLM2: {args.smollm2_steps} steps, tiny_t5: {args.tiny_steps} steps; batch {args.batch}, "

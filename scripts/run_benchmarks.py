@@ -24,6 +24,8 @@ BENCHMARKS = {  # name -> script (in the order they appear in BENCHMARKS.md)
     "chunking": "bench_chunking.py",
     "pack": "bench_pack.py",
     "distributed": "bench_distributed.py",
+    "generation": "bench_generation.py",  # ~30 min: SmolLM2 / tiny_t5 x LoRA / full on 3 generation datasets
+    "halving": "bench_halving.py",  # ~35 min: halving vs the full grid, 48 MiniLM points
     "collect": "bench_collect.py",
     "slurm_submit": "bench_slurm_submit.py",
     "planner": "bench_planner.py",

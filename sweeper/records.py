@@ -251,4 +251,7 @@ def summary_line(record: dict[str, Any]) -> str:
     else:
         val = f"val {validation['accuracy']:.3f}, " if validation else ""
         score = f"test acc {m['accuracy']:.3f} ({val}majority {m['majority_accuracy']:.3f})"
+    train = record.get("train") or {}
+    if train.get("stopped_at_rung") is not None:  # successive halving paused it there
+        score += f", halving rung {train['stopped_at_rung']} (step {train.get('steps')})"
     return f"[ok] {name}: {score}, {record['cost']['train_seconds']:.1f}s train"

@@ -53,6 +53,19 @@ def test_own_files_name_their_two_columns(tmp_path):
         load_splits({**spec, "source_field": "en", "target_field": "fr", "prompt": "no slot"}, cache_dir=tmp_path)
 
 
+def test_hub_path_on_a_local_folder_keeps_its_splits(tmp_path):
+    """The hub code path (datasets.load_dataset) on local files: given splits kept, validation carved."""
+    folder = tmp_path / "hub_pairs"
+    folder.mkdir()
+    for split, n in (("train", 60), ("test", 12)):
+        rows = pd.DataFrame({"question": [f"{split} q{i}" for i in range(n)], "answer": [f"a{i}" for i in range(n)]})
+        rows.to_csv(folder / f"{split}.csv", index=False)
+    spec = {"name": "hub_pairs", "task": "generation", "source": "hub", "path": str(folder)}
+    splits = load_splits({**spec, "source_field": "question", "target_field": "answer"}, tmp_path / "cache")
+    assert len(splits["test"]) == 12 and set(splits["test"]["source"]) == {f"test q{i}" for i in range(12)}
+    assert len(splits["train"]) + len(splits["validation"]) == 60 and len(splits["validation"]) == 6
+
+
 def encoded(make_cfg, model: str, max_length: int = 24):
     from sweeper.train.batches import encode_splits
     from sweeper.train.models import build_model

@@ -174,6 +174,9 @@ def run_halving(sweeper, jobs: Sequence[Sequence[str]]) -> list:
         first_idx += len(batch)
         if rung == len(budgets) - 1:
             break
+        if config.sweeper.get("dry_run"):
+            print("halving: dry run: the later rungs depend on this rung's validation scores", flush=True)
+            break
         alive, waiting = promote(alive, rung, budget, eta)
         if waiting:
             print(

@@ -51,7 +51,13 @@ SECTION_FIELDS = {
         "peak_memory_mb": "peak_memory_mb",
         "examples_per_second": "examples_per_second",
     },
-    "train": {"steps": "steps", "resumed_from_step": "resumed_from_step", "merges": "merges", "best_step": "best_step"},
+    "train": {
+        "steps": "steps",
+        "resumed_from_step": "resumed_from_step",
+        "merges": "merges",
+        "best_step": "best_step",
+        "stopped_at_rung": "stopped_at_rung",  # successive halving: trained only to that rung's budget
+    },
 }
 COLUMNS = (
     TOP_FIELDS

@@ -124,6 +124,19 @@ def render_html(named: dict[str, pd.DataFrame], title: str = "Sweep report", int
     )
 
 
+STOPPED_TITLE = "Stopped at a halving rung (trained to the rung's budget only; not in the tables above)"
+STOPPED_COLUMNS = ["task", "dataset", "config", "seed", "stopped_at_rung", "steps", "max_steps", "val_score", "score"]
+
+
+def split_stopped(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs trained to their max_steps, runs successive halving stopped at a rung). Stopped runs
+    had fewer steps: set beside the finished ones they would look like worse configurations."""
+    stopped = df["stopped_at_rung"].notna() if "stopped_at_rung" in df else pd.Series(False, index=df.index)
+    finished, halted = df[~stopped].copy(), df[stopped]
+    finished.attrs = dict(df.attrs)
+    return finished, halted[[c for c in STOPPED_COLUMNS if c in halted]].reset_index(drop=True)
+
+
 def write_report(
     df: pd.DataFrame, out_dir: str | os.PathLike, tol: float = TIE_TOL, run_ids: list[str] | None = None
 ) -> dict[str, Path]:
@@ -132,11 +145,16 @@ def write_report(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    df, stopped = split_stopped(df)
     summary = summarize(df)  # once: every table and the intro read it
     named = named_tables(df, tol, summary)
+    if not stopped.empty:
+        named[STOPPED_TITLE] = stopped
     title = "Sweep report: " + (", ".join(sorted(df["sweep"].dropna().astype(str).unique())) or "?")
     written = {"summary.md": out / "summary.md", "summary.html": out / "summary.html"}
     intro = intro_text(df, tol, summary)
+    if not stopped.empty:
+        intro += f"\n\nSuccessive halving stopped {len(stopped)} run(s) at a rung: listed apart, at the end."
     written["summary.md"].write_text(render_markdown(named, title, intro), encoding="utf-8")
     written["summary.html"].write_text(render_html(named, title, intro), encoding="utf-8")
     for name, frame in [
@@ -145,6 +163,7 @@ def write_report(
         ("configs.csv", config_table(summary, tol)),
         ("methods.csv", method_table(summary, tol)),
         ("failed.csv", collect.failures(df)),
+        ("stopped.csv", stopped),
     ]:
         frame.to_csv(out / name, index=False)
         written[name] = out / name

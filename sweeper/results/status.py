@@ -91,6 +91,7 @@ def sweep_status(results_dir: Path | str) -> dict[str, Any]:
 
     counts = {state.value: 0 for state in (PointState.DONE, PointState.FAILED, PointState.RUNNING, PointState.PENDING)}
     failed, stalled, finished_since = [], 0, []
+    rungs: dict[str, int] = {}  # ok points by where they stand: stopped at a halving rung, or trained to max_steps
     paths = [str(results_dir / "runs" / run_id / RECORD_NAME) for run_id in points]
     records = [record for _, record, _ in read_many(paths)]  # a thread pool on a slow (network) disk
     for (run_id, label), record in zip(points.items(), records):
@@ -100,6 +101,10 @@ def sweep_status(results_dir: Path | str) -> dict[str, Any]:
             counts[state.value] += 1
             if state == PointState.FAILED:
                 failed.append({"run_id": run_id, "overrides": label, "error": record.get("error")})
+            else:
+                rung = (record.get("train") or {}).get("stopped_at_rung")
+                where = "max_steps" if rung is None else f"rung {rung}"
+                rungs[where] = rungs.get(where, 0) + 1
             t = _iso_to_unix(record.get("finished_at"))
             if t is not None and t >= last_start:
                 finished_since.append(t)
@@ -119,6 +124,7 @@ def sweep_status(results_dir: Path | str) -> dict[str, Any]:
         "total": total,
         **counts,
         "failed_points": failed,
+        "rungs": rungs if any(k.startswith("rung") for k in rungs) else {},
         "stalled": stalled,
         "eta_s": None if eta is None else round(eta, 1),
         "launches": len(launches),
@@ -168,6 +174,12 @@ def render(status: dict[str, Any], width: int = 30, max_failed: int = 20) -> str
         f"[{'#' * filled}{'-' * (width - filled)}] {finished:>4}/{total}  {pct:3.0f}%  done {status['done']}  "
         f"failed {status['failed']}  running {status['running']}  pending {status['pending']}  {eta}"
     )
+    if status.get("rungs"):
+        lines.append(
+            "halving: ok points "
+            + ", ".join(f"{n} at {k}" for k, n in sorted(status["rungs"].items()))
+            + " (a rung's points wait there unless promoted; relaunch the command to advance)"
+        )
     if status["stalled"]:
         lines.append(
             f"{status['stalled']} pending point(s) belong to a launch whose process is gone: "
