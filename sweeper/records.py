@@ -151,6 +151,14 @@ def append_rung(run_dir: Path, rung: int, steps: int, validation: dict[str, Any]
         f.write(line + "\n")
 
 
+def note_rung(record: dict[str, Any], run_dir: Path) -> None:
+    """A halving wave's ok point: its rung's validation scores to rungs.jsonl, once its record is
+    written (a line without the record would promote a point whose record says otherwise)."""
+    rung = (((record.get("config") or {}).get("sweeper") or {}).get("halving") or {}).get("rung")
+    if rung is not None:
+        append_rung(run_dir, int(rung), record["train"]["steps"], record["metrics"]["validation"])
+
+
 def read_rungs(run_dir: Path) -> dict[int, dict[str, Any]]:
     """{rung: its last line} of rungs.jsonl ({} without one; a torn line is skipped)."""
     rungs = {}

@@ -35,6 +35,11 @@ def test_catalogue_materialises(tmp_path):
             held = texts(ds["validation"]) | texts(ds["test"])
             assert len(ds["test"]) > 0 and not texts(ds["train"]) & held, name
             continue
+        if spec["task"] == "generation":  # one split per source text; sizes within the generation caps
+            sources = {s: {t.lower() for t in ds[s]["source"]} for s in ds}
+            assert all(len(ds[s]) > 0 for s in ds) and len(ds["test"]) <= 200, name
+            assert not sources["train"] & (sources["validation"] | sources["test"]), name
+            continue
         assert list(ds) == ["train", "validation", "test"], name
         assert all(len(ds[s]) > 0 for s in ds), name
         assert len(ds["test"]) <= 500 and len(ds["train"]) <= 2000, name

@@ -141,8 +141,11 @@ def test_a_killed_two_rank_point_resumes(make_cfg, tmp_path, resume_nproc):
     assert record["status"] == "ok", record.get("error")
     assert 0 < record["train"]["resumed_from_step"] < 300
     assert record["worker"]["world_size"] == resume_nproc
-    assert losses(record, run_dir) == pytest.approx(losses(straight), abs=LOSS_TOL)
-    assert record["metrics"]["test"]["loss"] == pytest.approx(straight["metrics"]["test"]["loss"], abs=LOSS_TOL)
+    # 300 steps of two ranks' gradient sums in another order than one process: the rounding
+    # accumulates (1.5e-5 measured on this 2-core machine, at c93eff3 too), still far below a real difference
+    tol = 10 * LOSS_TOL
+    assert losses(record, run_dir) == pytest.approx(losses(straight), abs=tol)
+    assert record["metrics"]["test"]["loss"] == pytest.approx(straight["metrics"]["test"]["loss"], abs=tol)
 
 
 @pytest.mark.parametrize("resume", [["train.nproc=2", "train.parallel=fsdp"], ["train.nproc=1"]], ids=["fsdp", "solo"])

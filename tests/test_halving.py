@@ -19,9 +19,45 @@ GRID = ["train.lr=1e-2,1e-7,1e-8", "train.max_steps=6", "sweeper.search=halving"
 
 
 def test_rung_budgets():
-    assert rung_budgets(10, 3, 100) == [10, 30, 90, 100]
+    assert rung_budgets(10, 3, 100) == [10, 30, 100]  # not 90: a rung must leave room for a factor eta
+    assert rung_budgets(10, 3, 270) == [10, 30, 90, 270]
     assert rung_budgets(2, 3, 6) == [2, 6]
     assert rung_budgets(2, 2, 8) == [2, 4, 8]
+
+
+def scored(tmp_path: Path, name: str, dataset: str, config: str, seed: int, rung_scores: dict, failed=False):
+    """A run folder as a halving point leaves it: rungs.jsonl lines (and a failed record)."""
+    from sweeper.launch.halving import Entry
+    from sweeper.records import append_rung, write_record
+
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    for rung, accuracy in rung_scores.items():
+        append_rung(run_dir, rung, [2, 6][rung], {"accuracy": accuracy, "loss": 1.0})
+    if failed:
+        write_record(run_dir, {"run_id": name, "status": "failed", "error": "boom", "error_type": "TrainingError"})
+    return Entry([f"seed={seed}"], run_dir, (dataset, "m"), config, "classification", 6)
+
+
+def test_promote_ranks_configurations_by_their_seeds_mean_per_group(tmp_path):
+    from sweeper.launch.halving import promote
+
+    entries = [
+        scored(tmp_path, "a1", "d1", "lr=1", 0, {0: 0.9}),
+        scored(tmp_path, "a2", "d1", "lr=1", 1, {0: 0.5}),  # mean 0.70
+        scored(tmp_path, "b1", "d1", "lr=2", 0, {0: 0.8}),
+        scored(tmp_path, "b2", "d1", "lr=2", 1, {0: 0.7}),  # mean 0.75: goes on, both seeds
+        scored(tmp_path, "c1", "d1", "lr=3", 0, {}, failed=True),  # -inf
+        scored(tmp_path, "e1", "d2", "lr=1", 0, {0: 0.6}),
+        scored(tmp_path, "e2", "d2", "lr=2", 0, {0: 0.6}),  # a tie: the configuration text decides
+        scored(tmp_path, "f1", "d3", "lr=1", 0, {0: 0.9}),
+        scored(tmp_path, "f2", "d3", "lr=2", 0, {}),  # no score yet: d3 waits, d1 and d2 go on
+    ]
+    survivors, waiting = promote(entries, rung=0, budget=2, eta=3)
+    assert [e.run_dir.name for e in survivors] == ["b1", "b2", "e1"]
+    assert [e.run_dir.name for e in waiting] == ["f2"]
+    survivors, _ = promote(entries[:5], rung=0, budget=2, eta=2)  # ceil(3 / 2) = 2 configurations
+    assert [e.run_dir.name for e in survivors] == ["a1", "a2", "b1", "b2"]
 
 
 def losses(record) -> list[float]:
@@ -62,7 +98,15 @@ def test_halving_promotes_the_clearly_best_configuration_and_a_relaunch_decides_
     # a point of rung 0 already done before the sweep starts (a sweep killed mid-rung): it is kept
     early = [*LM, "train.lr=1e-7", "train.max_steps=6", "train.stop_at=2", "sweeper.halving.rung=0"]
     subprocess.run(
-        [sys.executable, "-m", "sweeper", *early, f"sweeper.results_dir={tmp_path}/results", "train.threads=1"],
+        [
+            sys.executable,
+            "-m",
+            "sweeper",
+            *early,
+            f"sweeper.results_dir={tmp_path}/results",
+            "train.threads=1",
+            f"hydra.run.dir={tmp_path}/single",
+        ],  # fmt: skip
         check=True,
         capture_output=True,
         timeout=300,

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .pools import factorized, file_splits, member, read_pool, text_key
-from .spec import DEFAULT_CAPS, GENERATION_DEFAULT_CAPS, SPLITS, DatasetError
-
-EVAL_FRACTIONS = {"validation": 0.1, "test": 0.2}  # carved from train when no caps are given
+from .pairs import generation_frames, pair_rows
+from .pools import column, factorized, file_splits, member, read_pool, text_key, where_mask
+from .spec import DEFAULT_CAPS, EVAL_FRACTIONS, SPLITS, DatasetError
 
 
 def build_frames(spec: dict, hf_cache: Path | None = None) -> tuple[dict[str, pd.DataFrame], dict]:
@@ -79,13 +78,6 @@ def read_hub(name: str, spec: Mapping, hf_cache: Path | None) -> dict[str, pd.Da
     return out
 
 
-def column(name: str, df: pd.DataFrame, col: str, role: str) -> pd.Series:
-    if col not in df.columns:
-        avail = ", ".join(c for c in df.columns if c != "_key")
-        raise DatasetError(name, f"missing {role} column '{col}'; available: {avail}")
-    return df[col]
-
-
 def select_rows(name: str, spec: Mapping, df: pd.DataFrame) -> pd.DataFrame:
     """Rows a dataset uses: `where: {column: value | [values]}`, a derived label `y` ("" = not
     used) and, for pools, a per-class sample of at most what the caps can take, so the rest of
@@ -122,29 +114,6 @@ def select_rows(name: str, spec: Mapping, df: pd.DataFrame) -> pd.DataFrame:
         out["_split"] = column(name, sub, spec["split_field"], "split").astype(str)
     out = out.astype(object)  # Python strings: pandas ops on small object frames beat arrow ones
     return out[out["text"].str.len() > 0].reset_index(drop=True)
-
-
-def where_mask(name: str, spec: Mapping, df: pd.DataFrame) -> np.ndarray:
-    """Rows kept by `where: {column: value | [values]}` (all rows without one)."""
-    mask = np.ones(len(df), dtype=bool)
-    for col, want in (spec.get("where") or {}).items():
-        column(name, df, col, "where")
-        codes, uniques = factorized(df, col, df.attrs.get("pool"))
-        mask &= isin(name, uniques, col, want)[codes]
-    return mask
-
-
-def isin(name: str, uniques, col: str, want) -> np.ndarray:
-    """Which distinct values of `col` are wanted; a value the column never holds is a typo."""
-    want = [str(w) for w in (want if isinstance(want, list) else [want])]
-    unknown = sorted(set(want) - set(uniques))
-    if unknown:
-        raise DatasetError(
-            name,
-            f"unknown value(s) {', '.join(unknown)} in where column '{col}'; "
-            f"known: {', '.join(sorted(map(str, uniques))[:30])}",
-        )
-    return np.isin(np.asarray(uniques, dtype=object), want)
 
 
 def check_label_values(name: str, spec: Mapping, given: dict[str, pd.DataFrame]) -> None:
@@ -261,46 +230,6 @@ def split_held_out(held: pd.DataFrame, test: pd.DataFrame | None) -> tuple[pd.Da
         return held, held.iloc[:0]
     half = len(held) // 2
     return held.iloc[:half], held.iloc[half:]
-
-
-# ---------------------------------------------------------------- generation
-def pair_rows(name: str, spec: Mapping, df: pd.DataFrame) -> pd.DataFrame:
-    """generation: the (source, target) pairs a spec uses (`where` as for the other tasks), both texts
-    stripped and non-empty; `_key` is the source's, so one source lands in one split only."""
-    source = column(name, df, spec["source_field"], "source")
-    target = column(name, df, spec["target_field"], "target")
-    keep = np.flatnonzero(np.asarray(source.notna() & target.notna(), dtype=bool) & where_mask(name, spec, df))
-    out = pd.DataFrame(
-        {"source": source.iloc[keep].astype(str).str.strip(), "target": target.iloc[keep].astype(str).str.strip()}
-    )
-    out = out[(out["source"].str.len() > 0) & (out["target"].str.len() > 0)].astype(object)
-    out["_key"] = text_key(out["source"])
-    return out.reset_index(drop=True)
-
-
-def generation_frames(name: str, spec: Mapping, given: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """One target per source (the first in the input's order: a source translated twice keeps its
-    first translation); a pool is shuffled and cut into test, validation, train by the caps (at most
-    20% / 10% of the pairs each); given files keep their splits, missing ones are carved from train,
-    and train loses every source an evaluation split holds."""
-    seed, caps = spec["seed"], spec.get("caps") or {}
-    if "all" in given:
-        caps = {**GENERATION_DEFAULT_CAPS, **caps}
-        given = {"train": given["all"]}
-    evals = {s: df.drop_duplicates("_key") for s, df in given.items() if s != "train"}
-    if "validation" in evals and "test" in evals:  # given files: a test source is never validated on
-        evals["validation"] = evals["validation"][~member(evals["validation"]["_key"], set(evals["test"]["_key"]))]
-    train = given["train"].drop_duplicates("_key").sample(frac=1, random_state=seed)
-    held = set().union(*(set(df["_key"]) for df in evals.values()))
-    train = train[~member(train["_key"], held)]
-    total = len(train)
-    for split in [s for s in ("test", "validation") if s not in evals]:
-        n = min(caps.get(split) or total, max(1, round(total * EVAL_FRACTIONS[split])))
-        evals[split], train = train.iloc[:n], train.iloc[n:]
-    frames = {"train": train, **evals}
-    return {
-        s: frames[s].head(caps.get(s) or len(frames[s]))[["source", "target"]].reset_index(drop=True) for s in SPLITS
-    }
 
 
 # ---------------------------------------------------------------- classification

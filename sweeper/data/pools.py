@@ -108,3 +108,34 @@ def file_splits(name: str, spec: Mapping) -> list[tuple[str, Path]]:
             raise DatasetError(name, f"file not found: {path}")
         out.append((split, path))
     return out
+
+
+# ---------------------------------------------------------------- selecting rows
+def column(name: str, df: pd.DataFrame, col: str, role: str) -> pd.Series:
+    if col not in df.columns:
+        avail = ", ".join(c for c in df.columns if c != "_key")
+        raise DatasetError(name, f"missing {role} column '{col}'; available: {avail}")
+    return df[col]
+
+
+def where_mask(name: str, spec: Mapping, df: pd.DataFrame) -> np.ndarray:
+    """Rows kept by `where: {column: value | [values]}` (all rows without one)."""
+    mask = np.ones(len(df), dtype=bool)
+    for col, want in (spec.get("where") or {}).items():
+        column(name, df, col, "where")
+        codes, uniques = factorized(df, col, df.attrs.get("pool"))
+        mask &= isin(name, uniques, col, want)[codes]
+    return mask
+
+
+def isin(name: str, uniques, col: str, want) -> np.ndarray:
+    """Which distinct values of `col` are wanted; a value the column never holds is a typo."""
+    want = [str(w) for w in (want if isinstance(want, list) else [want])]
+    unknown = sorted(set(want) - set(uniques))
+    if unknown:
+        raise DatasetError(
+            name,
+            f"unknown value(s) {', '.join(unknown)} in where column '{col}'; "
+            f"known: {', '.join(sorted(map(str, uniques))[:30])}",
+        )
+    return np.isin(np.asarray(uniques, dtype=object), want)

@@ -14,6 +14,7 @@ from .. import paths
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_CAPS = {"train": 2000, "validation": 300, "test": 500}
+EVAL_FRACTIONS = {"validation": 0.1, "test": 0.2}  # carved from train when no caps / files give them
 CUSTOM_DIR = paths.REPO_ROOT / "data" / "custom"  # drop-in files: data/custom/<name>.csv|jsonl|parquet
 FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 TASKS = ("classification", "lm", "generation")  # generation: text in (`source`), text out (`target`)

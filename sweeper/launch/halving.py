@@ -1,6 +1,6 @@
 """Successive halving across a grid (`sweeper.search=halving`): spend steps where they matter.
 
-    budgets = rung_budgets(min_steps=10, eta=3, max_steps=100)      # [10, 30, 90, 100]
+    budgets = rung_budgets(min_steps=10, eta=3, max_steps=100)      # [10, 30, 100]
     survivors, waiting = promote(entries, rung, budget, eta)
 
 Every point of the grid trains to the first rung (`train.stop_at=min_steps`, on the lr schedule of
@@ -66,9 +66,11 @@ def check_settings(halving, entries: Sequence[Entry], configs: Sequence[dict]) -
 
 
 def rung_budgets(min_steps: int, eta: int, max_steps: int) -> list[int]:
-    """Steps at the end of each rung: min_steps * eta^k below max_steps, then max_steps."""
+    """Steps at the end of each rung: min_steps * eta^k while the next rung can still grow by a
+    factor eta within max_steps, then max_steps (not [10, 30, 90, 100]: cutting to a third to save 10
+    steps would drop two survivors out of three for nothing)."""
     budgets, budget = [], min_steps
-    while budget < max_steps:
+    while budget * eta <= max_steps and budget < max_steps:
         budgets.append(budget)
         budget *= eta
     return budgets + [max_steps]
@@ -110,8 +112,14 @@ def rung_score(entry: Entry, rung: int, budget: int) -> float | None:
         if record["status"] == Status.FAILED and record.get("error_type") != "JobLost":
             return -math.inf
         section = record.get("train") or {}
-        if record["status"] == Status.OK and section.get("stopped_at_rung") is None:
-            validation = (record.get("metrics") or {}).get("validation")  # finished by an earlier grid sweep
+        if record["status"] == Status.OK and (section.get("stopped_at_rung") is None or section.get("steps") == target):
+            # finished by an earlier grid sweep, or paused at this step by hand (train.stop_at)
+            validation = (record.get("metrics") or {}).get("validation")
+        elif record["status"] == Status.OK and (section.get("steps") or 0) > target:
+            raise HalvingError(
+                f"{entry.run_dir.name} stopped at step {section.get('steps')}, past rung {rung}'s {target} steps, "
+                "with no score at that rung: the sweep ran with other sweeper.halving settings; relaunch with those"
+            )
     if validation is None:
         return None
     metric, higher = RUNG_METRIC.get(entry.task, ("accuracy", True))
@@ -178,11 +186,12 @@ def run_halving(sweeper, jobs: Sequence[Sequence[str]]) -> list:
             print("halving: dry run: the later rungs depend on this rung's validation scores", flush=True)
             break
         alive, waiting = promote(alive, rung, budget, eta)
-        if waiting:
+        if waiting:  # complete groups go on; these wait for the next launch
             print(
-                f"halving rung {rung}: waiting for {len(waiting)} point(s) (running, detached or lost); "
-                "relaunch the same command to promote and go on",
+                f"halving rung {rung}: {len({e.group for e in waiting})} group(s) wait for {len(waiting)} point(s) "
+                "(running, detached or lost); relaunch the same command to promote them and go on",
                 flush=True,
             )
+        if not alive:
             break
     return returns

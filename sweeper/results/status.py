@@ -178,7 +178,7 @@ def render(status: dict[str, Any], width: int = 30, max_failed: int = 20) -> str
         lines.append(
             "halving: ok points "
             + ", ".join(f"{n} at {k}" for k, n in sorted(status["rungs"].items()))
-            + " (a rung's points wait there unless promoted; relaunch the command to advance)"
+            + " (successive halving: a point at a rung stopped there, or waits for its promotion)"
         )
     if status["stalled"]:
         lines.append(

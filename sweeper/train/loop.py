@@ -159,9 +159,9 @@ def train(
     # What the segments before this one did: a resumed record sums it (events, seconds, examples).
     before = ckpt.loop_state(run_dir) if start_step else ckpt.LoopState()
     max_steps, batch_size, seed = int(train_cfg.max_steps), int(train_cfg.batch_size), int(train_cfg.seed)
-    end = target_steps(train_cfg)  # a halving rung (train.stop_at) pauses early, on max_steps' schedule
-    if start_step > end:
-        raise TrainingError(f"train.stop_at={end} is before the checkpoint's step {start_step}")
+    # A halving rung (train.stop_at) pauses early, on max_steps' schedule; a checkpoint already past
+    # it (a run killed in its evaluation) trains no further and is scored where it stands.
+    end = max(target_steps(train_cfg), start_step)
     log = MetricsLog(run_dir, start_step, train_cfg.log_every, end, write=world.main)
     log.events = list(before.events)
     checkpoint_every = int(train_cfg.checkpoint_every or 0)

@@ -22,8 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import default_results_dir
 from ..data import DatasetError, checked_spec, load_splits
+from ..data.spec import TASKS
 from ..ledger import mark_started, marker_text
-from ..records import RECORD_NAME, Status, append_rung, one_line, write_record
+from ..records import RECORD_NAME, Status, note_rung, one_line, write_record
 from ..runs import RunLock, base_record, finished_record, run_dir_of, rung_stop, target_steps
 from . import checkpoint, distributed, sharding
 from .batches import encode_splits
@@ -80,7 +81,7 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
     if tr.get("save_weights", "auto") not in ("auto", True, False):  # before training, not after
         raise TrainingError(f"train.save_weights must be auto, true or false, got {tr.save_weights!r}")
     method = build_method(cfg.method, cfg.model, task)
-    if not method.standalone:
+    if not method.standalone and task in TASKS:  # an unknown task: the dataset's check names it
         check_model_task(cfg.model, task)  # before the data and the weights load
     splits = load_point_data(cfg.dataset)
     num_labels = num_labels_of(splits, task)
@@ -124,9 +125,8 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
         examples=result.examples_seen,
     )
     point["train"].update(result.best)  # early stopping: best_step, best_validation, stopped_early
-    point["train"]["stopped_at_rung"] = rung_of(cfg) if target_steps(tr) < int(tr.max_steps) else None
-    if OmegaConf.select(cfg, "sweeper.halving.rung", default=None) is not None:  # a halving wave
-        append_rung(run_dir, rung_of(cfg), result.steps, metrics["validation"])
+    paused = target_steps(tr) < int(tr.max_steps) and result.steps < int(tr.max_steps)  # a halving rung
+    point["train"]["stopped_at_rung"] = int(OmegaConf.select(cfg, "sweeper.halving.rung") or 0) if paused else None
     point["worker"] = {"world_size": world.size, "backend": world.backend, "parallel": world.parallel}
     point["cost"]["rank_peak_memory_mb"] = rank_peaks  # ranks 1..N-1; _run_locked adds rank 0's
     point["cost"]["training_state_mb"] = result.state_mb  # rank 0's weights + gradients + optimizer state
@@ -144,13 +144,6 @@ def build_trainee(cfg, method, splits, num_labels: int, runtime: Runtime, world)
     model = world.place(method.wrap(model), runtime.device)
     train_enc, evals = encode_splits(splits, tokenizer, cfg.train, cfg.dataset.task, generation_settings(cfg))
     return model, tokenizer, train_enc, evals
-
-
-def rung_of(cfg) -> int:
-    """The successive-halving rung this launch trains the point to (sweeper.halving.rung; 0 when
-    train.stop_at was set by hand)."""
-    rung = OmegaConf.select(cfg, "sweeper.halving.rung", default=None)
-    return int(rung) if rung is not None else 0
 
 
 def generation_settings(cfg) -> tuple[str, bool, int] | None:
@@ -382,6 +375,8 @@ def finish_record(record: dict[str, Any], run_dir: Path, started: float) -> dict
     record["worker"] = {**worker_context(started), "world_size": 1, "backend": None, **record.get("worker", {})}
     try:
         write_record(run_dir, record)
+        if record["status"] == Status.OK:
+            note_rung(record, run_dir)
         if record["status"] == Status.OK and rung_stop(record) is None:  # a rung's checkpoint is promoted from
             checkpoint.remove(run_dir)
         record["record_path"] = str(run_dir / RECORD_NAME)
