@@ -19,10 +19,10 @@ from catalogue_families import (  # scripts/ is sys.path[0] when run as a script
     debian_specs,
     food_specs,
     fortune_specs,
-    generation_specs,
     langid_specs,
     wordnet_specs,
 )
+from catalogue_generation import generation_specs  # scripts/ is sys.path[0] when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 POOLS = REPO / "data" / "pools"

@@ -27,10 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ..records import Status, read_existing, read_rungs
-from ..runs import result_config, run_dir_of
-
-# The validation metric a rung is decided on, and whether higher is better (the report's headline metric).
-RUNG_METRIC = {"classification": ("accuracy", True), "lm": ("perplexity", False), "generation": ("chrf", True)}
+from ..results.collect import PRIMARY
+from ..runs import LOST_ERROR, result_config, run_dir_of
 
 
 class HalvingError(ValueError):
@@ -109,7 +107,7 @@ def rung_score(entry: Entry, rung: int, budget: int) -> float | None:
     validation = line["validation"] if line is not None and line.get("steps") == target else None
     record = read_existing(entry.run_dir)
     if validation is None and record is not None:
-        if record["status"] == Status.FAILED and record.get("error_type") != "JobLost":
+        if record["status"] == Status.FAILED and record.get("error_type") != LOST_ERROR:
             return -math.inf
         section = record.get("train") or {}
         if record["status"] == Status.OK and (section.get("stopped_at_rung") is None or section.get("steps") == target):
@@ -122,7 +120,7 @@ def rung_score(entry: Entry, rung: int, budget: int) -> float | None:
             )
     if validation is None:
         return None
-    metric, higher = RUNG_METRIC.get(entry.task, ("accuracy", True))
+    metric, higher = PRIMARY.get(entry.task, ("accuracy", True))  # the report's headline metric
     value = validation.get(metric)
     if not isinstance(value, (int, float)) or math.isnan(value):
         return -math.inf

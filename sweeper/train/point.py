@@ -106,10 +106,9 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
         scores, test_preds = evaluate_splits(model, evals, *eval_args)
         full_state = None  # save_pretrained reads the model itself
     metrics = record_metrics(scores, result.final_loss, train_enc.labels, evals, task, num_labels)
-    if task == "classification":
-        save_predictions(run_dir, evals["test"].labels, test_preds)
-    if task == "generation":
-        save_predictions(run_dir, evals["test"].references, test_preds)
+    if task != "lm":  # labels, or for generation the reference texts
+        truth = evals["test"].references if task == "generation" else evals["test"].labels
+        save_predictions(run_dir, truth, test_preds)
     if method.is_peft() and tr.save_adapter:  # PEFT format: adapter_config.json + safetensors
         model.save_pretrained(run_dir / "adapter", state_dict=full_state)
     weights = keep_weights(model, tokenizer, method, tr, run_dir, total, full_state)
