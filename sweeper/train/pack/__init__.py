@@ -7,7 +7,7 @@
 Points pack together when they share the base model, the task, the method family (lora or qlora,
 same quantisation) and the sequence/runtime settings (train.max_length, device, dtype, threads);
 they may differ in dataset, rank, alpha, dropout, target modules, lr and schedule, batch size,
-max_steps and - for a pretrained base - seed. A randomly initialised base (model.source=config)
+max_steps, truncation and - for a pretrained base - seed. A randomly initialised base (model.source=config)
 is a function of the seed, so there the seed must match too.
 
 Each step concatenates the K batches and runs the base once; each adapter adds its own B@A to its

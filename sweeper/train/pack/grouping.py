@@ -21,6 +21,7 @@ PER_POINT_TRAIN_KEYS = {
     "seed",
     "log_every",
     "eval_size",
+    "truncation",
     "eval_batch_size",
     "checkpoint_every",
     "save_adapter",
