@@ -58,7 +58,7 @@ def encode_classification(split, tokenizer, max_length: int, truncation: str = "
     texts = [text if len(text) <= 2 * chars else f"{text[:chars]} {text[-chars:]}" for text in split["text"]]
     prefix, suffix = special_tokens_around(tokenizer)
     rows = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-    room = max_length - len(prefix) - len(suffix)
+    room = max(0, max_length - len(prefix) - len(suffix))
     return Encoded([prefix + head_and_tail(ids, room) + suffix for ids in rows], list(split["label"]))
 
 
