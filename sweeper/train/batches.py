@@ -47,8 +47,6 @@ def encode_classification(split, tokenizer, max_length: int, truncation: str = "
     first tokens (`head`) or its first and last halves (`head_tail`: a description's last sentence
     often says what it is: "This package contains the development files". Sun et al. 2019, How to
     Fine-Tune BERT for Text Classification, found head+tail better than the head alone)."""
-    if truncation not in TRUNCATIONS:
-        raise TrainingError(f"train.truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
     # Tokenizers tokenise a whole text before truncating it: cap characters first so a 1 MB text
     # costs what a short one does (a token spans far fewer than 32 characters).
     chars = max_length * 32
@@ -172,6 +170,8 @@ def encode_splits(splits, tokenizer, train_cfg, task: str, generation=None) -> t
     first train.eval_size rows (blocks)."""
     max_length, eval_size = int(train_cfg.max_length), int(train_cfg.eval_size)
     truncation = str(train_cfg.get("truncation", "head"))
+    if truncation not in TRUNCATIONS:  # checked for every task, though only classification reads it
+        raise TrainingError(f"train.truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
     if task == "generation":
         heads = {s: splits[s].select(range(min(len(splits[s]), eval_size))) for s in ("validation", "test")}
         evals = {s: encode_generation(head, tokenizer, max_length, *generation) for s, head in heads.items()}
