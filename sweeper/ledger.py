@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .records import atomic_write_text
+from .files import UnsafePath, atomic_write_text, file_mode, open_append, run_folder
 
 SWEEP_FILE = "sweep.json"
 JOBS_FILE = "jobs.jsonl"  # {"launch": launch_key, "job_id": ..., "run_ids": [...]} per line
@@ -36,12 +36,13 @@ def array_id(job_id: Any) -> str:
 @contextmanager
 def _locked(results_dir: Path) -> Iterator[None]:
     results_dir.mkdir(parents=True, exist_ok=True)
-    with open(results_dir / f".{SWEEP_FILE}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    # O_NOFOLLOW, no truncation: a link planted at the lock's name is refused, never written through.
+    fd = os.open(results_dir / f".{SWEEP_FILE}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, file_mode())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock
 
 
 def launch_key(launch: dict[str, Any]) -> str:
@@ -104,7 +105,7 @@ def log_jobs(results_dir: Path, launch: dict[str, Any], jobs: list[dict[str, Any
     key = launch_key(launch)
     text = "".join(json.dumps({"launch": key, **job}, default=str) + "\n" for job in jobs)
     with _locked(Path(results_dir)):
-        with open(Path(results_dir) / JOBS_FILE, "a", encoding="utf-8") as f:
+        with open_append(Path(results_dir) / JOBS_FILE) as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -114,8 +115,8 @@ def mark_started(run_dir: Path, job_id: str | None) -> None:
     """<run_dir>/job.json: lets `sweeper.status` tell running from pending, and find the job."""
     marker = {"job_id": job_id, "host": socket.gethostname(), "pid": os.getpid(), "started_at": now_iso()}
     try:
-        atomic_write_text(Path(run_dir) / JOB_MARKER, json.dumps(marker) + "\n")
-    except OSError:
+        atomic_write_text(run_folder(run_dir) / JOB_MARKER, json.dumps(marker) + "\n")
+    except (OSError, UnsafePath):
         pass  # bookkeeping only
 
 

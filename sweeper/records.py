@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+from .files import UnsafePath, atomic_write_text, file_mode, open_append, read_text, run_folder
 
 SCHEMA_VERSION = 2  # 2: metrics.validation + metrics.test sections (1: test scores only, at the top level)
 RECORD_NAME = "record.json"
@@ -37,54 +38,11 @@ class Status(str, Enum):
         return self.value
 
 
-# ---------------------------------------------------------------- atomic files and folders
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see either the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def publish_dir(tmp: Path, final: Path, *, replace: bool = False) -> Path:
-    """Give a fully written folder `tmp` its final name.
-
-    replace=False (caches: any complete copy will do): if another process published first, keep
-    theirs. replace=True (checkpoints: the newest wins): the old folder is moved aside, then removed.
-    """
-    tmp, final = Path(tmp), Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if replace:
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        if final.exists():
-            os.rename(final, old)
-        os.rename(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-        return final
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        if not final.exists():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
 # ---------------------------------------------------------------- records
 def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
+    """Write (or replace) the run folder's record atomically; UnsafePath when the folder is a link."""
     record = {"schema_version": SCHEMA_VERSION, **record}
-    path = Path(run_dir) / RECORD_NAME
+    path = run_folder(run_dir) / RECORD_NAME
     atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
     return path
 
@@ -94,10 +52,10 @@ def write_record_once(run_dir: Path, record: dict[str, Any]) -> bool:
     that NFS performs on the server, so a record written on a compute node that this machine does
     not list yet (negative dentry cache) still wins; os.replace would overwrite it."""
     record = {"schema_version": SCHEMA_VERSION, **record}
-    path = Path(run_dir) / RECORD_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = run_folder(run_dir) / RECORD_NAME
     fd, tmp = tempfile.mkstemp(prefix=f".{RECORD_NAME}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
             f.flush()
@@ -121,15 +79,57 @@ def record_signature(run_dir: Path) -> tuple[int, int, int] | None:
 
 
 def read_record(path: Path | str) -> dict[str, Any]:
-    """Read one record; raises ValueError naming the file when it is not a valid record."""
+    """Read one record; raises ValueError naming the file when it is not a valid record of its
+    folder (unparsable, a link, fields of the wrong type, or copied from another run folder)."""
     path = Path(path)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(read_text(path))
+    except UnsafePath:
+        raise ValueError(f"unreadable record {path}: a symbolic link") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"unreadable record {path}: {type(e).__name__}: {e}") from None
-    if not isinstance(record, dict) or "run_id" not in record or "status" not in record:
-        raise ValueError(f"invalid record {path}: missing run_id/status")
+    problem = record_problem(record, path)
+    if problem is not None:
+        raise ValueError(f"invalid record {path}: {problem}")
     return record
+
+
+# Fields whose type readers rely on (absent is fine: failed and older records lack some).
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "run_id": (str,),
+    "status": (str,),
+    "error": (str, type(None)),
+    "metrics": (dict,),
+    "train": (dict,),
+    "cost": (dict,),
+    "params": (dict,),
+    "config": (dict,),
+    "worker": (dict,),
+    "seed": (int,),
+    "max_steps": (int,),
+}
+
+
+def record_problem(record: Any, path: Path) -> str | None:
+    """Why `record`, read from `path`, cannot be counted (None: it can)."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    missing = [f for f in ("run_id", "status") if f not in record]
+    if missing:
+        return f"missing {'/'.join(missing)}"
+    for field, types in FIELD_TYPES.items():
+        value = record.get(field, types[0]())  # absent: fine
+        if isinstance(value, bool) or not isinstance(value, types):
+            return f"{field} is a {type(value).__name__} ({str(value)[:40]!r}), not {' or '.join(t.__name__ for t in types)}"
+    if record["status"] not in (Status.OK, Status.FAILED):
+        return f"status {record['status']!r} is neither ok nor failed"
+    metrics = record.get("metrics") or {}
+    for section in ("validation", "test"):
+        if not isinstance(metrics.get(section, {}), dict):
+            return f"metrics.{section} is not an object"
+    if path.name == RECORD_NAME and record["run_id"] != path.parent.name:
+        return f"run_id {record['run_id']!r} is not its folder's: copied from another run folder?"
+    return None
 
 
 def read_existing(run_dir: Path) -> dict[str, Any] | None:
@@ -147,7 +147,7 @@ def append_rung(run_dir: Path, rung: int, steps: int, validation: dict[str, Any]
     """Successive halving: what the point scored at a rung. The record is rewritten when the point
     is promoted; this file keeps every rung, so a relaunch decides each rung as it was decided."""
     line = json.dumps({"rung": rung, "steps": steps, "validation": validation}, default=str)
-    with open(Path(run_dir) / RUNGS_NAME, "a", encoding="utf-8") as f:
+    with open_append(run_folder(run_dir) / RUNGS_NAME) as f:
         f.write(line + "\n")
 
 

@@ -9,6 +9,9 @@ A point's fate is decided by what lies in its run folder:
     record.json, status ok      -> skip-ok
     record.json, status failed  -> skip-failed, or retry with sweeper.retry_failed=true
     record.json, JobLost        -> rerun-lost (its job died; not final), or resume from a checkpoint
+    record.json, transient      -> rerun-transient (the disk, not the point, failed), or resume;
+                                   after TRANSIENT_ATTEMPTS such failures in a row: skip-failed
+    run folder is a link        -> run (the worker refuses it in one line, writing nothing there)
     checkpoint/ but no record   -> resume (training restarts from the checkpoint)
     nothing                     -> run
 
@@ -19,6 +22,7 @@ same folders, and a new dataset or rank only adds new folders.
 from __future__ import annotations
 
 import copy
+import errno
 import fcntl
 import hashlib
 import json
@@ -32,7 +36,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .records import RECORD_NAME, Status, read_existing
+from .files import TransientError, UnsafePath, file_mode, is_storage_failure, run_folder
+from .records import RECORD_NAME, Status, one_line, read_existing
 
 # Fields that cannot change a result: excluded from the run id so that they can change freely.
 # (nproc, parallel: the global batch and its updates are the same on any rank count, sharded or not,
@@ -56,6 +61,8 @@ CHECKPOINT_DIR = "checkpoint"  # <run_dir>/checkpoint/ (sweeper.train.checkpoint
 CHECKPOINT_STEP_FILE = Path(CHECKPOINT_DIR) / "step.json"  # written last into a checkpoint: it is complete
 LOCK_NAME = ".lock"  # <run_dir>/.lock: flock-ed by the process training the point (RunLock)
 LOST_ERROR = "JobLost"  # error_type of the record the launcher writes for a job that died without one
+TRANSIENT, DETERMINISTIC = "transient", "deterministic"  # a failed record's `failure`
+TRANSIENT_ATTEMPTS = 3  # transient failures in a row after which a point is reported, not re-run
 
 
 class Decision(str, Enum):
@@ -65,6 +72,7 @@ class Decision(str, Enum):
     RESUME = "resume"
     RETRY = "retry"
     RERUN_LOST = "rerun-lost"  # its job died without a result (JobLost record): not final, runs again
+    RERUN_TRANSIENT = "rerun-transient"  # disk full, I/O error, a corrupt file: not final, runs again
     SKIP_OK = "skip-ok"
     SKIP_FAILED = "skip-failed"
     DUPLICATE = "duplicate"  # the same run id as an earlier point of this grid (tfidf ignores `model`)
@@ -110,10 +118,12 @@ def uses_model(cfg: DictConfig | dict[str, Any]) -> bool:
 
 def precision(device: Any, dtype: Any) -> tuple[str, str]:
     """(effective dtype, device type): bfloat16 autocast happens only on CUDA, so bfloat16 asked for
-    on the CPU computes what float32 does. `auto` stays `auto` (the record says what ran)."""
+    on the CPU computes what float32 does. `auto` stays `auto` (the record says what ran). A value
+    that is no dtype stays itself: its failed record must not take float32's run id."""
     device_type = str(device or "auto").split(":")[0]
-    effective = "bfloat16" if str(dtype) == "bfloat16" and device_type != "cpu" else "float32"
-    return effective, device_type
+    if str(dtype) == "bfloat16":
+        return ("float32" if device_type == "cpu" else "bfloat16"), device_type
+    return str(dtype), device_type
 
 
 def normalised(value: Any) -> Any:
@@ -256,7 +266,37 @@ def finished_record(run_dir: Path, retry_failed: bool, want_steps: int | None = 
     return {**record, "skipped": True, "record_path": str(Path(run_dir) / RECORD_NAME)}
 
 
+def transient_failures(record: dict[str, Any] | None) -> int:
+    """How many transient failures in a row a failed record ends (0: none, or not failed)."""
+    if record is None or record.get("status") != Status.FAILED:
+        return 0
+    if record.get("error_type") == LOST_ERROR:
+        return 1
+    if record.get("failure") != TRANSIENT:
+        return 0
+    count = record.get("transient_failures")
+    return count if isinstance(count, int) and count > 0 else 1
+
+
+def failure_fields(error: BaseException, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """A failed record's fields for `error`: one line, its type, and its class. Transient (the
+    environment failed: disk full, quota, I/O, a corrupt file) re-runs on a plain relaunch, counted
+    on from the `previous` record; deterministic (bad config, bad data) waits for retry_failed."""
+    transient = isinstance(error, TransientError) or is_storage_failure(error)
+    fields = {
+        "status": Status.FAILED,
+        "error": one_line(error),
+        "error_type": type(error).__name__,
+        "failure": TRANSIENT if transient else DETERMINISTIC,
+    }
+    if transient:
+        fields["transient_failures"] = transient_failures(previous) + 1
+    return fields
+
+
 def _decide(run_dir: Path, retry_failed: bool, want_steps: int | None) -> tuple[Decision, dict[str, Any] | None]:
+    if os.path.islink(run_dir):  # a planted link: nothing in it is ours to read; the worker refuses it
+        return Decision.RUN, None
     record = read_existing(run_dir)
     resumable = (Path(run_dir) / CHECKPOINT_STEP_FILE).exists()
     if record is not None and record["status"] == Status.OK:
@@ -266,6 +306,8 @@ def _decide(run_dir: Path, retry_failed: bool, want_steps: int | None) -> tuple[
         return Decision.SKIP_OK, record
     if record is not None and record["status"] == Status.FAILED and record.get("error_type") == LOST_ERROR:
         return (Decision.RESUME if resumable else Decision.RERUN_LOST), record
+    if 0 < transient_failures(record) < TRANSIENT_ATTEMPTS:
+        return (Decision.RESUME if resumable else Decision.RERUN_TRANSIENT), record
     if record is not None and record["status"] == Status.FAILED:
         return (Decision.RETRY if retry_failed else Decision.SKIP_FAILED), record
     if resumable:
@@ -286,8 +328,14 @@ class RunLock:
         self.fd: int | None = None
 
     def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        """True when held; False when another process holds it; UnsafePath for a planted link."""
+        run_folder(self.path.parent)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, file_mode())
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise UnsafePath(f"{self.path} is a symbolic link; refusing to follow it") from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

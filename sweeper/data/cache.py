@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import paths
-from ..records import publish_dir
+from ..files import publish_dir
 from .build import build_frames
 from .pools import file_digest, input_files
 from .spec import SPLITS, DatasetError, checked_spec

@@ -116,6 +116,7 @@ def plan_message(counts: dict[str, int]) -> str:
             (Decision.RESUME, "resume from a checkpoint"),
             (Decision.RETRY, "retry a failure"),
             (Decision.RERUN_LOST, "re-run after their job died"),
+            (Decision.RERUN_TRANSIENT, "re-run after a transient failure (disk, I/O, a corrupt file)"),
         )
         if counts.get(k)
     ]

@@ -93,9 +93,12 @@ def sweep_status(results_dir: Path | str) -> dict[str, Any]:
     failed, stalled, finished_since = [], 0, []
     rungs: dict[str, int] = {}  # ok points by where they stand: stopped at a halving rung, or trained to max_steps
     paths = [str(results_dir / "runs" / run_id / RECORD_NAME) for run_id in points]
-    records = [record for _, record, _ in read_many(paths)]  # a thread pool on a slow (network) disk
-    for (run_id, label), record in zip(points.items(), records):
+    unreadable = []  # records that do not count (unparsable, copied from another folder): re-run on relaunch
+    read = read_many(paths)  # a thread pool on a slow (network) disk
+    for (run_id, label), (_, record, reason) in zip(points.items(), read):
         run_dir = results_dir / "runs" / run_id
+        if reason is not None:
+            unreadable.append({"run_id": run_id, "overrides": label, "reason": reason})
         if record is not None and record["status"] in (Status.OK, Status.FAILED):
             state = PointState.DONE if record["status"] == Status.OK else PointState.FAILED
             counts[state.value] += 1
@@ -124,6 +127,7 @@ def sweep_status(results_dir: Path | str) -> dict[str, Any]:
         "total": total,
         **counts,
         "failed_points": failed,
+        "unreadable_records": unreadable,
         "rungs": rungs if any(k.startswith("rung") for k in rungs) else {},
         "stalled": stalled,
         "eta_s": None if eta is None else round(eta, 1),
@@ -191,6 +195,10 @@ def render(status: dict[str, Any], width: int = 30, max_failed: int = 20) -> str
             lines.append(f"  {f['run_id']}: {f['error']}")
         if len(status["failed_points"]) > max_failed:
             lines.append(f"  ... and {len(status['failed_points']) - max_failed} more (--failed N shows more)")
+    unreadable = status.get("unreadable_records") or []
+    if unreadable:
+        lines.append(f"unreadable records (not counted; a relaunch re-runs their points): {len(unreadable)}")
+        lines += [f"  {u['run_id']}: {u['reason']}" for u in unreadable[:max_failed]]
     return "\n".join(lines)
 
 

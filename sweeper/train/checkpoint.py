@@ -7,28 +7,49 @@
     <run_dir>/checkpoint/best.safetensors      early stopping: the best validation step's weights
     <run_dir>/checkpoint/loop.json             the loop's bookkeeping: events so far, train seconds,
                                                examples seen, last loss (a resumed record sums them)
-    <run_dir>/checkpoint/step.json             written last: marks the folder complete
+    <run_dir>/checkpoint/step.json             written last: marks the folder complete, and holds
+                                               the sha256 of every other file
 
-A new checkpoint is written beside the old one, then swapped in with two renames (the old one
-aside, the new one in). A kill between them leaves no checkpoint/: load() and save() put the
-latest complete one back. Folders left by killed attempts are removed by the next save.
+A new checkpoint is written beside the old one (a unique temporary folder), then swapped in with
+two renames (the old one aside, the new one in). A kill between them leaves no checkpoint/:
+prepare() and save() put the latest complete one back. A write that fails (disk full) removes its
+temporary folder; folders left by killed attempts are removed by the next save. A checkpoint whose
+files do not match their digests (truncated, overwritten) is set aside as checkpoint.corrupt-<time>
+by prepare(), named in the log and the record, and the point restarts from the previous complete
+checkpoint or from step 0.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import shutil
+import sys
+import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..records import publish_dir
+from ..files import (
+    CorruptFile,
+    StorageError,
+    atomic_write_text,
+    honour_umask,
+    is_storage_failure,
+    publish_dir,
+    read_text,
+    refuse_link,
+    run_folder,
+)
 from ..runs import CHECKPOINT_DIR
 from . import sharding
+
+CORRUPT_PREFIX = f"{CHECKPOINT_DIR}.corrupt-"  # a set-aside checkpoint: kept for a person to look at
 
 
 def weights_to_save(model, optimizer, method) -> dict[str, torch.Tensor]:
@@ -55,12 +76,22 @@ def save(
     optimizer_state = sharding.full_optimizer_state(model, optimizer) if sharded else optimizer.state_dict()
     if not write:
         return None
-    final = Path(run_dir) / CHECKPOINT_DIR
+    final = refuse_link(run_folder(run_dir) / CHECKPOINT_DIR)
     restore_set_aside(run_dir)
     for stale in Path(run_dir).glob(f".{CHECKPOINT_DIR}.*"):  # the run lock is ours: nobody else writes these
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(run_dir) / f".{CHECKPOINT_DIR}.tmp-{os.getpid()}"
-    tmp.mkdir(parents=True)
+        shutil.rmtree(stale, ignore_errors=True)  # (a planted link here is not followed: rmtree refuses links)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}.tmp-", dir=run_dir))
+    try:
+        _write(tmp, weights, optimizer_state, method, step, watch, loop)
+    except BaseException as error:  # disk full mid-write: no partial checkpoint stays to fill it
+        shutil.rmtree(tmp, ignore_errors=True)
+        if is_storage_failure(error) and not isinstance(error, OSError):
+            raise StorageError(f"cannot write checkpoint under {run_dir}: {' '.join(str(error).split())}") from error
+        raise
+    return publish_dir(tmp, final, replace=True)
+
+
+def _write(tmp: Path, weights, optimizer_state, method, step: int, watch, loop) -> None:
     save_file(weights, str(tmp / "weights.safetensors"))
     state = {
         "step": step,
@@ -76,8 +107,64 @@ def save(
             save_file({k: v.contiguous() for k, v in watch.best_weights.items()}, str(tmp / "best.safetensors"))
     torch.save(state, tmp / "trainer.pt")
     (tmp / "loop.json").write_text(json.dumps(asdict(loop or LoopState())))
-    (tmp / "step.json").write_text(json.dumps({"step": step}))  # last: marks the checkpoint complete
-    return publish_dir(tmp, final, replace=True)
+    digests = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+    honour_umask(tmp)
+    atomic_write_text(tmp / "step.json", json.dumps({"step": step, "sha256": digests}))  # last: complete
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def corruption(folder: Path) -> str | None:
+    """Why a complete checkpoint folder cannot be trusted (a file missing, or not its digest), or None."""
+    try:
+        digests = json.loads(read_text(folder / "step.json")).get("sha256")
+    except (OSError, ValueError, AttributeError) as error:
+        return f"step.json unreadable ({type(error).__name__})"
+    if digests is None:  # written before digests: the headers must at least parse
+        try:
+            for name in ("weights.safetensors", "best.safetensors"):
+                if (folder / name).exists():
+                    load_file(str(folder / name))
+        except Exception as error:  # noqa: BLE001  safetensors raises its own types
+            return f"{name}: {' '.join(str(error).split())}"
+        return None
+    for name, want in digests.items():
+        path = folder / name
+        if path.is_symlink() or not path.is_file():
+            return f"{name} is missing"
+        if _sha256(path) != want:
+            return f"{name} does not match its sha256 (truncated or overwritten)"
+    return None
+
+
+def prepare(run_dir: Path) -> list[str]:
+    """Before anyone reads the checkpoint (the lock holder, before other ranks start): put back a
+    set-aside one, then set aside every complete checkpoint that is corrupt, newest first, until a
+    sound one (or none) is left. Returns the names of the folders set aside."""
+    set_aside = []
+    while True:
+        restore_set_aside(run_dir)
+        folder = Path(run_dir) / CHECKPOINT_DIR
+        if folder.is_symlink() or not (folder / "step.json").exists():
+            return set_aside
+        reason = corruption(folder)
+        if reason is None:
+            return set_aside
+        aside = folder.with_name(f"{CORRUPT_PREFIX}{time.strftime('%Y%m%dT%H%M%S')}-{len(set_aside)}")
+        os.rename(folder, aside)
+        set_aside.append(aside.name)
+        print(f"[checkpoint] {folder}: {reason}; set aside as {aside.name}", file=sys.stderr, flush=True)
+
+
+def set_aside_names(run_dir: Path) -> list[str]:
+    """The corrupt checkpoints prepare() set aside in this run folder (for the record)."""
+    return sorted(p.name for p in Path(run_dir).glob(f"{CORRUPT_PREFIX}*"))
 
 
 def restore_set_aside(run_dir: Path) -> None:
@@ -86,9 +173,10 @@ def restore_set_aside(run_dir: Path) -> None:
     its step.json is written): the latest complete one becomes the checkpoint. Called by the run
     lock's holder only (load, save): it renames."""
     final = Path(run_dir) / CHECKPOINT_DIR
-    if final.exists():
+    if final.exists() or final.is_symlink():
         return
-    complete = [d for d in Path(run_dir).glob(f".{CHECKPOINT_DIR}.*") if (d / "step.json").exists()]
+    candidates = [d for d in Path(run_dir).glob(f".{CHECKPOINT_DIR}.*") if not d.is_symlink()]
+    complete = [d for d in candidates if (d / "step.json").exists()]
     if complete:
         os.rename(max(complete, key=_step_in), final)
 
@@ -126,10 +214,13 @@ def load(run_dir: Path, model, optimizer, method, watch=None, tidy: bool = True)
     tidy=False (ranks > 0 of a distributed point): read only; rank 0 restored a set-aside one before."""
     if tidy:
         restore_set_aside(run_dir)
-    folder = Path(run_dir) / CHECKPOINT_DIR
+    folder = refuse_link(Path(run_dir) / CHECKPOINT_DIR)
     if not (folder / "trainer.pt").exists():
         return 0
-    weights = load_file(str(folder / "weights.safetensors"))
+    try:
+        weights = load_file(str(folder / "weights.safetensors"))
+    except Exception as error:  # noqa: BLE001  past prepare(): corrupted since; the next attempt sets it aside
+        raise CorruptFile(f"checkpoint {folder}: {' '.join(str(error).split())}") from error
     missing = set(weights) - set(model.state_dict())
     if missing:
         raise RuntimeError(f"checkpoint {folder} does not fit this model (e.g. {sorted(missing)[:3]})")
@@ -152,13 +243,14 @@ def load(run_dir: Path, model, optimizer, method, watch=None, tidy: bool = True)
 
 def truncate_metrics(metrics_path: Path, step: int) -> None:
     """Drop log lines past `step` (written after the checkpoint a resumed run restarts from)."""
-    if not metrics_path.exists():
+    if not os.path.lexists(metrics_path):
         return
+    refuse_link(metrics_path)  # a planted link: neither read nor truncated
     if step == 0:
         metrics_path.unlink()
         return
-    kept = [line for line in metrics_path.read_text().splitlines() if _step_of(line) <= step]
-    metrics_path.write_text("".join(line + "\n" for line in kept))
+    kept = [line for line in read_text(metrics_path).splitlines() if _step_of(line) <= step]
+    atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
 
 
 def _step_of(line: str) -> float:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import run_folder, write_file
 from ..records import PREDICTIONS_NAME
 from .batches import Encoded, collate, padded
 from .runtime import Runtime
@@ -153,11 +154,7 @@ def save_predictions(run_dir: Path, labels: list, preds: list) -> None:
         frame["chrf"] = sentence_chrf(labels, preds)
     else:
         frame = frame.astype("int32")
-    path = Path(run_dir) / PREDICTIONS_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    write_file(run_folder(run_dir) / PREDICTIONS_NAME, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def generation_examples(enc: Encoded, outputs: list[str], k: int = 5) -> list[dict[str, str]]:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..files import open_append, run_folder
 from ..records import METRICS_NAME
 from ..runs import target_steps
 from . import checkpoint as ckpt
@@ -81,10 +82,9 @@ class MetricsLog:
     def __init__(self, run_dir: Path, start_step: int, log_every: int, max_steps: int, write: bool = True):
         self.file = None  # write=False: a rank > 0 of a distributed point keeps the events, writes nothing
         if write:
-            Path(run_dir).mkdir(parents=True, exist_ok=True)
-            path = Path(run_dir) / METRICS_NAME
+            path = run_folder(run_dir) / METRICS_NAME
             ckpt.truncate_metrics(path, start_step)
-            self.file = open(path, "a", encoding="utf-8")
+            self.file = open_append(path)  # a planted link is refused, never appended to
         self.log_every, self.max_steps = int(log_every), int(max_steps)
         self.events: list[dict[str, Any]] = []
 

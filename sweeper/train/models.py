@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..files import publish_dir
 from ..paths import CACHE_DIR
-from ..records import publish_dir
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_CACHE = CACHE_DIR / "models" / "smollm2-135m-instruct"

@@ -23,9 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from ..config import default_results_dir
 from ..data import DatasetError, checked_spec, load_splits
 from ..data.spec import TASKS
+from ..files import UnsafePath, write_folder
 from ..ledger import mark_started, marker_text
-from ..records import RECORD_NAME, Status, note_rung, one_line, write_record
-from ..runs import RunLock, base_record, finished_record, run_dir_of, rung_stop, target_steps
+from ..records import RECORD_NAME, Status, note_rung, one_line, read_existing, write_record
+from ..runs import RunLock, base_record, failure_fields, finished_record, run_dir_of, rung_stop, target_steps
 from . import checkpoint, distributed, sharding
 from .batches import encode_splits
 from .early_stop import best_step_watch, watch_settings
@@ -90,7 +91,7 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
     distributed.check_nproc(tr, method.name)
     sharding.check_parallel(tr, method, cfg.model)
     watch_settings(tr)  # before the ranks start: a bad setting fails them all alike
-    checkpoint.restore_set_aside(run_dir)  # before other ranks read the checkpoint
+    checkpoint.prepare(run_dir)  # before other ranks read the checkpoint: a corrupt one set aside
     with distributed.ranks(cfg, run_dir, follow_point) as world:
         model, tokenizer, train_enc, evals = build_trainee(cfg, method, splits, num_labels, runtime, world)
         trainable, total = count_parameters(model)
@@ -110,7 +111,7 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
         truth = evals["test"].references if task == "generation" else evals["test"].labels
         save_predictions(run_dir, truth, test_preds)
     if method.is_peft() and tr.save_adapter:  # PEFT format: adapter_config.json + safetensors
-        model.save_pretrained(run_dir / "adapter", state_dict=full_state)
+        write_folder(run_dir / "adapter", lambda tmp: model.save_pretrained(tmp, state_dict=full_state))
     weights = keep_weights(model, tokenizer, method, tr, run_dir, total, full_state)
     point = outcome(
         metrics=metrics,
@@ -131,6 +132,8 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
     point["cost"]["training_state_mb"] = result.state_mb  # rank 0's weights + gradients + optimizer state
     if weights is not None:
         point["weights"] = weights
+    if set_aside := checkpoint.set_aside_names(run_dir):
+        point["train"]["set_aside_checkpoints"] = set_aside  # corrupt ones, kept for a person to look at
     if task == "generation":
         point["examples"] = generation_examples(evals["test"], test_preds)
     return point
@@ -227,20 +230,21 @@ def keep_weights(model, tokenizer, method, train_cfg, run_dir: Path, total: int,
     `state`: FSDP's gathered full weights (only `full` trains sharded: nothing to merge)."""
     if not weights_kept(method, train_cfg, total):
         return None
-    folder = run_dir / WEIGHTS_DIR
-    if state is not None:
-        sharding.save_pretrained(model, state, folder)
-        tokenizer.save_pretrained(folder)
-        return WEIGHTS_DIR
-    final = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model  # the last cycle too
-    if hasattr(final, "save_pretrained"):
-        final.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-    else:  # the LSTM: a plain torch module
-        from safetensors.torch import save_file
+    final = model if state is not None else model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in final.state_dict().items()}, str(folder / "model.safetensors"))
+    def write(folder: Path) -> None:
+        if state is not None:
+            sharding.save_pretrained(model, state, folder)
+        elif not hasattr(final, "save_pretrained"):  # the LSTM: a plain torch module
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in final.state_dict().items()}, str(folder / "model.safetensors"))
+            return
+        else:
+            final.save_pretrained(folder)  # the last cycle merged too
+        tokenizer.save_pretrained(folder)
+
+    write_folder(run_dir / WEIGHTS_DIR, write)
     return WEIGHTS_DIR
 
 
@@ -276,8 +280,8 @@ def run_point(cfg: DictConfig, should_stop: Callable[[], bool] = lambda: False) 
     try:
         if not lock.acquire():
             return busy_record(record, run_dir)
-    except OSError:  # the folder cannot be made: finish_record says so in one line
-        return finish_record(record, run_dir, started)
+    except (OSError, UnsafePath) as error:  # the folder cannot be made, or is a planted link
+        return unusable_folder(record, run_dir, started, error)
     try:
         previous = previous_record(cfg, run_dir)  # the lock's last holder may have just finished it
         return previous if previous is not None else _run_locked(cfg, record, run_dir, started, should_stop)
@@ -300,12 +304,20 @@ def all_ranks_cost(result: dict[str, Any], rank0_peak_mb: float) -> dict[str, An
     }
 
 
+def unusable_folder(record: dict[str, Any], run_dir: Path, started: float, error: BaseException) -> dict[str, Any]:
+    """The failed record of a point whose run folder cannot be made or locked (or is a link: then
+    it is only printed, as nothing may be written there)."""
+    record.update(failure_fields(error, None), error=f"cannot use run folder {run_dir}: {one_line(error)}")
+    return finish_record(record, run_dir, started)
+
+
 def busy_record(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """What a point returns (never writes) when another process is training it."""
     return {**record, "status": Status.BUSY, "error": f"being trained by another process ({marker_text(run_dir)})"}
 
 
 def _run_locked(cfg, record: dict[str, Any], run_dir: Path, started: float, should_stop) -> dict[str, Any]:
+    previous = read_existing(run_dir)  # a transient failure before: counted on (runs.failure_fields)
     mark_started(run_dir, os.environ.get("SWEEPER_JOB_ID") or None)  # status: which job runs it
     record["started_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:
@@ -317,7 +329,7 @@ def _run_locked(cfg, record: dict[str, Any], run_dir: Path, started: float, shou
     except Interrupted:
         raise
     except Exception as error:  # noqa: BLE001  one bad point must not stop the sweep
-        record.update(status=Status.FAILED, error=one_line(error), error_type=type(error).__name__)
+        record.update(failure_fields(error, previous))
     return finish_record(record, run_dir, started)
 
 
@@ -379,8 +391,6 @@ def finish_record(record: dict[str, Any], run_dir: Path, started: float) -> dict
         if record["status"] == Status.OK and rung_stop(record) is None:  # a rung's checkpoint is promoted from
             checkpoint.remove(run_dir)
         record["record_path"] = str(run_dir / RECORD_NAME)
-    except OSError as error:
-        record.update(
-            status=Status.FAILED, error=f"cannot write record under {run_dir}: {one_line(error)}", error_type="OSError"
-        )
+    except (OSError, UnsafePath) as error:  # nothing written: the line printed is all there is
+        record.update(failure_fields(error, None), error=f"cannot write record under {run_dir}: {one_line(error)}")
     return record

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from ...files import UnsafePath, write_folder
 from ...ledger import mark_started
-from ...records import Status, one_line
-from ...runs import RunLock
+from ...records import Status, read_existing
+from ...runs import RunLock, failure_fields
 from .. import checkpoint as ckpt
 from ..batches import encode_splits
 from ..evaluate import evaluate_splits, record_metrics, save_predictions
@@ -31,6 +32,7 @@ from ..point import (
     previous_record,
     run_point,
     start_record,
+    unusable_folder,
 )
 from ..runtime import PeakMemory, setup_runtime
 from .grouping import group_points
@@ -65,6 +67,7 @@ class Member:
     final_loss: float = float("nan")
     log: MetricsLog | None = None
     finished: bool = False
+    previous: dict[str, Any] | None = None  # the record before this attempt (a transient failure's count)
 
 
 class Pack:
@@ -88,8 +91,8 @@ class Pack:
         lock = RunLock(run_dir)
         try:
             held = lock.acquire()
-        except OSError:  # the folder cannot be made: finish_record says so in one line
-            self.results[k] = finish_record(record, run_dir, self.started)
+        except (OSError, UnsafePath) as error:  # the folder cannot be made, or is a planted link
+            self.results[k] = unusable_folder(record, run_dir, self.started, error)
             return
         if not held:
             self.results[k] = busy_record(record, run_dir)
@@ -99,8 +102,9 @@ class Pack:
         if previous is not None:
             self.results[k] = previous
             return
+        previous = read_existing(run_dir)  # a transient failure before: counted on (runs.failure_fields)
         mark_started(run_dir, os.environ.get("SWEEPER_JOB_ID") or None)
-        self.members.append(Member(k, cfg, record, run_dir, self.started))
+        self.members.append(Member(k, cfg, record, run_dir, self.started, previous=previous))
 
     def release(self) -> None:
         for lock in self.locks:
@@ -111,7 +115,7 @@ class Pack:
         m.finished = True
         if m.log is not None:
             m.log.close()
-        m.record.update(status=Status.FAILED, error=one_line(error), error_type=type(error).__name__)
+        m.record.update(failure_fields(error, m.previous))
         self.results[m.key] = finish_record(m.record, m.run_dir, m.started)
 
     def done(self, m: Member) -> None:
@@ -125,7 +129,7 @@ class Pack:
             if self.task != "lm":
                 save_predictions(m.run_dir, m.evals["test"].labels, test_preds)
             if tr.save_adapter:
-                m.peft.save_pretrained(m.run_dir / "adapter")  # PEFT format: adapter_config.json + safetensors
+                write_folder(m.run_dir / "adapter", m.peft.save_pretrained)  # PEFT format: config + safetensors
         except Exception as error:  # noqa: BLE001
             self.fail(m, error)
             return
@@ -180,6 +184,7 @@ class Pack:
         m.peft.to(self.runtime.device)
         m.trainable, m.total = count_parameters(m.peft)
         m.optimizer = make_optimizer(m.method.optimizer_parameters(m.peft), tr)
+        ckpt.prepare(m.run_dir)  # a corrupt checkpoint set aside: this point restarts from an earlier one
         m.start_step = ckpt.load(m.run_dir, m.peft, m.optimizer, m.method)
         before = ckpt.loop_state(m.run_dir) if m.start_step else ckpt.LoopState()  # the earlier segments
         m.seconds, m.examples_before, m.final_loss = before.train_seconds, before.examples, before.loss
