@@ -256,7 +256,7 @@ def test_read_many_keeps_order_and_tells_absent_from_unreadable(tmp_path, monkey
         monkeypatch.setattr(records, "SLOW_READ_S", -1.0)
     paths = []
     for k in range(150):
-        run_dir = tmp_path / f"run{k}"
+        run_dir = tmp_path / f"r{k}"  # a record names its folder
         if k % 3 == 0:
             records.write_record(run_dir, {"run_id": f"r{k}", "status": "ok"})
         elif k % 3 == 1:

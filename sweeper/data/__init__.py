@@ -5,13 +5,14 @@ spec -> checked_spec (spec) -> inputs: pools or files (pools) -> split frames (b
 python -m sweeper.datasets     the catalogue (catalogue)
 """
 
-from .cache import load_splits, materialise, read_meta
+from .cache import dropped_rows, load_splits, materialise, read_meta
 from .spec import SPLITS, DatasetError, checked_spec, load_spec, resolve_dataset_name, spec_names
 
 __all__ = [
     "SPLITS",
     "DatasetError",
     "checked_spec",
+    "dropped_rows",
     "load_spec",
     "load_splits",
     "materialise",

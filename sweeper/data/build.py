@@ -26,19 +26,30 @@ def build_frames(spec: dict, hf_cache: Path | None = None) -> tuple[dict[str, pd
     else:
         given = read_hub(name, spec, hf_cache)
     if spec["task"] == "generation":
-        frames = generation_frames(name, spec, {s: pair_rows(name, spec, df) for s, df in given.items()})
+        pairs = {s: pair_rows(name, spec, df) for s, df in given.items()}
+        frames = generation_frames(name, spec, pairs)
         check_splits(name, frames, None)
-        return frames, {"task": "generation"}
+        return frames, {"task": "generation", "dropped": dropped_rows(pairs)}
     if spec["task"] == "classification":
         check_label_values(name, spec, given)
     given = {s: select_rows(name, spec, df) for s, df in given.items()}
     if spec["task"] == "lm":
         frames = lm_frames(name, spec, given)
         check_splits(name, frames, None)
-        return frames, {"task": "lm"}
+        return frames, {"task": "lm", "dropped": dropped_rows(given)}
     frames, label_names = classification_frames(name, spec, given)
     check_splits(name, frames, label_names)
-    return frames, {"task": "classification", "label_names": label_names}
+    return frames, {"task": "classification", "label_names": label_names, "dropped": dropped_rows(given)}
+
+
+def dropped_rows(frames: Mapping[str, pd.DataFrame]) -> dict[str, int]:
+    """Rows of the input left out for an empty text (or source / target) or a blank label, summed over
+    the input's files; the record says so (data.dropped), as no split size would."""
+    total: dict[str, int] = {}
+    for df in frames.values():
+        for reason, n in df.attrs.get("dropped", {}).items():
+            total[reason] = total.get(reason, 0) + n
+    return total
 
 
 # ---------------------------------------------------------------- reading
@@ -86,8 +97,9 @@ def select_rows(name: str, spec: Mapping, df: pd.DataFrame) -> pd.DataFrame:
     column(name, df, spec["text_field"], "text")
     if spec.get("split_field"):
         column(name, df, spec["split_field"], "split")
-    mask = np.array(df[spec["text_field"]].notna(), dtype=bool)  # a null text is no example
-    mask &= where_mask(name, spec, df)
+    has_text = np.array(df[spec["text_field"]].notna(), dtype=bool)  # a null text is no example
+    used = where_mask(name, spec, df)
+    mask = has_text & used
     y_code = None
     if spec["task"] == "classification":
         column(name, df, spec["label_field"], "label")
@@ -95,7 +107,12 @@ def select_rows(name: str, spec: Mapping, df: pd.DataFrame) -> pd.DataFrame:
         derived = derived_labels(spec, pd.Series(uniques, dtype=object))  # per distinct value
         classes, names = pd.factorize(np.where(derived == "", None, derived).astype(object))
         y_code = classes[codes]  # -1: a row the task does not use
+        blank = blank_labels(df[spec["label_field"]], codes, uniques)
+        dropped = {"blank_label": int((used & blank).sum())}
+        used &= ~blank & (y_code >= 0)  # rows the task uses: an empty text among them is a dropped example
         mask &= y_code >= 0
+    else:
+        dropped = {}
     idx = np.flatnonzero(mask)
     if y_code is not None and pool:
         idx = sample_rows(spec, y_code[idx], idx, df["_dup"].to_numpy()[idx])
@@ -113,7 +130,16 @@ def select_rows(name: str, spec: Mapping, df: pd.DataFrame) -> pd.DataFrame:
     if spec.get("split_field"):
         out["_split"] = column(name, sub, spec["split_field"], "split").astype(str)
     out = out.astype(object)  # Python strings: pandas ops on small object frames beat arrow ones
-    return out[out["text"].str.len() > 0].reset_index(drop=True)
+    nonempty = out["text"].str.len() > 0
+    out = out[nonempty].reset_index(drop=True)
+    out.attrs["dropped"] = {"empty_text": int((used & ~has_text).sum() + (~nonempty).sum()), **dropped}
+    return out
+
+
+def blank_labels(raw: pd.Series, codes: np.ndarray, uniques) -> np.ndarray:
+    """Rows whose label is missing or blank (per distinct value: pools repeat labels a lot)."""
+    blank_codes = np.flatnonzero(pd.Series(uniques, dtype=object).astype(str).str.strip() == "")
+    return np.isin(codes, blank_codes) | np.asarray(raw.isna(), dtype=bool)
 
 
 def check_label_values(name: str, spec: Mapping, given: dict[str, pd.DataFrame]) -> None:

@@ -3,14 +3,18 @@
 Specs point at a committed source pool (data/pools/*.parquet), at files of your own, or at
 anything `datasets.load_dataset` can open. The first use materialises the splits as parquet under
 `<cache>/<name>-<hash of spec + inputs>/` (built in a temp folder, then renamed: readers never
-see a half-written dataset); later uses read that folder back.
+see a half-written dataset); later uses read that folder back, after checking each split file
+against the sha256 meta.json holds: a truncated or swapped file (or a cache written before
+digests) is set aside and rebuilt, never trained on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -69,7 +73,10 @@ def materialise(spec: Any, cache_dir: Path | None = None) -> Path:
     spec = checked_spec(spec)
     folder = cache_folder(spec, cache_dir)
     if (folder / "meta.json").exists():
-        return folder
+        problem = unsound(folder)
+        if problem is None:
+            return folder
+        set_aside(folder, problem)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -82,13 +89,56 @@ def materialise(spec: Any, cache_dir: Path | None = None) -> Path:
             table = pa.Table.from_pandas(df[columns], preserve_index=False)
             pq.write_table(table, tmp / f"{split}.parquet", compression="zstd")
         sizes = {s: len(df) for s, df in frames.items()}
+        digests = {f"{s}.parquet": file_sha256(tmp / f"{s}.parquet") for s in frames}
         meta = {**meta, "name": spec["name"], "spec": spec, "format": FORMAT_VERSION, "sizes": sizes}
+        meta["sha256"] = digests
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     except BaseException:  # disk full, a pyarrow error: no half-written folder stays in the cache
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     publish_dir(tmp, folder)  # a concurrent build of the same content may have won: theirs is as good
     return folder
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def unsound(folder: Path) -> str | None:
+    """Why a complete cache folder cannot be used (meta.json unreadable, a split file not the one
+    it wrote), or None."""
+    try:
+        digests = read_meta(folder)["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "meta.json unreadable or without digests"
+    for name, want in digests.items():
+        try:
+            if file_sha256(folder / name) != want:
+                return f"{name} is not the file it wrote (truncated or replaced)"
+        except OSError as error:
+            return f"{name}: {error.strerror or error}"
+    return None
+
+
+def set_aside(folder: Path, problem: str) -> None:
+    """Move a corrupt cache folder out of the way (readers that opened its files keep them), then remove it."""
+    print(f"[dataset cache] {folder.name}: {problem}; rebuilding it", file=sys.stderr, flush=True)
+    aside = folder.with_name(f".{folder.name}.corrupt-{os.getpid()}")
+    try:
+        os.rename(folder, aside)
+    except FileNotFoundError:  # another process set it aside first
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def dropped_rows(spec: Mapping) -> dict[str, int]:
+    """Input rows the built splits left out, by reason ({"empty_text": N, "blank_label": M}; generation:
+    empty_source / empty_target), from the cache a point just loaded ({} when it is gone)."""
+    try:
+        return read_meta(cache_folder(checked_spec(spec))).get("dropped", {})
+    except (OSError, ValueError, DatasetError):
+        return {}
 
 
 def read_meta(folder: Path) -> dict:

@@ -17,13 +17,20 @@ def pair_rows(name: str, spec: Mapping, df: pd.DataFrame) -> pd.DataFrame:
     stripped and non-empty; `_key` is the source's, so one source lands in one split only."""
     source = column(name, df, spec["source_field"], "source")
     target = column(name, df, spec["target_field"], "target")
-    keep = np.flatnonzero(np.asarray(source.notna() & target.notna(), dtype=bool) & where_mask(name, spec, df))
+    used = where_mask(name, spec, df)
+    keep = np.flatnonzero(used)
     out = pd.DataFrame(
-        {"source": source.iloc[keep].astype(str).str.strip(), "target": target.iloc[keep].astype(str).str.strip()}
+        {
+            "source": source.iloc[keep].fillna("").astype(str).str.strip(),
+            "target": target.iloc[keep].fillna("").astype(str).str.strip(),
+        }
     )
-    out = out[(out["source"].str.len() > 0) & (out["target"].str.len() > 0)].astype(object)
+    empty_source, empty_target = out["source"].str.len() == 0, out["target"].str.len() == 0
+    out = out[~empty_source & ~empty_target].astype(object)
     out["_key"] = text_key(out["source"])
-    return out.reset_index(drop=True)
+    out = out.reset_index(drop=True)
+    out.attrs["dropped"] = {"empty_source": int(empty_source.sum()), "empty_target": int(empty_target.sum())}
+    return out
 
 
 def generation_frames(name: str, spec: Mapping, given: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:

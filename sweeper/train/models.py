@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -70,10 +71,20 @@ def prepare_smollm2(out_dir: Path = SMOLLM2_CACHE) -> Path:
 WHEEL_MODELS = {"minilm": minilm_dir, "smollm2": smollm2_dir}
 
 
+HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # what the hub accepts: name or namespace/name
+
+
 def _resolve_path(name_or_path: str) -> str:
-    """A wheel key (minilm, smollm2) -> its folder; anything else (folder, hub id) passes through."""
+    """A wheel key (minilm, smollm2) -> its folder; a folder or hub id passes through. A path that
+    cannot be a hub id (absolute, ./, ~, several slashes) must be a folder: else a one-line error
+    naming it, not the hub's "Repo id must be in the form"."""
     if name_or_path in WHEEL_MODELS:
         return str(WHEEL_MODELS[name_or_path]())
+    if not HUB_ID.fullmatch(str(name_or_path)) or str(name_or_path).startswith("."):
+        path = Path(name_or_path).expanduser()
+        if not path.is_dir():
+            raise ModelError(f"model.name_or_path: no folder {str(path)!r} (and not a hub id)")
+        return str(path)
     return name_or_path
 
 

@@ -21,19 +21,20 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import default_results_dir
-from ..data import DatasetError, checked_spec, load_splits
+from ..data import DatasetError, checked_spec, dropped_rows, load_splits
 from ..data.spec import TASKS
 from ..files import UnsafePath, write_folder
 from ..ledger import mark_started, marker_text
 from ..records import RECORD_NAME, Status, note_rung, one_line, read_existing, write_record
 from ..runs import RunLock, base_record, failure_fields, finished_record, run_dir_of, rung_stop, target_steps
+from ..settings import TRAIN_SETTINGS, check_values
 from . import checkpoint, distributed, sharding
 from .batches import encode_splits
 from .early_stop import best_step_watch, watch_settings
-from .errors import Interrupted, TrainingError
+from .errors import Interrupted
 from .evaluate import evaluate, evaluate_splits, generation_examples, record_metrics, save_predictions
 from .loop import train
-from .methods import build_method
+from .methods import build_method, plain
 from .models import build_model, check_model_task, count_parameters, is_seq2seq
 from .runtime import PeakMemory, Runtime, setup_runtime
 
@@ -77,10 +78,14 @@ def outcome(
     }
 
 
+def check_settings(cfg) -> None:
+    """Every train.* value within what it may hold (a method with train_keys: those only), before
+    anything loads; method.* values are checked by build_method."""
+    check_values("train", plain(cfg.train), TRAIN_SETTINGS, only=cfg.method.get("train_keys"))
+
+
 def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> dict[str, Any]:
     task, tr = cfg.dataset.task, cfg.train
-    if tr.get("save_weights", "auto") not in ("auto", True, False):  # before training, not after
-        raise TrainingError(f"train.save_weights must be auto, true or false, got {tr.save_weights!r}")
     method = build_method(cfg.method, cfg.model, task)
     if not method.standalone and task in TASKS:  # an unknown task: the dataset's check names it
         check_model_task(cfg.model, task)  # before the data and the weights load
@@ -321,6 +326,7 @@ def _run_locked(cfg, record: dict[str, Any], run_dir: Path, started: float, shou
     mark_started(run_dir, os.environ.get("SWEEPER_JOB_ID") or None)  # status: which job runs it
     record["started_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:
+        check_settings(cfg)  # before the runtime takes train.threads / device
         runtime = setup_runtime(cfg.train)
         with PeakMemory(runtime.device) as memory:
             result = _train_and_evaluate(cfg, run_dir, runtime, should_stop)
@@ -384,6 +390,8 @@ def finish_record(record: dict[str, Any], run_dir: Path, started: float) -> dict
     record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record["wall_seconds"] = round(time.time() - started, 3)
     record["worker"] = {**worker_context(started), "world_size": 1, "backend": None, **record.get("worker", {})}
+    if record["status"] == Status.OK:  # rows of the input the splits left out (empty text, blank label)
+        record["data"] = {"dropped": dropped_rows(record["config"]["dataset"])}
     try:
         write_record(run_dir, record)
         if record["status"] == Status.OK:

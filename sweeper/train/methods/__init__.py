@@ -20,6 +20,10 @@ from __future__ import annotations
 
 import difflib
 
+from omegaconf import OmegaConf
+
+from ...settings import check_values
+
 # Each import registers its method (bitsandbytes is imported only when a qlora model is built).
 from . import full, lora, qlora, relora, tfidf  # noqa: F401
 from .base import METHODS, Method, MethodError, register, warmup_cosine
@@ -33,4 +37,10 @@ def build_method(method_cfg, model_cfg, task: str) -> Method:
         close = difflib.get_close_matches(str(name), METHODS, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(METHODS))}"
         raise MethodError(f"unknown method '{name}'{hint}")
+    check_values("method", plain(method_cfg), METHODS[name].SETTINGS)
     return METHODS[name](method_cfg, model_cfg, task)
+
+
+def plain(section) -> dict:
+    """A config section as plain Python values (lists, not ListConfig), interpolations resolved."""
+    return OmegaConf.to_container(section, resolve=True) if OmegaConf.is_config(section) else dict(section)

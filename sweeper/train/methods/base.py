@@ -7,6 +7,8 @@ from typing import Any
 
 from torch import nn
 
+from ...settings import Rule
+
 METHODS: dict[str, type[Method]] = {}
 
 
@@ -28,6 +30,7 @@ def register(name: str):
 class Method:
     name = "base"
     standalone = False  # True: no torch model; the method's fit_and_score trains and scores (tfidf)
+    SETTINGS: dict[str, Rule] = {}  # method.* key -> what it may hold (sweeper.settings), checked first
 
     def __init__(self, cfg, model_cfg, task: str):
         self.cfg, self.model_cfg, self.task = cfg, model_cfg, task

@@ -15,20 +15,11 @@ from __future__ import annotations
 from peft.tuners.lora import LoraModel
 from torch import nn
 
+from ...settings import LORA_SETTINGS
 from ..models import SEQ2SEQ_ARCHS
 from .base import Method, MethodError, register
 
 LORA_PREFIX = LoraModel.prefix  # "lora_": PEFT's name prefix of every LoRA parameter
-
-
-def check_lora_config(cfg) -> None:
-    r = cfg.r
-    if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
-        raise MethodError(f"method.r must be a positive integer, got {r!r}")
-    if cfg.alpha is None or not float(cfg.alpha) > 0:
-        raise MethodError(f"method.alpha must be > 0, got {cfg.alpha!r}")
-    if not 0.0 <= float(cfg.dropout) < 1.0:
-        raise MethodError(f"method.dropout must be in [0, 1), got {cfg.dropout!r}")
 
 
 # PEFT's task types: the PeftModel subclass (forward signature, what it trains in full) and what
@@ -86,9 +77,10 @@ def check_rank_fits(model: nn.Module, r: int) -> None:
 
 @register("lora")
 class LoRA(Method):
+    SETTINGS = LORA_SETTINGS  # r, alpha, dropout, ... (checked by build_method)
+
     def __init__(self, cfg, model_cfg, task):
         super().__init__(cfg, model_cfg, task)
-        check_lora_config(cfg)
         self.warm_start_steps = int(cfg.warm_start_steps)
         self._lora_params: list[nn.Parameter] = []
         self._base_params: list[nn.Parameter] = []

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...settings import FLAG, LORA_SETTINGS, choice
 from .base import MethodError, register
 from .lora import LoRA
 
@@ -110,22 +111,23 @@ def is_4bit(module: nn.Module) -> bool:
 
 @register("qlora")
 class QLoRA(LoRA):
+    SETTINGS = {
+        **LORA_SETTINGS,
+        "quant_type": choice(*QUANT_TYPES),
+        "double_quant": FLAG,
+        "quantize": choice(*QUANTIZE_SCOPES),
+        "compute_dtype": choice(*COMPUTE_DTYPES),
+        "gradient_checkpointing": FLAG,
+    }
+
     def __init__(self, cfg, model_cfg, task):
         super().__init__(cfg, model_cfg, task)
         if self.warm_start_steps:
             raise MethodError(
                 f"method.warm_start_steps={self.warm_start_steps}: a 4-bit base cannot train full-rank; use method=lora"
             )
-        self.quant_type = str(cfg.quant_type)
-        if self.quant_type not in QUANT_TYPES:
-            raise MethodError(f"method.quant_type must be one of {', '.join(QUANT_TYPES)}, got {self.quant_type!r}")
-        self.scope = str(cfg.quantize)
-        if self.scope not in QUANTIZE_SCOPES:
-            raise MethodError(f"method.quantize must be one of {', '.join(QUANTIZE_SCOPES)}, got {self.scope!r}")
-        name = str(cfg.compute_dtype)
-        if name not in COMPUTE_DTYPES:
-            raise MethodError(f"method.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {name!r}")
-        self.compute_dtype = COMPUTE_DTYPES[name]
+        self.quant_type, self.scope = str(cfg.quant_type), str(cfg.quantize)  # values checked by SETTINGS
+        self.compute_dtype = COMPUTE_DTYPES[str(cfg.compute_dtype)]
         self.double_quant = bool(cfg.double_quant)
         self.quantized_layers: list[str] = []
 

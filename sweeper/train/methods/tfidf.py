@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ...settings import NGRAMS, POSITIVE, integer
 from ..batches import Encoded
 from ..evaluate import EVAL_SPLITS, classification_metrics
 from .base import Method, MethodError, register
@@ -22,6 +23,7 @@ from .base import Method, MethodError, register
 @register("tfidf")
 class Tfidf(Method):
     standalone = True  # trains and scores itself: run_point builds no model for it
+    SETTINGS = {"C": POSITIVE, "max_iter": integer(1), "word_ngrams": NGRAMS, "char_ngrams": NGRAMS}
 
     def __init__(self, cfg, model_cfg, task: str):
         super().__init__(cfg, model_cfg, task)

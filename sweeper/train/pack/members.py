@@ -25,6 +25,7 @@ from ..methods import build_method
 from ..models import build_model, count_parameters
 from ..point import (
     busy_record,
+    check_settings,
     finish_record,
     load_point_data,
     num_labels_of,
@@ -154,6 +155,7 @@ class Pack:
 
     # ------------------------------------------------------------ setup
     def load_data(self, m: Member) -> None:
+        check_settings(m.cfg)
         m.splits = load_point_data(m.cfg.dataset)
         m.num_labels = num_labels_of(m.splits, self.task)
 
