@@ -28,4 +28,8 @@ if __name__ == "__main__":
     from .cli import checked_argv
 
     sys.argv = checked_argv(sys.argv)  # one-line errors for typos, before Hydra's option listings
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C: finished points keep their records, a killed one its checkpoint
+        print("\ninterrupted: finished points keep their records; the same command resumes the rest", file=sys.stderr)
+        sys.exit(130)

@@ -20,7 +20,7 @@ import yaml
 from .config import default_results_dir
 from .paths import CONF_DIR
 from .records import Status, write_record
-from .runs import safe_name
+from .runs import check_plain_name, safe_name
 
 GROUPS = ("dataset", "model", "method")
 
@@ -150,6 +150,12 @@ def checked_argv(argv: list[str]) -> list[str]:
             results_dir = str(override.value())
         elif key == "sweeper.name":
             name = str(override.value())
+            try:
+                if isinstance(override.value(), str):  # a sweep over names: each checked by the worker
+                    check_plain_name(key, name)
+            except ValueError as error:
+                print(f"error: {error}", file=sys.stderr)
+                raise SystemExit(2) from None
         if key in GROUPS:
             good, bad = _check_group(override)
             errors += bad

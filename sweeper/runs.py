@@ -171,6 +171,20 @@ def safe_name(text: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", str(text)).strip("._") or "x"
 
 
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_=-][A-Za-z0-9_.=-]*")  # one folder name: no separator, no leading dot
+
+
+def check_plain_name(key: str, value: Any) -> str:
+    """`value` if it can name one folder inside the results folder (sweeper.name, a run id), else
+    ValueError: `sweeper.name=../../tmp/x` must not write records outside results/."""
+    if not PLAIN_NAME.fullmatch(str(value)):
+        raise ValueError(
+            f"{key} {str(value)!r} must be a plain folder name (letters, digits, _ . = -, not starting with a dot); "
+            "sweeper.results_dir=PATH names another folder"
+        )
+    return str(value)
+
+
 def make_run_id(cfg: DictConfig | dict[str, Any]) -> str:
     """Readable prefix + hash of the result-determining config: stable across runs and machines."""
     cfg = resolved(cfg)
@@ -190,7 +204,8 @@ def run_dir_of(cfg: DictConfig | dict[str, Any]) -> Path:
     """The point's folder. A launcher's job passes the id its planner computed (sweeper.run_id), so
     the worker writes where the launcher watches even if the data changed since planning."""
     cfg = resolved(cfg)
-    run_id = cfg["sweeper"].get("run_id") or make_run_id(cfg)
+    check_plain_name("sweeper.name", cfg["sweeper"]["name"])
+    run_id = check_plain_name("sweeper.run_id", cfg["sweeper"].get("run_id") or make_run_id(cfg))
     return Path(cfg["sweeper"]["results_dir"]).absolute() / "runs" / run_id
 
 

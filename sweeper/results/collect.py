@@ -326,9 +326,19 @@ def main(argv: list[str] | None = None) -> int:
         return df
     print(pivot_markdown(df))
     if not args.no_write:
-        written = write_outputs(df, args.out or default_out_dir(args.paths))
+        out = args.out or default_out_dir(args.paths)
+        try:
+            written = write_outputs(df, out)
+        except OSError as error:  # a colleague's read-only sweep: the pivot above is still printed
+            return cannot_write(out, error, "--out DIR writes elsewhere, --no-write nowhere")
         print("wrote " + ", ".join(str(p) for p in written.values()), file=sys.stderr)
     return 0
+
+
+def cannot_write(out: str | os.PathLike, error: OSError, hint: str) -> int:
+    """One line (not a traceback) for an output folder that cannot be written; the exit status 2."""
+    print(f"error: cannot write into {out}: {error.strerror or error} ({hint})", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -202,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(df, int):
         return df
     out = Path(args.out) if args.out else collect.default_out_dir(args.paths) / "report"
-    written = write_report(df, out, tol=args.tie, run_ids=args.runs)
+    try:
+        written = write_report(df, out, tol=args.tie, run_ids=args.runs)
+    except OSError as error:  # a colleague's read-only sweep
+        return collect.cannot_write(out, error, "--out DIR writes the report elsewhere")
     print(f"report for {len(df)} runs written to {out}/:")
     for name in written:
         print(f"  {name}")

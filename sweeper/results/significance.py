@@ -9,7 +9,8 @@ The rule (docs/results.md):
   on the same rows; generation: a paired t-test on the rows' sentence chrF (the headline metric,
   row by row; exact match alone would call most chrF differences ties);
 - lm points, and runs without saved predictions (schema-1 records): the tolerance rule
-  (|difference| <= tol; relative for perplexity), marked "tolerance".
+  (|difference| <= tol; relative for perplexity), marked "tolerance"; runs whose predictions.parquet
+  exists but does not read (truncated): the same rule, marked UNREADABLE, which the report counts.
 A difference is a win or a loss only when significant at ALPHA; anything else is a tie.
 """
 
@@ -27,6 +28,12 @@ from ..records import PREDICTIONS_NAME
 
 ALPHA = 0.05
 MIN_SEEDS = 3
+TOLERANCE = "tolerance"
+UNREADABLE = "tolerance (predictions unreadable)"  # the paired test was skipped: say so, never silently
+
+
+class UnreadablePredictions(Exception):
+    """A run's predictions.parquet exists but cannot be read (truncated, not parquet)."""
 
 
 @dataclass(frozen=True)
@@ -53,13 +60,16 @@ def compare_points(point: Side, baseline: Side, higher_is_better: bool, tol: flo
         p = welch_p(point.scores, baseline.scores)
         if not math.isnan(p):
             return _decide(point.mean - baseline.mean, p, alpha, higher_is_better, "welch")
-    pair = paired_correct(point, baseline)
+    try:
+        pair = paired_correct(point, baseline)
+    except UnreadablePredictions:
+        return Comparison(tolerance_outcome(point.mean, baseline.mean, higher_is_better, tol), float("nan"), UNREADABLE)
     if pair is not None:
         a, b = pair
         if a.dtype == bool:
             return _decide(float(a.mean() - b.mean()), mcnemar_p(a, b), alpha, True, "mcnemar")
         return _decide(float(a.mean() - b.mean()), paired_t_p(a, b), alpha, True, "paired-t")
-    return Comparison(tolerance_outcome(point.mean, baseline.mean, higher_is_better, tol), float("nan"), "tolerance")
+    return Comparison(tolerance_outcome(point.mean, baseline.mean, higher_is_better, tol), float("nan"), TOLERANCE)
 
 
 def tolerance_outcome(score: float, baseline: float, higher_is_better: bool, tol: float) -> str:
@@ -131,12 +141,19 @@ def _pick_runs(point: Side, baseline: Side) -> tuple[str | None, str | None]:
 
 
 def load_predictions(run_dir: str) -> dict[str, np.ndarray] | None:
-    """A run's test labels and predictions, or None without a readable predictions.parquet."""
+    """A run's test labels and predictions, None without predictions.parquet; UnreadablePredictions
+    when the file is there but does not read."""
     path = Path(run_dir) / PREDICTIONS_NAME
     try:
-        return _read_predictions(str(path), path.stat().st_mtime_ns)  # a re-run point is read again
-    except (OSError, ValueError, KeyError):
+        mtime = path.stat().st_mtime_ns
+    except FileNotFoundError:
         return None
+    except OSError as error:
+        raise UnreadablePredictions(f"{path}: {error}") from None
+    try:
+        return _read_predictions(str(path), mtime)  # a re-run point is read again
+    except Exception as error:  # noqa: BLE001  pyarrow raises many types for a broken file
+        raise UnreadablePredictions(f"{path}: {type(error).__name__}") from None
 
 
 @lru_cache(maxsize=8192)

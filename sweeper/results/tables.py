@@ -24,7 +24,7 @@ import pandas as pd
 from ..records import Status
 from . import collect
 from .collect import MISSING, PRIMARY
-from .significance import ALPHA, MIN_SEEDS, Side, compare_points
+from .significance import ALPHA, MIN_SEEDS, TOLERANCE, UNREADABLE, Side, compare_points
 
 OK, FAILED = Status.OK.value, Status.FAILED.value
 TIE_TOL = 0.005  # the tolerance rule, for comparisons without predictions or seeds (lm, schema 1)
@@ -308,11 +308,15 @@ def significance_summary(summary: pd.DataFrame, tol: float = TIE_TOL) -> str:
         table = table[table["outcome"] != "n/a"]
         if table.empty:
             continue
-        tested = table[table["test"] != "tolerance"]
+        tested = table[~table["test"].isin([TOLERANCE, UNREADABLE])]
         significant = int(tested["outcome"].isin(["win", "loss"]).sum())
         tests = ", ".join(f"{n} {t}" for t, n in table["test"].value_counts().items())
         lines.append(f"vs {against}: {significant} of {len(tested)} tested comparisons significant at "
                      f"alpha={ALPHA:g} ({tests})")  # fmt: skip
+        skipped = int((table["test"] == UNREADABLE).sum())
+        if skipped:
+            lines.append(f"  vs {against}: the paired test was skipped for {skipped} comparison(s) whose "
+                         "predictions.parquet does not read (truncated?); the tolerance rule decided them")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -26,7 +26,16 @@ from ..data.spec import TASKS
 from ..files import UnsafePath, write_folder
 from ..ledger import mark_started, marker_text
 from ..records import RECORD_NAME, Status, note_rung, one_line, read_existing, write_record
-from ..runs import RunLock, base_record, failure_fields, finished_record, run_dir_of, rung_stop, target_steps
+from ..runs import (
+    RunLock,
+    base_record,
+    check_plain_name,
+    failure_fields,
+    finished_record,
+    run_dir_of,
+    rung_stop,
+    target_steps,
+)
 from ..settings import TRAIN_SETTINGS, check_values
 from . import checkpoint, distributed, sharding
 from .batches import encode_splits
@@ -279,6 +288,8 @@ def run_point(cfg: DictConfig, should_stop: Callable[[], bool] = lambda: False) 
     previous = previous_record(cfg, run_dir)
     if previous is not None:  # relaunched sweep: return the existing record as it is, not rewritten
         return previous
+    if run_dir is None:  # a sweeper.name that would leave the results folder: printed, written nowhere
+        return record
     if record["status"] != Status.RUNNING:  # a config that does not resolve: its failed record
         return finish_record(record, run_dir, started)
     lock = RunLock(run_dir)
@@ -355,8 +366,9 @@ def start_record(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
         return _unresolved_record(cfg, error)
 
 
-def _unresolved_record(cfg: DictConfig, error: Exception) -> tuple[dict[str, Any], Path]:
-    """A config that does not even resolve still gets a record, named by a hash of its raw text."""
+def _unresolved_record(cfg: DictConfig, error: Exception) -> tuple[dict[str, Any], Path | None]:
+    """A config that does not even resolve still gets a record, named by a hash of its raw text
+    (no folder, None, when sweeper.name itself is what would leave the results folder)."""
     raw = OmegaConf.to_yaml(cfg, resolve=False)
     run_id = "unresolved-" + hashlib.sha256(raw.encode()).hexdigest()[:10]
     results_dir = OmegaConf.select(cfg, "sweeper.results_dir", default=None, throw_on_resolution_failure=False)
@@ -369,6 +381,10 @@ def _unresolved_record(cfg: DictConfig, error: Exception) -> tuple[dict[str, Any
         "error": one_line(error),
         "error_type": type(error).__name__,
     }
+    try:
+        check_plain_name("sweeper.name", OmegaConf.select(cfg, "sweeper.name", default="main"))
+    except ValueError:
+        return record, None
     return record, Path(str(results_dir)).absolute() / "runs" / run_id
 
 
