@@ -9,6 +9,7 @@ A point's fate is decided by what lies in its run folder:
     record.json, status ok      -> skip-ok
     record.json, status failed  -> skip-failed, or retry with sweeper.retry_failed=true
     record.json, JobLost        -> rerun-lost (its job died; not final), or resume from a checkpoint
+    record.json, a bad setting  -> run (checked again: the value may be corrected, or a bookkeeping key)
     record.json, transient      -> rerun-transient (the disk, not the point, failed), or resume;
                                    after TRANSIENT_ATTEMPTS such failures in a row: skip-failed
     run folder is a link        -> run (the worker refuses it in one line, writing nothing there)
@@ -38,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .files import TransientError, UnsafePath, file_mode, is_storage_failure, run_folder
 from .records import RECORD_NAME, Status, one_line, read_existing
+from .settings import SettingError
 
 # Fields that cannot change a result: excluded from the run id so that they can change freely.
 # (nproc, parallel: the global batch and its updates are the same on any rank count, sharded or not,
@@ -62,6 +64,10 @@ CHECKPOINT_STEP_FILE = Path(CHECKPOINT_DIR) / "step.json"  # written last into a
 LOCK_NAME = ".lock"  # <run_dir>/.lock: flock-ed by the process training the point (RunLock)
 LOST_ERROR = "JobLost"  # error_type of the record the launcher writes for a job that died without one
 TRANSIENT, DETERMINISTIC = "transient", "deterministic"  # a failed record's `failure`
+# A value outside what its key may hold (sweeper.settings): checked again on every launch, because a
+# bookkeeping key (log_every, threads, ...) is no part of the run id: its failed record must not make
+# the corrected command skip the point. The check takes milliseconds, before any data loads.
+SETTING = "setting"
 TRANSIENT_ATTEMPTS = 3  # transient failures in a row after which a point is reported, not re-run
 
 
@@ -298,12 +304,8 @@ def failure_fields(error: BaseException, previous: dict[str, Any] | None) -> dic
     environment failed: disk full, quota, I/O, a corrupt file) re-runs on a plain relaunch, counted
     on from the `previous` record; deterministic (bad config, bad data) waits for retry_failed."""
     transient = isinstance(error, TransientError) or is_storage_failure(error)
-    fields = {
-        "status": Status.FAILED,
-        "error": one_line(error),
-        "error_type": type(error).__name__,
-        "failure": TRANSIENT if transient else DETERMINISTIC,
-    }
+    failure = SETTING if isinstance(error, SettingError) else TRANSIENT if transient else DETERMINISTIC
+    fields = {"status": Status.FAILED, "error": one_line(error), "error_type": type(error).__name__, "failure": failure}
     if transient:
         fields["transient_failures"] = transient_failures(previous) + 1
     return fields
@@ -321,6 +323,8 @@ def _decide(run_dir: Path, retry_failed: bool, want_steps: int | None) -> tuple[
         return Decision.SKIP_OK, record
     if record is not None and record["status"] == Status.FAILED and record.get("error_type") == LOST_ERROR:
         return (Decision.RESUME if resumable else Decision.RERUN_LOST), record
+    if record is not None and record["status"] == Status.FAILED and record.get("failure") == SETTING:
+        return Decision.RUN, None  # re-checked: the command may hold the corrected value now
     if 0 < transient_failures(record) < TRANSIENT_ATTEMPTS:
         return (Decision.RESUME if resumable else Decision.RERUN_TRANSIENT), record
     if record is not None and record["status"] == Status.FAILED:

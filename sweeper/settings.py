@@ -34,7 +34,7 @@ class Rule:
 
     def allowed(self) -> str:
         if self.kind == "choice":
-            text = "one of " + ", ".join(_yaml(c) for c in self.choices)
+            text = "one of " + ", ".join(_yaml(c).strip("'") for c in self.choices)
         elif self.kind == "names":
             text = "a list of module names"
         elif self.kind == "ngrams":

@@ -2,8 +2,11 @@
 point's record; nothing already written is touched."""
 
 import multiprocessing
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ from omegaconf import OmegaConf
 
 from sweeper.config import compose
 from sweeper.records import find_records, read_record, write_record
-from sweeper.runs import run_dir_of
+from sweeper.runs import BOOKKEEPING_TRAIN_KEYS, run_dir_of
 from sweeper.train import run_point
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,12 +155,35 @@ def test_huge_texts_are_truncated_not_fatal(make_cfg, tmp_path):
         ("train.lr=-1e-3", ["train.lr"]),
         ("train.lr=1e30", ["non-finite training loss", "train.lr"]),  # diverges: NaN/inf loss mid-run
         ("method.alpha=0", ["method.alpha"]),
+        # each train.* / method.* value outside what it may hold: key, value and what is allowed
+        ("train.batch_size=-3", ["train.batch_size", "-3", ">= 1"]),
+        ("train.batch_size=0", ["train.batch_size", "0", ">= 1"]),
+        ("train.dtype=float8", ["train.dtype", "'float8'", "float32, bfloat16"]),
+        ("train.warmup_steps=-5", ["train.warmup_steps", "-5", ">= 0"]),
+        ("train.max_steps=0", ["train.max_steps", "0", ">= 1"]),
+        ("train.eval_size=0", ["train.eval_size", "0", ">= 1"]),
+        ("train.eval_batch_size=0", ["train.eval_batch_size", "0"]),
+        ("train.min_lr_ratio=2", ["train.min_lr_ratio", "[0, 1]"]),
+        ("train.max_length=1", ["train.max_length", ">= 2"]),
+        ("train.threads=0", ["train.threads", "or null"]),
+        ("train.device=gpu", ["train.device", "'gpu'", "cuda:N"]),
+        ("train.save_adapter=maybe", ["train.save_adapter", "true, false"]),
+        ("train.grad_clip=-1", ["train.grad_clip", "-1"]),
+        ("train.log_every=0", ["train.log_every", "0"]),
+        ("method.dropout=1.5", ["method.dropout", "1.5", "[0, 1)"]),
+        ("method.use_rslora=yes", ["method.use_rslora", "'yes'"]),
+        ("method.target_modules=q_proj", ["method.target_modules", "list"]),
+        ("model.tokenizer=/no/such/tokenizer", ["model.tokenizer", "/no/such/tokenizer"]),
     ],
 )
 def test_bad_method_or_train_value(override, words, make_cfg, shared_results):
     root, ok_path, ok_bytes = shared_results
-    record = run_point(make_cfg("dataset=fortune_computers_vs_rest", *TINY, override, f"sweeper.results_dir={root}"))
-    assert_failed_one_line(record, *words)
+    # A bookkeeping key (log_every, threads, ...) is no part of the run id: with the shared record's
+    # other settings the point would be that ok record, skipped. Another seed makes it a new point.
+    key = override.split("=")[0].removeprefix("train.")
+    seed = ("train.seed=1",) if key in BOOKKEEPING_TRAIN_KEYS else ()
+    cfg = make_cfg("dataset=fortune_computers_vs_rest", *TINY, override, *seed, f"sweeper.results_dir={root}")
+    assert_failed_one_line(run_point(cfg), *words)
     assert ok_path.read_bytes() == ok_bytes
 
 
@@ -279,3 +305,91 @@ def test_same_config_twice_gives_identical_metrics(make_cfg, tmp_path):
     b = run_point(make_cfg("dataset=fortune_computers_vs_rest", *TINY, f"sweeper.results_dir={tmp_path}/b"))
     assert a["status"] == b["status"] == "ok"
     assert a["metrics"] == b["metrics"]
+
+
+def test_a_missing_model_folder_is_named(make_cfg):
+    cfg = make_cfg("dataset=fortune_computers_vs_rest", *TINY[1:], "model=minilm", "model.name_or_path=./no/such/model")
+    assert_failed_one_line(run_point(cfg), "model.name_or_path", "no/such/model")
+
+
+def test_a_bad_dtype_keeps_its_own_run_id(make_cfg):
+    """train.dtype=float8 used to run float32 under float32's run id: a later correct run was skipped."""
+    bad, good = make_cfg(*TINY, "train.dtype=float8"), make_cfg(*TINY, "train.dtype=float32")
+    assert run_dir_of(bad) != run_dir_of(good)
+    assert run_point(bad)["status"] == "failed"
+    assert run_point(good)["status"] == "ok"
+
+
+def test_dropped_rows_are_counted_in_the_record(make_cfg, tmp_path):
+    rows = good_rows() + [("", "cat"), ("   ", "dog"), ("", "dog"), ("no label here", ""), ("blank label", "  ")]
+    cfg = make_cfg("dataset=fortune_computers_vs_rest", *TINY)
+    cfg.dataset = OmegaConf.create(byo(write_csv(tmp_path / "d.csv", rows)))
+    record = run_point(cfg)
+    assert record["status"] == "ok", record["error"]
+    assert record["data"]["dropped"] == {"empty_text": 3, "blank_label": 2}
+    assert read_record(Path(record["record_path"]))["data"]["dropped"] == {"empty_text": 3, "blank_label": 2}
+
+
+def read_only(folder: Path, argv: list[str]) -> list[str]:
+    """argv run with `folder` read-only: chmod for a normal user; for root (whom modes do not stop)
+    a private mount namespace where the folder is bind-mounted read-only."""
+    if os.geteuid() != 0:
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        return argv
+    mount = f'mount --bind "{folder}" "{folder}" && mount -o remount,ro,bind "{folder}" "{folder}" && exec "$@"'
+    return ["unshare", "-m", "sh", "-c", mount, "sh", *argv]
+
+
+def test_a_read_only_results_folder_is_one_line_for_every_command(tmp_path):
+    results = tmp_path / "results"
+    write_record(results / "runs" / "r1", {"run_id": "r1", "status": "ok", "task": "classification", "metrics": {}})
+    before = (results / "runs" / "r1" / "record.json").read_bytes()
+    commands = {
+        "local launcher": [
+            sys.executable,
+            "-m",
+            "sweeper",
+            "-m",
+            *TINY,
+            "hydra/launcher=local",
+            f"sweeper.results_dir={results}",
+            f"hydra.sweep.dir={tmp_path / 'jobs'}",
+        ],  # fmt: skip
+        "collect": [sys.executable, "-m", "sweeper.collect", str(results)],
+        "report": [sys.executable, "-m", "sweeper.report", str(results)],
+    }
+    for name, argv in commands.items():
+        proc = subprocess.run(read_only(results, argv), capture_output=True, text=True, timeout=300, cwd=REPO)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 2 and len(errors) == 1, (name, proc.returncode, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr and ("Read-only" in errors[0] or "denied" in errors[0]), errors
+    assert (results / "runs" / "r1" / "record.json").read_bytes() == before
+
+
+def test_ctrl_c_of_an_in_process_sweep_is_one_line(tmp_path):
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sweeper",
+            "-m",
+            "dataset=fortune_computers_vs_rest,fortune_art_vs_rest",
+            "model=tiny_llama",
+            "train.max_steps=100000",
+            "train.threads=1",
+            f"sweeper.results_dir={tmp_path}",
+            f"hydra.sweep.dir={tmp_path / 'jobs'}",
+        ],  # fmt: skip
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("runs/*/metrics.jsonl")) and time.time() < deadline:  # training has begun
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "interrupted" in stderr.splitlines()[-1]

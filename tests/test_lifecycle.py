@@ -60,7 +60,7 @@ def grid(tmp_path_factory):
     recs = records(root)
     assert sorted(r["status"] for r in recs.values()) == ["failed", "failed", "ok", "ok"], proc.stdout
     assert proc.stdout.count("[FAILED]") == 2  # printed as they happened, with their one-line errors
-    assert "method.r must be a positive integer" in proc.stdout
+    assert "method.r must be an integer >= 1, got 0" in proc.stdout
     return root, recs
 
 

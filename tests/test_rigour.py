@@ -117,6 +117,19 @@ def test_significance_mcnemar_and_welch(tmp_path):
     assert significance.compare_points(side_a, majority, True, 0.005).outcome == "win"  # 104 vs 0 right
 
 
+def test_a_truncated_predictions_file_is_said_not_silently_tolerated(tmp_path):
+    a = write_point(tmp_path, schema2_record("d", "m", "lora", 0, 0.9, 0.90), correct_rows(180))
+    write_point(tmp_path, schema2_record("d", "m", "full", 0, 0.8, 0.50), correct_rows(100))
+    predictions = a / PREDICTIONS_NAME
+    predictions.write_bytes(predictions.read_bytes()[:300])  # a copy cut short
+
+    summary = tables.summarize(collect.load_records(tmp_path))
+    comparison = tables.comparisons(tables.method_points(summary), summary, "full")
+    assert comparison["test"].tolist() == [significance.UNREADABLE]
+    text = tables.significance_summary(summary)
+    assert "paired test was skipped for 1 comparison(s)" in text and "0 of 0 tested" in text
+
+
 def test_macro_f1_over_all_labels_matches_sklearn():
     from sklearn.metrics import f1_score
 

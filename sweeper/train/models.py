@@ -74,7 +74,7 @@ WHEEL_MODELS = {"minilm": minilm_dir, "smollm2": smollm2_dir}
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # what the hub accepts: name or namespace/name
 
 
-def _resolve_path(name_or_path: str) -> str:
+def _resolve_path(name_or_path: str, key: str = "model.name_or_path") -> str:
     """A wheel key (minilm, smollm2) -> its folder; a folder or hub id passes through. A path that
     cannot be a hub id (absolute, ./, ~, several slashes) must be a folder: else a one-line error
     naming it, not the hub's "Repo id must be in the form"."""
@@ -83,7 +83,7 @@ def _resolve_path(name_or_path: str) -> str:
     if not HUB_ID.fullmatch(str(name_or_path)) or str(name_or_path).startswith("."):
         path = Path(name_or_path).expanduser()
         if not path.is_dir():
-            raise ModelError(f"model.name_or_path: no folder {str(path)!r} (and not a hub id)")
+            raise ModelError(f"{key}: no folder {str(path)!r} (and not a hub id)")
         return str(path)
     return name_or_path
 
@@ -92,9 +92,10 @@ def _resolve_path(name_or_path: str) -> str:
 def build_tokenizer(model_cfg):
     from transformers import AutoTokenizer
 
+    key = "model.tokenizer" if model_cfg.tokenizer else "model.name_or_path"
     source = model_cfg.tokenizer or model_cfg.name_or_path
     tokenizer = AutoTokenizer.from_pretrained(
-        _resolve_path(source), trust_remote_code=bool(model_cfg.trust_remote_code)
+        _resolve_path(source, key), trust_remote_code=bool(model_cfg.trust_remote_code)
     )
     if tokenizer.pad_token is None:  # Llama-style tokenizers have none; padding is masked anyway
         tokenizer.pad_token = tokenizer.eos_token

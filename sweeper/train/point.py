@@ -285,11 +285,11 @@ def _fit_standalone(method, splits, train_cfg, run_dir: Path, num_labels: int) -
 def run_point(cfg: DictConfig, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
     started = time.time()
     record, run_dir = start_record(cfg)
+    if run_dir is None:  # a sweeper.name that would leave the results folder: printed, written nowhere
+        return record
     previous = previous_record(cfg, run_dir)
     if previous is not None:  # relaunched sweep: return the existing record as it is, not rewritten
         return previous
-    if run_dir is None:  # a sweeper.name that would leave the results folder: printed, written nowhere
-        return record
     if record["status"] != Status.RUNNING:  # a config that does not resolve: its failed record
         return finish_record(record, run_dir, started)
     lock = RunLock(run_dir)

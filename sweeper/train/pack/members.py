@@ -77,8 +77,10 @@ class Pack:
         self.started = time.time()
         for k, cfg in enumerate(cfgs):
             record, run_dir = start_record(cfg)
-            previous = previous_record(cfg, run_dir)
-            if previous is not None:  # relaunched sweep: the existing record as it is
+            previous = previous_record(cfg, run_dir) if run_dir is not None else None
+            if run_dir is None:  # a sweeper.name that would leave the results folder: written nowhere
+                self.results[k] = record
+            elif previous is not None:  # relaunched sweep: the existing record as it is
                 self.results[k] = previous
             elif record["status"] != Status.RUNNING:  # a config that does not resolve: its failed record
                 self.results[k] = finish_record(record, run_dir, self.started)
