@@ -17,6 +17,7 @@ turned against its owner:
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import tempfile
@@ -175,7 +176,8 @@ def honour_umask(folder: Path) -> None:
     os.chmod(folder, dir_mode())
     for root, dirs, files in os.walk(folder):
         for name in dirs:
-            os.chmod(os.path.join(root, name), dir_mode(), follow_symlinks=False)
+            if not os.path.islink(os.path.join(root, name)):
+                os.chmod(os.path.join(root, name), dir_mode())
         for name in files:
             if not os.path.islink(os.path.join(root, name)):
                 os.chmod(os.path.join(root, name), file_mode())
@@ -191,11 +193,13 @@ def publish_dir(tmp: Path, final: Path, *, replace: bool = False) -> Path:
     tmp, final = Path(tmp), refuse_link(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     if replace:
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        if final.exists():
+        if final.exists():  # aside under a unique name (a rename replaces the empty folder mkdtemp made)
+            old = tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent)
             os.rename(final, old)
-        os.rename(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
         return final
     try:
         os.rename(tmp, final)
@@ -204,6 +208,15 @@ def publish_dir(tmp: Path, final: Path, *, replace: bool = False) -> Path:
             raise
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def file_sha256(path: Path | str) -> str:
+    """The sha256 of a file, read in 1 MiB blocks (checkpoints and caches verify their files with it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _remove(path: str) -> None:

@@ -135,7 +135,7 @@ def record_problem(record: Any, path: Path) -> str | None:
 def read_existing(run_dir: Path) -> dict[str, Any] | None:
     """The record of a run folder, or None (absent or unreadable: an unreadable record is re-run)."""
     path = Path(run_dir) / RECORD_NAME
-    if not path.exists():
+    if os.path.islink(run_dir) or not path.exists():  # a linked run folder holds nothing of ours
         return None
     try:
         return read_record(path)
@@ -163,8 +163,10 @@ def read_rungs(run_dir: Path) -> dict[int, dict[str, Any]]:
     """{rung: its last line} of rungs.jsonl ({} without one; a torn line is skipped)."""
     rungs = {}
     try:
-        text = (Path(run_dir) / RUNGS_NAME).read_text(encoding="utf-8")
-    except OSError:
+        if os.path.islink(run_dir):  # a linked run folder holds nothing of ours
+            return rungs
+        text = read_text(Path(run_dir) / RUNGS_NAME)
+    except (OSError, UnsafePath):
         return rungs
     for line in text.splitlines():
         try:

@@ -105,7 +105,7 @@ TRAIN_SETTINGS: dict[str, Rule] = {
     "weight_decay": number(0),
     "warmup_steps": integer(0),
     "min_lr_ratio": number(0, 1),
-    "grad_clip": number(0, open_low=True, nullable=True),
+    "grad_clip": number(0, nullable=True),  # 0 or null: no clipping
     "max_length": integer(2),
     "truncation": choice("head", "head_tail"),
     "eval_size": integer(1),

@@ -110,7 +110,7 @@ def select_rows(name: str, spec: Mapping, df: pd.DataFrame) -> pd.DataFrame:
         blank = blank_labels(df[spec["label_field"]], codes, uniques)
         dropped = {"blank_label": int((used & blank).sum())}
         used &= ~blank & (y_code >= 0)  # rows the task uses: an empty text among them is a dropped example
-        mask &= y_code >= 0
+        mask &= ~blank & (y_code >= 0)  # a null label (astype(str) made it "nan") is no class either
     else:
         dropped = {}
     idx = np.flatnonzero(mask)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import paths
-from ..files import publish_dir
+from ..files import file_sha256, publish_dir
 from .build import build_frames
 from .pools import file_digest, input_files
 from .spec import SPLITS, DatasetError, checked_spec
@@ -100,11 +100,6 @@ def materialise(spec: Any, cache_dir: Path | None = None) -> Path:
     return folder
 
 
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def unsound(folder: Path) -> str | None:
     """Why a complete cache folder cannot be used (meta.json unreadable, a split file not the one
     it wrote), or None."""
@@ -124,10 +119,11 @@ def unsound(folder: Path) -> str | None:
 def set_aside(folder: Path, problem: str) -> None:
     """Move a corrupt cache folder out of the way (readers that opened its files keep them), then remove it."""
     print(f"[dataset cache] {folder.name}: {problem}; rebuilding it", file=sys.stderr, flush=True)
-    aside = folder.with_name(f".{folder.name}.corrupt-{os.getpid()}")
+    aside = tempfile.mkdtemp(prefix=f".{folder.name}.corrupt-", dir=folder.parent)  # a unique name
     try:
         os.rename(folder, aside)
     except FileNotFoundError:  # another process set it aside first
+        os.rmdir(aside)
         return
     shutil.rmtree(aside, ignore_errors=True)
 

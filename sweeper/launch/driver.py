@@ -43,22 +43,12 @@ from .backends import LocalQueue, SlotError, SlurmArrays, SubmitError, auto_chun
 from .grid import GridComposer
 from .job import JobContext, PointsJob
 from .monitor import Running, log_jobs, save_launch, watch
-from .options import OptionError, check_options, check_ranks
+from .options import OptionError, check_options, check_ranks, one_line_os_errors
 from .planner import Point, chunked, iter_plan, median_point_seconds, plan_message, summarize
 
 
-def launch(*args) -> list:
-    """Plan, submit and (unless sweeper.detach) watch one batch of Hydra jobs (see _launch); a
-    results or jobs folder that cannot be written (read-only, full) is one line, not a traceback."""
-    try:
-        return _launch(*args)
-    except OSError as error:
-        where = f" {error.filename}" if error.filename else ""
-        print(f"error: cannot write{where}: {error.strerror or error}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
-
-
-def _launch(
+@one_line_os_errors  # a results folder that cannot be written (read-only, full): one line, exit 2
+def launch(
     kind: str,
     params: Any,
     hydra_context,

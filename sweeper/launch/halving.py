@@ -28,7 +28,7 @@ from typing import Any
 
 from ..records import Status, read_existing, read_rungs
 from ..results.collect import PRIMARY
-from ..runs import LOST_ERROR, result_config, run_dir_of
+from ..runs import TRANSIENT_ATTEMPTS, result_config, run_dir_of, transient_failures
 
 
 class HalvingError(ValueError):
@@ -107,7 +107,8 @@ def rung_score(entry: Entry, rung: int, budget: int) -> float | None:
     validation = line["validation"] if line is not None and line.get("steps") == target else None
     record = read_existing(entry.run_dir)
     if validation is None and record is not None:
-        if record["status"] == Status.FAILED and record.get("error_type") != LOST_ERROR:
+        rerun = 0 < transient_failures(record) < TRANSIENT_ATTEMPTS  # a lost job, a full disk: it runs again
+        if record["status"] == Status.FAILED and not rerun:
             return -math.inf
         section = record.get("train") or {}
         if record["status"] == Status.OK and (section.get("stopped_at_rung") is None or section.get("steps") == target):

@@ -6,10 +6,15 @@ name or comment would end its `#SBATCH` line early and inject the rest as a shel
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from omegaconf import OmegaConf
+
+from ..files import UnsafePath
 
 POSITIVE = {  # key -> may it be null?
     "local": {"workers": True, "threads": True, "timeout_min": False, "poll_s": False},
@@ -57,6 +62,22 @@ def check_options(kind: str, params: Any, sweep: Any) -> None:
                 raise OptionError(
                     f"hydra.launcher.{key} holds a control character (it would break its #SBATCH line): {value!r}"
                 )
+
+
+def one_line_os_errors(launch: Callable) -> Callable:
+    """`launch`, with an OSError (a read-only or full results folder, a missing sbatch) or a planted
+    link in the results folder ending the command in one line and exit status 2, not a traceback."""
+
+    @functools.wraps(launch)
+    def checked(*args, **kwargs):
+        try:
+            return launch(*args, **kwargs)
+        except (OSError, UnsafePath) as error:
+            where = f": {error.filename}" if getattr(error, "filename", None) else ""
+            print(f"error: {getattr(error, 'strerror', None) or error}{where}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
+    return checked
 
 
 def check_ranks(point, config) -> None:

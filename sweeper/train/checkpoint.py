@@ -21,7 +21,6 @@ checkpoint or from step 0.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -39,6 +38,7 @@ from ..files import (
     CorruptFile,
     StorageError,
     atomic_write_text,
+    file_sha256,
     honour_umask,
     is_storage_failure,
     publish_dir,
@@ -107,17 +107,9 @@ def _write(tmp: Path, weights, optimizer_state, method, step: int, watch, loop) 
             save_file({k: v.contiguous() for k, v in watch.best_weights.items()}, str(tmp / "best.safetensors"))
     torch.save(state, tmp / "trainer.pt")
     (tmp / "loop.json").write_text(json.dumps(asdict(loop or LoopState())))
-    digests = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+    digests = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
     honour_umask(tmp)
     atomic_write_text(tmp / "step.json", json.dumps({"step": step, "sha256": digests}))  # last: complete
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def corruption(folder: Path) -> str | None:
@@ -126,19 +118,22 @@ def corruption(folder: Path) -> str | None:
         digests = json.loads(read_text(folder / "step.json")).get("sha256")
     except (OSError, ValueError, AttributeError) as error:
         return f"step.json unreadable ({type(error).__name__})"
-    if digests is None:  # written before digests: the headers must at least parse
+    if digests is None:  # written before digests: every file must at least load
+        name = "weights.safetensors"
         try:
-            for name in ("weights.safetensors", "best.safetensors"):
-                if (folder / name).exists():
+            for name in ("weights.safetensors", "best.safetensors", "trainer.pt"):
+                if name == "trainer.pt":
+                    torch.load(folder / name, weights_only=True, mmap=True)
+                elif (folder / name).exists():
                     load_file(str(folder / name))
-        except Exception as error:  # noqa: BLE001  safetensors raises its own types
+        except Exception as error:  # noqa: BLE001  safetensors and torch raise their own types
             return f"{name}: {' '.join(str(error).split())}"
         return None
     for name, want in digests.items():
         path = folder / name
         if path.is_symlink() or not path.is_file():
             return f"{name} is missing"
-        if _sha256(path) != want:
+        if file_sha256(path) != want:
             return f"{name} does not match its sha256 (truncated or overwritten)"
     return None
 
@@ -156,8 +151,8 @@ def prepare(run_dir: Path) -> list[str]:
         reason = corruption(folder)
         if reason is None:
             return set_aside
-        aside = folder.with_name(f"{CORRUPT_PREFIX}{time.strftime('%Y%m%dT%H%M%S')}-{len(set_aside)}")
-        os.rename(folder, aside)
+        aside = Path(tempfile.mkdtemp(prefix=f"{CORRUPT_PREFIX}{time.strftime('%Y%m%dT%H%M%S')}-", dir=run_dir))
+        os.rename(folder, aside)  # over the empty folder mkdtemp made: a name no other set-aside has
         set_aside.append(aside.name)
         print(f"[checkpoint] {folder}: {reason}; set aside as {aside.name}", file=sys.stderr, flush=True)
 

@@ -9,7 +9,6 @@ launcher requeues the job and the next attempt resumes.)
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -17,23 +16,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import default_results_dir
-from ..data import DatasetError, checked_spec, dropped_rows, load_splits
+from ..data import DatasetError, checked_spec, load_splits
 from ..data.spec import TASKS
 from ..files import UnsafePath, write_folder
-from ..ledger import mark_started, marker_text
-from ..records import RECORD_NAME, Status, note_rung, one_line, read_existing, write_record
+from ..ledger import mark_started
+from ..records import Status, read_existing
 from ..runs import (
     RunLock,
-    base_record,
-    check_plain_name,
     failure_fields,
-    finished_record,
-    run_dir_of,
-    rung_stop,
     target_steps,
 )
 from ..settings import TRAIN_SETTINGS, check_values
@@ -45,6 +37,7 @@ from .evaluate import evaluate, evaluate_splits, generation_examples, record_met
 from .loop import train
 from .methods import build_method, plain
 from .models import build_model, check_model_task, count_parameters, is_seq2seq
+from .record import all_ranks_cost, busy_record, finish_record, outcome, previous_record, start_record, unusable_folder
 from .runtime import PeakMemory, Runtime, setup_runtime
 
 
@@ -61,30 +54,6 @@ def load_point_data(dataset_cfg):
 
 def num_labels_of(splits, task: str) -> int:
     return splits["train"].features["label"].num_classes if task == "classification" else 0
-
-
-def outcome(
-    *,
-    metrics: dict,
-    trainable: int,
-    total: int,
-    steps: int,
-    resumed_from_step: int,
-    method,
-    events: list,
-    train_seconds: float,
-    examples: int,
-) -> dict[str, Any]:
-    """The sections an ok record adds to its base record (run_point and packed points alike)."""
-    return {
-        "metrics": metrics,
-        "params": {"trainable": trainable, "total": total},
-        "train": {"steps": steps, "resumed_from_step": resumed_from_step, **method.summary(), "events": events},
-        "cost": {
-            "train_seconds": round(train_seconds, 3),
-            "examples_per_second": round(examples / max(train_seconds, 1e-9), 2),
-        },
-    }
 
 
 def check_settings(cfg) -> None:
@@ -305,33 +274,6 @@ def run_point(cfg: DictConfig, should_stop: Callable[[], bool] = lambda: False) 
         lock.release()
 
 
-def all_ranks_cost(result: dict[str, Any], rank0_peak_mb: float) -> dict[str, Any]:
-    """The cost section's memory (rank 0's peak; with several ranks also their sum) and, with
-    several ranks, the train seconds of all ranks together."""
-    cost = result["cost"]
-    others = cost.pop("rank_peak_memory_mb", [])
-    if not others:
-        return {"peak_memory_mb": rank0_peak_mb}
-    ranks = 1 + len(others)
-    return {
-        "peak_memory_mb": rank0_peak_mb,
-        "peak_memory_mb_all_ranks": round(rank0_peak_mb + sum(others), 1),
-        "rank_seconds": round(cost["train_seconds"] * ranks, 3),
-    }
-
-
-def unusable_folder(record: dict[str, Any], run_dir: Path, started: float, error: BaseException) -> dict[str, Any]:
-    """The failed record of a point whose run folder cannot be made or locked (or is a link: then
-    it is only printed, as nothing may be written there)."""
-    record.update(failure_fields(error, None), error=f"cannot use run folder {run_dir}: {one_line(error)}")
-    return finish_record(record, run_dir, started)
-
-
-def busy_record(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """What a point returns (never writes) when another process is training it."""
-    return {**record, "status": Status.BUSY, "error": f"being trained by another process ({marker_text(run_dir)})"}
-
-
 def _run_locked(cfg, record: dict[str, Any], run_dir: Path, started: float, should_stop) -> dict[str, Any]:
     previous = read_existing(run_dir)  # a transient failure before: counted on (runs.failure_fields)
     mark_started(run_dir, os.environ.get("SWEEPER_JOB_ID") or None)  # status: which job runs it
@@ -348,73 +290,3 @@ def _run_locked(cfg, record: dict[str, Any], run_dir: Path, started: float, shou
     except Exception as error:  # noqa: BLE001  one bad point must not stop the sweep
         record.update(failure_fields(error, previous))
     return finish_record(record, run_dir, started)
-
-
-# ---------------------------------------------------------------- the record
-def previous_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
-    """The existing record when the skip rule says this point need not run again (sweeper.runs)."""
-    retry = OmegaConf.select(cfg, "sweeper.retry_failed", default=False, throw_on_resolution_failure=False)
-    return finished_record(run_dir, bool(retry), target_steps(cfg.train))
-
-
-def start_record(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
-    """The point's record (status running; failed for a config that does not resolve) and its folder."""
-    try:
-        run_dir = run_dir_of(cfg)
-        return base_record(cfg, run_dir.name), run_dir
-    except Exception as error:  # noqa: BLE001
-        return _unresolved_record(cfg, error)
-
-
-def _unresolved_record(cfg: DictConfig, error: Exception) -> tuple[dict[str, Any], Path | None]:
-    """A config that does not even resolve still gets a record, named by a hash of its raw text
-    (no folder, None, when sweeper.name itself is what would leave the results folder)."""
-    raw = OmegaConf.to_yaml(cfg, resolve=False)
-    run_id = "unresolved-" + hashlib.sha256(raw.encode()).hexdigest()[:10]
-    results_dir = OmegaConf.select(cfg, "sweeper.results_dir", default=None, throw_on_resolution_failure=False)
-    results_dir = results_dir or default_results_dir()
-    record = {
-        "run_id": run_id,
-        "sweep": str(OmegaConf.select(cfg, "sweeper.name", default="main")),
-        "config_yaml": raw,
-        "status": Status.FAILED,
-        "error": one_line(error),
-        "error_type": type(error).__name__,
-    }
-    try:
-        check_plain_name("sweeper.name", OmegaConf.select(cfg, "sweeper.name", default="main"))
-    except ValueError:
-        return record, None
-    return record, Path(str(results_dir)).absolute() / "runs" / run_id
-
-
-def worker_context(started: float) -> dict[str, Any]:
-    """Where the point ran: the launcher's slot and job (sweeper.launch sets SWEEPER_SLOT / SWEEPER_JOB_ID)."""
-    job_id = os.environ.get("SWEEPER_JOB_ID") or os.environ.get("SLURM_JOB_ID")
-    return {
-        "slot": os.environ.get("SWEEPER_SLOT"),
-        "job_id": job_id,
-        "pid": os.getpid(),
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "threads": torch.get_num_threads(),
-        "started_unix": round(started, 3),
-    }
-
-
-def finish_record(record: dict[str, Any], run_dir: Path, started: float) -> dict[str, Any]:
-    """Stamp times and worker, write the record atomically, drop the checkpoint of a finished run."""
-    record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    record["wall_seconds"] = round(time.time() - started, 3)
-    record["worker"] = {**worker_context(started), "world_size": 1, "backend": None, **record.get("worker", {})}
-    if record["status"] == Status.OK:  # rows of the input the splits left out (empty text, blank label)
-        record["data"] = {"dropped": dropped_rows(record["config"]["dataset"])}
-    try:
-        write_record(run_dir, record)
-        if record["status"] == Status.OK:
-            note_rung(record, run_dir)
-        if record["status"] == Status.OK and rung_stop(record) is None:  # a rung's checkpoint is promoted from
-            checkpoint.remove(run_dir)
-        record["record_path"] = str(run_dir / RECORD_NAME)
-    except (OSError, UnsafePath) as error:  # nothing written: the line printed is all there is
-        record.update(failure_fields(error, None), error=f"cannot write record under {run_dir}: {one_line(error)}")
-    return record

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...settings import LORA_SETTINGS, POSITIVE, choice, integer, number
 from .base import MethodError, register, warmup_cosine
 from .lora import LORA_PREFIX, LoRA, lora_layers
 
@@ -173,6 +174,14 @@ def reset_optimizer_state(optimizer, params: list[nn.Parameter], mode: str, rati
 # ---------------------------------------------------------------- the method
 @register("relora")
 class ReLoRA(LoRA):
+    SETTINGS = {
+        **LORA_SETTINGS,
+        "merge_every": integer(1),
+        "restart_warmup_steps": integer(0, nullable=True),
+        "optimizer_reset": choice(*RESET_MODES),
+        "prune_ratio": number(0, 1),
+        "lr_multiplier": POSITIVE,
+    }
     changes_frozen_weights = True  # merges write into the base weights: checkpoints keep them all
 
     def __init__(self, cfg, model_cfg, task):

@@ -23,18 +23,8 @@ from ..evaluate import evaluate_splits, record_metrics, save_predictions
 from ..loop import MetricsLog, make_optimizer
 from ..methods import build_method
 from ..models import build_model, count_parameters
-from ..point import (
-    busy_record,
-    check_settings,
-    finish_record,
-    load_point_data,
-    num_labels_of,
-    outcome,
-    previous_record,
-    run_point,
-    start_record,
-    unusable_folder,
-)
+from ..point import check_settings, load_point_data, num_labels_of, run_point
+from ..record import busy_record, finish_record, outcome, previous_record, start_record, unusable_folder
 from ..runtime import PeakMemory, setup_runtime
 from .grouping import group_points
 from .layers import PackContext, attach_adapter, share_frozen_weights
@@ -151,6 +141,8 @@ class Pack:
             examples=m.examples_before + (m.max_steps - m.start_step) * int(tr.batch_size),
         )
         result["cost"]["peak_memory_mb"] = self.memory.mb
+        if set_aside := ckpt.set_aside_names(m.run_dir):
+            result["train"]["set_aside_checkpoints"] = set_aside  # corrupt ones, kept for a person to look at
         pack = {"size": len(self.members), "index": m.key, "run_ids": [x.record["run_id"] for x in self.members]}
         m.record.update(status=Status.OK, pack=pack, **result)
         self.results[m.key] = finish_record(m.record, m.run_dir, m.started)
