@@ -104,12 +104,11 @@ def _as_storage_error(error: BaseException, what: Path) -> BaseException:
 def open_append(path: Path | str):
     """A text file opened for appending; a link there is UnsafePath, never followed."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, file_mode())
+        return open(path, "a", encoding="utf-8", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW, file_mode()))
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise UnsafePath(f"{path} is a symbolic link where sweeper appends; refusing to follow it") from None
         raise _as_storage_error(error, Path(path)) from error
-    return os.fdopen(fd, "a", encoding="utf-8")
 
 
 def read_text(path: Path | str) -> str:

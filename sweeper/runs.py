@@ -64,9 +64,9 @@ CHECKPOINT_STEP_FILE = Path(CHECKPOINT_DIR) / "step.json"  # written last into a
 LOCK_NAME = ".lock"  # <run_dir>/.lock: flock-ed by the process training the point (RunLock)
 LOST_ERROR = "JobLost"  # error_type of the record the launcher writes for a job that died without one
 TRANSIENT, DETERMINISTIC = "transient", "deterministic"  # a failed record's `failure`
-# A value outside what its key may hold (sweeper.settings): checked again on every launch, because a
-# bookkeeping key (log_every, threads, ...) is no part of the run id: its failed record must not make
-# the corrected command skip the point. The check takes milliseconds, before any data loads.
+# A value outside what its key may hold (sweeper.settings); the record names the key (`setting`). A
+# bookkeeping key (log_every, threads, ...) is no part of the run id, so the corrected command has the
+# failed record's run id: the skip rule runs it when the key's value differs from the record's.
 SETTING = "setting"
 TRANSIENT_ATTEMPTS = 3  # transient failures in a row after which a point is reported, not re-run
 
@@ -272,16 +272,21 @@ def rung_stop(record: dict[str, Any]) -> int | None:
     return section.get("steps") if section.get("stopped_at_rung") is not None else None
 
 
-def decide(run_dir: Path, retry_failed: bool, want_steps: int | None = None) -> tuple[Decision, str | None]:
+def decide(
+    run_dir: Path, retry_failed: bool, want_steps: int | None = None, config: dict | None = None
+) -> tuple[Decision, str | None]:
     """(decision, earlier error) for a point whose results live in run_dir; `want_steps`: the step
-    this launch trains it to (target_steps), which a record stopped at an earlier rung falls short of."""
-    decision, record = _decide(run_dir, retry_failed, want_steps)
+    this launch trains it to (target_steps), which a record stopped at an earlier rung falls short of;
+    `config`: the point's resolved config, against which a bad setting's record is compared."""
+    decision, record = _decide(run_dir, retry_failed, want_steps, config)
     return decision, record.get("error") if record is not None else None
 
 
-def finished_record(run_dir: Path, retry_failed: bool, want_steps: int | None = None) -> dict[str, Any] | None:
+def finished_record(
+    run_dir: Path, retry_failed: bool, want_steps: int | None = None, config: dict | None = None
+) -> dict[str, Any] | None:
     """The point's existing record, marked `skipped`, when the skip rule says it need not run again."""
-    decision, record = _decide(run_dir, retry_failed, want_steps)
+    decision, record = _decide(run_dir, retry_failed, want_steps, config)
     if decision.runs:
         return None
     return {**record, "skipped": True, "record_path": str(Path(run_dir) / RECORD_NAME)}
@@ -306,12 +311,29 @@ def failure_fields(error: BaseException, previous: dict[str, Any] | None) -> dic
     transient = isinstance(error, TransientError) or is_storage_failure(error)
     failure = SETTING if isinstance(error, SettingError) else TRANSIENT if transient else DETERMINISTIC
     fields = {"status": Status.FAILED, "error": one_line(error), "error_type": type(error).__name__, "failure": failure}
+    if failure == SETTING:
+        fields["setting"] = error.key
     if transient:
         fields["transient_failures"] = transient_failures(previous) + 1
     return fields
 
 
-def _decide(run_dir: Path, retry_failed: bool, want_steps: int | None) -> tuple[Decision, dict[str, Any] | None]:
+def setting_corrected(record: dict[str, Any] | None, config: dict | None) -> bool:
+    """Whether `config` holds another value at the key whose bad value failed `record`."""
+    if config is None or record is None or record.get("failure") != SETTING or not record.get("setting"):
+        return False
+    return _at(record.get("config"), record["setting"]) != _at(config, record["setting"])
+
+
+def _at(config: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return normalised(config)
+
+
+def _decide(
+    run_dir: Path, retry_failed: bool, want_steps: int | None, config: dict | None = None
+) -> tuple[Decision, dict[str, Any] | None]:
     if os.path.islink(run_dir):  # a planted link: nothing in it is ours to read; the worker refuses it
         return Decision.RUN, None
     record = read_existing(run_dir)
@@ -323,8 +345,8 @@ def _decide(run_dir: Path, retry_failed: bool, want_steps: int | None) -> tuple[
         return Decision.SKIP_OK, record
     if record is not None and record["status"] == Status.FAILED and record.get("error_type") == LOST_ERROR:
         return (Decision.RESUME if resumable else Decision.RERUN_LOST), record
-    if record is not None and record["status"] == Status.FAILED and record.get("failure") == SETTING:
-        return Decision.RUN, None  # re-checked: the command may hold the corrected value now
+    if setting_corrected(record, config):  # the bad value is no longer in the command
+        return Decision.RUN, None
     if 0 < transient_failures(record) < TRANSIENT_ATTEMPTS:
         return (Decision.RESUME if resumable else Decision.RERUN_TRANSIENT), record
     if record is not None and record["status"] == Status.FAILED:

@@ -17,7 +17,12 @@ from typing import Any
 
 
 class SettingError(ValueError):
-    """A setting outside what it may hold; the message names the key, the value and what is allowed."""
+    """A setting outside what it may hold; the message names the key, the value and what is allowed,
+    and `key` the setting ("train.batch_size"), so the skip rule can tell a corrected command."""
+
+    def __init__(self, message: str, key: str):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,7 @@ LORA_SETTINGS: dict[str, Rule] = {
 }
 
 TRAIN_SETTINGS: dict[str, Rule] = {
-    "max_steps": integer(1),
+    "max_steps": integer(0),  # 0: the untrained model evaluated (a zero-shot baseline row)
     "batch_size": integer(1),
     "lr": POSITIVE,
     "weight_decay": number(0),
@@ -133,7 +138,7 @@ def check_values(section: str, values: Mapping, rules: Mapping[str, Rule], only=
             continue
         value = values[key]
         if not rule.fits(value):
-            raise SettingError(f"{section}.{key} must be {rule.allowed()}, got {_yaml(value)}")
+            raise SettingError(f"{section}.{key} must be {rule.allowed()}, got {_yaml(value)}", f"{section}.{key}")
 
 
 def _is_int(value: Any) -> bool:

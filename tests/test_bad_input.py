@@ -160,7 +160,7 @@ def test_huge_texts_are_truncated_not_fatal(make_cfg, tmp_path):
         ("train.batch_size=0", ["train.batch_size", "0", ">= 1"]),
         ("train.dtype=float8", ["train.dtype", "'float8'", "float32, bfloat16"]),
         ("train.warmup_steps=-5", ["train.warmup_steps", "-5", ">= 0"]),
-        ("train.max_steps=0", ["train.max_steps", "0", ">= 1"]),
+        ("train.max_steps=-1", ["train.max_steps", "-1", ">= 0"]),
         ("train.eval_size=0", ["train.eval_size", "0", ">= 1"]),
         ("train.eval_batch_size=0", ["train.eval_batch_size", "0"]),
         ("train.min_lr_ratio=2", ["train.min_lr_ratio", "[0, 1]"]),

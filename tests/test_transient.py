@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from sweeper.data.cache import load_splits, materialise
 from sweeper.records import read_existing
-from sweeper.runs import TRANSIENT_ATTEMPTS, Decision, decide, run_dir_of
+from sweeper.runs import TRANSIENT_ATTEMPTS, Decision, decide, resolved, run_dir_of
 from sweeper.train import checkpoint, run_point
 
 from .test_bad_input import byo
@@ -61,13 +61,17 @@ def test_a_deterministic_failure_stays_failed(make_cfg, tmp_path):
     assert decide(run_dir_of(cfg), retry_failed=False)[0] == Decision.SKIP_FAILED
 
 
-def test_a_bad_setting_is_checked_again_so_its_correction_runs(make_cfg):
+def test_a_corrected_setting_runs_where_its_bad_value_failed(make_cfg):
     """train.log_every is bookkeeping (no part of the run id): the failed record of log_every=0 sits
-    at the run id of the corrected command, which must run, not skip it as failed."""
+    at the run id of the corrected command, which must run, not skip it as failed; the same bad
+    command relaunched is skipped as any failure is."""
     bad, good = make_cfg(*TINY, "train.log_every=0"), make_cfg(*TINY, "train.log_every=2")
-    assert run_dir_of(bad) == run_dir_of(good)
-    assert run_point(bad)["failure"] == "setting"
-    assert decide(run_dir_of(good), retry_failed=False)[0] == Decision.RUN
+    run_dir = run_dir_of(bad)
+    assert run_dir == run_dir_of(good)
+    record = run_point(bad)
+    assert (record["failure"], record["setting"]) == ("setting", "train.log_every")
+    assert decide(run_dir, retry_failed=False, config=resolved(bad))[0] == Decision.SKIP_FAILED
+    assert decide(run_dir, retry_failed=False, config=resolved(good))[0] == Decision.RUN
     assert run_point(good)["status"] == "ok"
 
 

@@ -67,7 +67,8 @@ def iter_plan(items: Iterable[tuple[int, list[str], Any]], retry_failed: bool) -
             point.error = " ".join(str(error).split())[:300]
         else:
             point.run_id, point.run_dir, point.results_dir = run_dir.name, run_dir, run_dir.parent.parent
-            point.decision, point.error = decide(run_dir, retry_failed, target_steps(point.config["train"]))
+            want = target_steps(point.config["train"])
+            point.decision, point.error = decide(run_dir, retry_failed, want, point.config)
             point.prior = record_signature(run_dir)
             if point.run_id in seen:  # one folder, one writer: the first of the identical points runs
                 point.decision = Decision.DUPLICATE

@@ -20,7 +20,16 @@ from ..data import dropped_rows
 from ..files import UnsafePath
 from ..ledger import marker_text
 from ..records import RECORD_NAME, Status, note_rung, one_line, write_record
-from ..runs import base_record, check_plain_name, failure_fields, finished_record, run_dir_of, rung_stop, target_steps
+from ..runs import (
+    base_record,
+    check_plain_name,
+    failure_fields,
+    finished_record,
+    resolved,
+    run_dir_of,
+    rung_stop,
+    target_steps,
+)
 from . import checkpoint
 
 
@@ -78,7 +87,11 @@ def busy_record(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 def previous_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     """The existing record when the skip rule says this point need not run again (sweeper.runs)."""
     retry = OmegaConf.select(cfg, "sweeper.retry_failed", default=False, throw_on_resolution_failure=False)
-    return finished_record(run_dir, bool(retry), target_steps(cfg.train))
+    try:
+        config = resolved(cfg)  # a bad setting's record is compared with it
+    except Exception:  # noqa: BLE001  a config that does not resolve: its own failed record says why
+        config = None
+    return finished_record(run_dir, bool(retry), target_steps(cfg.train), config)
 
 
 def start_record(cfg: DictConfig) -> tuple[dict[str, Any], Path]:

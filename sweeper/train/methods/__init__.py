@@ -22,11 +22,11 @@ import difflib
 
 from omegaconf import OmegaConf
 
-from ...settings import check_values
+from ...settings import SettingError, check_values
 
 # Each import registers its method (bitsandbytes is imported only when a qlora model is built).
 from . import full, lora, qlora, relora, tfidf  # noqa: F401
-from .base import METHODS, Method, MethodError, register, warmup_cosine
+from .base import METHODS, Method, MethodError, MethodSettingError, register, warmup_cosine
 
 __all__ = ["METHODS", "Method", "MethodError", "build_method", "register", "warmup_cosine"]
 
@@ -37,7 +37,10 @@ def build_method(method_cfg, model_cfg, task: str) -> Method:
         close = difflib.get_close_matches(str(name), METHODS, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(METHODS))}"
         raise MethodError(f"unknown method '{name}'{hint}")
-    check_values("method", plain(method_cfg), METHODS[name].SETTINGS)
+    try:
+        check_values("method", plain(method_cfg), METHODS[name].SETTINGS)
+    except SettingError as error:
+        raise MethodSettingError(str(error), error.key) from None
     return METHODS[name](method_cfg, model_cfg, task)
 
 

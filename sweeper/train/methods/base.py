@@ -7,13 +7,17 @@ from typing import Any
 
 from torch import nn
 
-from ...settings import Rule
+from ...settings import Rule, SettingError
 
 METHODS: dict[str, type[Method]] = {}
 
 
 class MethodError(ValueError):
     """A method config that cannot work; the message is one line naming the field and value."""
+
+
+class MethodSettingError(MethodError, SettingError):
+    """A method.* value outside its declared rule (Method.SETTINGS)."""
 
 
 def register(name: str):
