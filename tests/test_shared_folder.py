@@ -111,12 +111,15 @@ def test_a_sweep_name_cannot_leave_the_results_folder(tmp_path):
     assert not outside.exists()
 
 
-def test_a_sweep_name_from_a_composed_config_writes_nowhere(make_cfg, tmp_path):
+def test_a_sweep_name_from_a_composed_config_writes_nowhere(make_cfg, tmp_path, monkeypatch):
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)  # results/../../escaped from a/b is a/escaped
     cfg = make_cfg(*TINY, "sweeper.name=../../escaped", "sweeper.results_dir=results/${sweeper.name}")
     record = run_point(cfg)
     assert_one_line_naming(record, "sweeper.name", "../../escaped")
     assert "record_path" not in record
-    assert not list(Path.cwd().parent.glob("escaped*")) and not (tmp_path.parent / "escaped").exists()
+    assert not (tmp_path / "a" / "escaped").exists() and not (work / "results").exists()
 
 
 def test_files_honour_the_umask(make_cfg, tmp_path):
