@@ -9,7 +9,8 @@ A point's fate is decided by what lies in its run folder:
     record.json, status ok      -> skip-ok
     record.json, status failed  -> skip-failed, or retry with sweeper.retry_failed=true
     record.json, JobLost        -> rerun-lost (its job died; not final), or resume from a checkpoint
-    record.json, a bad setting  -> run (checked again: the value may be corrected, or a bookkeeping key)
+    record.json, a bad setting  -> run once the command's value at its key differs (it may be a
+                                   bookkeeping key, no part of the run id), else skip-failed
     record.json, transient      -> rerun-transient (the disk, not the point, failed), or resume;
                                    after TRANSIENT_ATTEMPTS such failures in a row: skip-failed
     run folder is a link        -> run (the worker refuses it in one line, writing nothing there)
@@ -129,7 +130,7 @@ def precision(device: Any, dtype: Any) -> tuple[str, str]:
     device_type = str(device or "auto").split(":")[0]
     if str(dtype) == "bfloat16":
         return ("float32" if device_type == "cpu" else "bfloat16"), device_type
-    return str(dtype), device_type
+    return ("float32" if dtype is None else str(dtype)), device_type
 
 
 def normalised(value: Any) -> Any:
