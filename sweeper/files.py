@@ -97,11 +97,13 @@ def is_storage_failure(error: BaseException) -> bool:
     return False
 
 
-def _as_storage_error(error: BaseException, what: Path) -> BaseException:
+def as_storage_error(error: BaseException, what: Path) -> BaseException:
     """A writer's own wrapper of a storage failure (safetensors, torch) as StorageError; an OSError
     stays itself (its errno says enough)."""
     if is_storage_failure(error) and not isinstance(error, (StorageError, OSError)):
-        return StorageError(f"cannot write {what}: {' '.join(str(error).split())}")
+        wrapped = StorageError(f"cannot write {what}: {' '.join(str(error).split())}")
+        wrapped.__cause__ = error
+        return wrapped
     return error
 
 
@@ -112,7 +114,7 @@ def open_append(path: Path | str):
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise UnsafePath(f"{path} is a symbolic link where sweeper appends; refusing to follow it") from None
-        raise _as_storage_error(error, Path(path)) from error
+        raise as_storage_error(error, Path(path))  # noqa: B904  its own cause
 
 
 def read_text(path: Path | str) -> str:
@@ -142,7 +144,7 @@ def write_file(path: Path | str, write: Callable[[str], None]) -> Path:
         os.replace(tmp, path)
     except BaseException as error:
         _remove(tmp)
-        raise _as_storage_error(error, path) from error
+        raise as_storage_error(error, path)  # noqa: B904  its own cause
     return path
 
 
@@ -170,7 +172,7 @@ def write_folder(path: Path | str, write: Callable[[Path], None]) -> Path:
         honour_umask(tmp)
     except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise _as_storage_error(error, path) from error
+        raise as_storage_error(error, path)  # noqa: B904  its own cause
     return publish_dir(tmp, path, replace=True)
 
 

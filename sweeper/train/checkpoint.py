@@ -36,11 +36,10 @@ from safetensors.torch import load_file, save_file
 
 from ..files import (
     CorruptFile,
-    StorageError,
+    as_storage_error,
     atomic_write_text,
     file_sha256,
     honour_umask,
-    is_storage_failure,
     publish_dir,
     read_text,
     refuse_link,
@@ -85,9 +84,7 @@ def save(
         _write(tmp, weights, optimizer_state, method, step, watch, loop)
     except BaseException as error:  # disk full mid-write: no partial checkpoint stays to fill it
         shutil.rmtree(tmp, ignore_errors=True)
-        if is_storage_failure(error) and not isinstance(error, OSError):
-            raise StorageError(f"cannot write checkpoint under {run_dir}: {' '.join(str(error).split())}") from error
-        raise
+        raise as_storage_error(error, final)  # noqa: B904  its own cause
     return publish_dir(tmp, final, replace=True)
 
 
