@@ -25,6 +25,7 @@ from pathlib import Path
 import run_benchmarks  # scripts/ is sys.path[0] when run as a script
 
 from sweeper.config import compose
+from sweeper.tasks import get as get_task
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,12 +144,12 @@ def child_memory(args) -> dict:
     splits = load_splits(cfg.dataset)
     release_freed_memory()
     bare = AnonPeak.now()
-    model, tokenizer = build_model(cfg.model, "classification", 2)
+    model, tokenizer = build_model(cfg.model, get_task("classification"), 2)
     for tensor in list(model.parameters()) + list(model.buffers()):
         tensor.data = tensor.data.clone()  # off the file mapping: every method's weights in anonymous memory
-    method = build_method(cfg.method, cfg.model, "classification")
+    method = build_method(cfg.method, cfg.model, get_task("classification"))
     model = method.wrap(model)
-    train_enc, _ = encode_splits(splits, tokenizer, cfg.train, "classification")
+    train_enc, _ = encode_splits(splits, tokenizer, cfg, get_task("classification"))
     release_freed_memory()
     built = AnonPeak.now()
     weights = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
@@ -157,7 +158,7 @@ def child_memory(args) -> dict:
             model=model,
             method=method,
             train_enc=train_enc,
-            task="classification",
+            task=get_task("classification"),
             pad_id=tokenizer.pad_token_id,
             train_cfg=cfg.train,
             run_dir=Path(run_dir),

@@ -125,6 +125,7 @@ def load_data(cfg, vocab: int):
 def run_method(cfg, train_enc, eval_enc, vocab: int, run_dir: Path) -> dict:
     import torch
 
+    from sweeper.tasks import get as get_task
     from sweeper.train.evaluate import evaluate
     from sweeper.train.loop import train
     from sweeper.train.methods import build_method
@@ -133,9 +134,9 @@ def run_method(cfg, train_enc, eval_enc, vocab: int, run_dir: Path) -> dict:
 
     torch.set_num_threads(int(cfg.train.threads))
     torch.manual_seed(int(cfg.train.seed))  # same initial weights for every method
-    model, _ = build_model(cfg.model, "lm")
+    model, _ = build_model(cfg.model, get_task("lm"))
     model.resize_token_embeddings(vocab)
-    method = build_method(cfg.method, cfg.model, "lm")
+    method = build_method(cfg.method, cfg.model, get_task("lm"))
     model = method.wrap(model)
     # Trainable in the low-rank phase: the LoRA factors plus the full-rank embeddings, norms and head.
     low_rank = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n or "modules_to_save" in n)
@@ -146,13 +147,13 @@ def run_method(cfg, train_enc, eval_enc, vocab: int, run_dir: Path) -> dict:
         model=model,
         method=method,
         train_enc=train_enc,
-        task="lm",
+        task=get_task("lm"),
         pad_id=0,
         train_cfg=cfg.train,
         run_dir=run_dir,
         runtime=cpu,
     )
-    metrics = evaluate(model, eval_enc, "lm", 0, int(cfg.train.eval_batch_size), cpu)
+    metrics = evaluate(model, eval_enc, get_task("lm"), 0, int(cfg.train.eval_batch_size), cpu)
     log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     summary = method.summary()
     return {

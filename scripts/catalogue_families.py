@@ -194,6 +194,7 @@ def debian_specs(pool: pd.DataFrame) -> list[dict]:
         for c in sections
     ]
     tagged = pool[pool["tags"] != ""]
+    specs += debian_tags_specs(tagged)
     for tag, n in sorted(counts(tagged, "tags", ";").items()):
         if n >= 300:
             specs.append(
@@ -208,6 +209,40 @@ def debian_specs(pool: pd.DataFrame) -> list[dict]:
                     negative_name="other_tagged",
                 )
             )
+    return specs
+
+
+TAG_PACKAGES = 50  # a Debtag needs this many packages to be a label of its facet's multilabel dataset
+FACET_LABELS, FACET_PACKAGES = 3, 400  # a facet needs this many such tags, and of packages with one of them
+
+
+def debian_tags_specs(tagged: pd.DataFrame) -> list[dict]:
+    """multilabel: per Debtags facet, the facet's tags a package carries (role::program and
+    role::shared-lib at once), for facets with enough tags of enough packages."""
+    tag_counts = counts(tagged, "tags", ";")
+    rows = tagged["tags"].str.split(";").map(set)
+    specs = []
+    for facet in sorted({tag.split("::")[0] for tag in tag_counts.index}):
+        labels = sorted(t for t, n in tag_counts.items() if t.split("::")[0] == facet and n >= TAG_PACKAGES)
+        packages = int(rows.map(lambda tags, chosen=set(labels): bool(tags & chosen)).sum())
+        if len(labels) < FACET_LABELS or packages < FACET_PACKAGES:
+            continue
+        specs.append({
+            "name": f"debian_tags_{slug(facet)}",
+            "family": "debian",
+            "task": "multilabel",
+            "description": f"the Debtags of facet '{facet}' of a package, from its description "
+                           f"({len(labels)} tags, {packages} packages)",
+            "source": "pool",
+            "pool": "debian",
+            "text_field": "text",
+            "label_field": "tags",
+            "label_sep": ";",
+            "labels": labels,
+            "caps": dict(CAPS),
+            "min_count": 20,
+            "seed": 0,
+        })  # fmt: skip
     return specs
 
 

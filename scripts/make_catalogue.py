@@ -30,7 +30,7 @@ OUT = REPO / "conf" / "dataset"
 # fmt: off
 KEY_ORDER = ["name", "family", "task", "description", "source", "pool", "where", "text_field", "source_field",
              "target_field", "prompt", "max_new_tokens", "label_field",
-             "label_sep", "split_field", "validation", "rule", "positive", "classes", "transform", "caps",
+             "label_sep", "labels", "split_field", "validation", "rule", "positive", "classes", "transform", "caps",
              "balance", "min_count", "seed", "generated"]
 # fmt: on
 

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> str:
     # Imports inside the task: submitit pickles this function, and workers should pay for torch once.
     from .launch.job import stop_requested
-    from .records import summary_line
+    from .summary import summary_line
     from .train import run_point
 
     # stop_requested: true after SLURM's USR2 / SIGTERM inside a hydra/launcher=local|slurm job

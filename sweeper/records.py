@@ -240,28 +240,3 @@ def find_records(*roots: str | os.PathLike) -> list[str]:
 def one_line(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= 500 else text[:497] + "..."
-
-
-def summary_line(record: dict[str, Any]) -> str:
-    """One line per finished point, printed by the sweep."""
-    name = f"{record.get('dataset')} {record.get('model')} {record.get('method')}"
-    if record.get("r") is not None:
-        name += f" r={record['r']}"
-    if record["status"] == Status.BUSY:
-        return f"[busy] {name}: {record['error']}"
-    if record["status"] != Status.OK:
-        return f"[FAILED] {name}: {record['error']}"
-    m = record["metrics"]
-    validation = m.get("validation") or {}
-    if "perplexity" in m:
-        score = f"test ppl {m['perplexity']:.2f}" + (f" (val {validation['perplexity']:.2f})" if validation else "")
-    elif "chrf" in m:
-        val = f" (val {validation['chrf']:.1f})" if validation else ""
-        score = f"test chrF {m['chrf']:.1f}{val}, exact match {m['exact_match']:.3f}"
-    else:
-        val = f"val {validation['accuracy']:.3f}, " if validation else ""
-        score = f"test acc {m['accuracy']:.3f} ({val}majority {m['majority_accuracy']:.3f})"
-    train = record.get("train") or {}
-    if train.get("stopped_at_rung") is not None:  # successive halving paused it there
-        score += f", halving rung {train['stopped_at_rung']} (step {train.get('steps')})"
-    return f"[ok] {name}: {score}, {record['cost']['train_seconds']:.1f}s train"

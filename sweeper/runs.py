@@ -41,6 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from .files import TransientError, UnsafePath, file_mode, is_storage_failure, run_folder
 from .records import RECORD_NAME, Status, one_line, read_existing
 from .settings import SettingError
+from .tasks.base import DEFAULT as DEFAULT_TASK
 
 # Fields that cannot change a result: excluded from the run id so that they can change freely.
 # (nproc, parallel: the global batch and its updates are the same on any rank count, sharded or not,
@@ -229,7 +230,7 @@ def base_record(cfg: DictConfig | dict[str, Any], run_id: str) -> dict[str, Any]
         "dataset": str(dataset["name"]),
         # Dataset specs are user files: a spec without `family` / `task` still has a sensible one.
         "family": str(dataset.get("family") or str(dataset["name"]).split("_")[0]),
-        "task": str(dataset.get("task") or "classification"),
+        "task": str(dataset.get("task") or DEFAULT_TASK),
         "model": model_name(cfg),
         "method": str(method["name"]),
         "r": method.get("r"),

@@ -43,11 +43,16 @@ def test_catalogue_materialises(tmp_path):
         assert list(ds) == ["train", "validation", "test"], name
         assert all(len(ds[s]) > 0 for s in ds), name
         assert len(ds["test"]) <= 500 and len(ds["train"]) <= 2000, name
+        assert not texts(ds["train"]) & texts(ds["test"]), name
+        if spec["task"] == "multilabel":  # a list of labels per row: >= 2 labels seen in train
+            label_names = ds["train"].features["label"].feature.names
+            assert len(label_names) >= 2 and len({i for row in ds["train"]["label"] for i in row}) >= 2, name
+            continue
         label_names = ds["train"].features["label"].names
         assert len(label_names) >= 2 and len(set(ds["train"]["label"])) >= 2, name
-        assert not texts(ds["train"]) & texts(ds["test"]), name
     n_clf = sum(spec["task"] == "classification" for spec in specs.values())
     assert n_clf >= 200, n_clf
+    assert sum(spec["task"] == "multilabel" for spec in specs.values()) >= 15
     assert {"fortune_computers_vs_rest", "austen_lm"} <= set(names)
     assert set(families) >= {"fortune", "wordnet", "debian", "langid", "austen", "food"}
 

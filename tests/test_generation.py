@@ -10,6 +10,7 @@ import pytest
 from sweeper.data import DatasetError, load_spec, load_splits
 from sweeper.records import PREDICTIONS_NAME
 from sweeper.runs import run_dir_of
+from sweeper.tasks import get as get_task
 from sweeper.train import run_point
 
 DATASETS = ("gettext_en_to_de", "wordnet_reverse_dictionary_noun")
@@ -69,12 +70,11 @@ def test_hub_path_on_a_local_folder_keeps_its_splits(tmp_path):
 def encoded(make_cfg, model: str, max_length: int = 24):
     from sweeper.train.batches import encode_splits
     from sweeper.train.models import build_model
-    from sweeper.train.point import generation_settings
 
     tiny = [o for o in TINY if not o.startswith("train.max_length=")]
     cfg = make_cfg("dataset=gettext_en_to_de", f"model={model}", *tiny, f"train.max_length={max_length}")
-    _, tokenizer = build_model(cfg.model, "generation")
-    train, evals = encode_splits(load_splits(cfg.dataset), tokenizer, cfg.train, "generation", generation_settings(cfg))
+    _, tokenizer = build_model(cfg.model, get_task("generation"))
+    train, evals = encode_splits(load_splits(cfg.dataset), tokenizer, cfg, get_task("generation"))
     return train, evals, tokenizer
 
 
@@ -83,7 +83,7 @@ def test_causal_prompt_takes_no_loss_and_targets_end_in_eos(make_cfg):
 
     train, _, tokenizer = encoded(make_cfg, "tiny_llama", max_length=64)
     short = [j for j, t in enumerate(train.targets) if t[-1] == tokenizer.sep_token_id][:2]
-    batch = collate(train, short, tokenizer.pad_token_id, "generation")
+    batch = collate(train, short, tokenizer.pad_token_id, get_task("generation"))
     for k, j in enumerate(short):
         prompt, length = len(train.prompts[j]), len(train.input_ids[j])
         assert batch["labels"][k, :prompt].eq(-100).all()  # the prompt is given, not learnt
@@ -100,7 +100,7 @@ def test_seq2seq_labels_are_the_target_and_a_cut_target_has_no_eos(make_cfg):
     from sweeper.train.batches import collate
 
     train, _, tokenizer = encoded(make_cfg, "tiny_t5", max_length=4)
-    batch = collate(train, list(range(8)), tokenizer.pad_token_id, "generation")
+    batch = collate(train, list(range(8)), tokenizer.pad_token_id, get_task("generation"))
     for j in range(8):
         reference = tokenizer(train.references[j], add_special_tokens=False)["input_ids"]
         expected = reference + [tokenizer.sep_token_id] if len(reference) <= 4 else reference[:4]
@@ -193,7 +193,7 @@ def test_generation_points_are_never_packed_and_fsdp_refuses_them(make_cfg, caps
     assert "sweeper.pack=2: 2 generation point(s) train alone" in capsys.readouterr().err
     cfg = make_cfg("dataset=gettext_en_to_de", "model=tiny_llama", "train.nproc=2", "train.parallel=fsdp")
     with pytest.raises(TrainingError, match="fsdp does not decode"):
-        check_parallel(cfg.train, build_method(cfg.method, cfg.model, "generation"), cfg.model)
+        check_parallel(cfg.train, build_method(cfg.method, cfg.model, get_task("generation")), cfg.model)
 
 
 def test_paired_test_on_sentence_chrf(tmp_path):
@@ -224,7 +224,6 @@ def test_lora_on_smollm2_learns_an_easy_generation_task_and_its_adapter_reloads(
     from sweeper.train.batches import encode_splits
     from sweeper.train.evaluate import evaluate
     from sweeper.train.models import build_model
-    from sweeper.train.point import generation_settings
     from sweeper.train.runtime import setup_runtime
 
     settings = ("dataset=debian_package_name_python", "model=smollm2", "train.batch_size=4", "train.max_length=32")
@@ -235,11 +234,13 @@ def test_lora_on_smollm2_learns_an_easy_generation_task_and_its_adapter_reloads(
     assert untuned["status"] == "ok" and tuned["status"] == "ok", (untuned.get("error"), tuned.get("error"))
     assert tuned["metrics"]["test"]["chrf"] >= untuned["metrics"]["test"]["chrf"] + 20, (untuned, tuned)
 
-    base, tokenizer = build_model(cfg.model, "generation")
+    base, tokenizer = build_model(cfg.model, get_task("generation"))
     model = PeftModel.from_pretrained(base, run_dir_of(cfg) / "adapter")
-    _, evals = encode_splits(load_splits(cfg.dataset), tokenizer, cfg.train, "generation", generation_settings(cfg))
+    _, evals = encode_splits(load_splits(cfg.dataset), tokenizer, cfg, get_task("generation"))
     runtime = setup_runtime(cfg.train)
-    scores = evaluate(model, evals["test"], "generation", tokenizer.pad_token_id, cfg.train.eval_batch_size, runtime)
+    scores = evaluate(
+        model, evals["test"], get_task("generation"), tokenizer.pad_token_id, cfg.train.eval_batch_size, runtime
+    )
     assert scores["chrf"] == pytest.approx(tuned["metrics"]["test"]["chrf"], abs=1e-6)
     assert scores["exact_match"] == tuned["metrics"]["test"]["exact_match"]
 

@@ -9,6 +9,7 @@ import torch
 
 from sweeper.records import read_record
 from sweeper.runs import run_dir_of
+from sweeper.tasks import get as get_task
 from sweeper.train import Interrupted, run_point
 from sweeper.train.pack import can_pack, group_points, run_packed
 
@@ -153,11 +154,16 @@ def test_packed_adapter_reloads_with_peft(make_cfg, tmp_path):
     adapter = Path(record["record_path"]).parent / "adapter"
     assert json.loads((adapter / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
     torch.manual_seed(int(cfg.train.seed))  # the base as run_point builds it
-    base, tokenizer = build_model(cfg.model, "classification", 2)
+    base, tokenizer = build_model(cfg.model, get_task("classification"), 2)
     model = PeftModel.from_pretrained(base, adapter)
-    _, evals = encode_splits(load_splits(cfg.dataset), tokenizer, cfg.train, "classification")
+    _, evals = encode_splits(load_splits(cfg.dataset), tokenizer, cfg, get_task("classification"))
     metrics = evaluate(
-        model, evals["test"], "classification", tokenizer.pad_token_id, 64, Runtime(torch.device("cpu"), nullcontext)
+        model,
+        evals["test"],
+        get_task("classification"),
+        tokenizer.pad_token_id,
+        64,
+        Runtime(torch.device("cpu"), nullcontext),
     )
     assert metrics["accuracy"] == record["metrics"]["accuracy"]
     assert metrics["loss"] == pytest.approx(record["metrics"]["test"]["loss"], abs=LOSS_TOL)

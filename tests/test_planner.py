@@ -265,7 +265,7 @@ def test_a_malformed_dataset_file_fails_alone_in_one_line(tmp_path):
 
 
 def test_a_dataset_name_cannot_leave_the_cache_folder():
-    from sweeper.data.spec import DatasetError, checked_spec
+    from sweeper.data import DatasetError, checked_spec
 
     with pytest.raises(DatasetError, match="plain name"):
         checked_spec({"name": "../outside", "task": "classification", "pool": "fortunes"})

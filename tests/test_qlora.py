@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from sweeper.tasks import get as get_task
 from sweeper.train import run_point
 from sweeper.train.methods import MethodError, build_method
 from sweeper.train.models import build_model
@@ -26,8 +27,8 @@ SMALL = (
 
 def qlora_model(cfg, num_labels=2):
     torch.manual_seed(int(cfg.train.seed))
-    model, tokenizer = build_model(cfg.model, "classification", num_labels)
-    method = build_method(cfg.method, cfg.model, "classification")
+    model, tokenizer = build_model(cfg.model, get_task("classification"), num_labels)
+    method = build_method(cfg.method, cfg.model, get_task("classification"))
     return method, method.wrap(model), tokenizer
 
 
@@ -116,12 +117,17 @@ def test_qlora_point_saves_an_adapter_that_reloads(make_cfg):
     assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
     # A freshly built base (same seed), quantised the same way, plus the saved adapter = the same metrics.
     torch.manual_seed(int(cfg.train.seed))
-    base, tokenizer = build_model(cfg.model, "classification", 2)
-    build_method(cfg.method, cfg.model, "classification").quantize_base(base)
+    base, tokenizer = build_model(cfg.model, get_task("classification"), 2)
+    build_method(cfg.method, cfg.model, get_task("classification")).quantize_base(base)
     model = PeftModel.from_pretrained(base, adapter)
-    _, evals = encode_splits(load_splits(cfg.dataset), tokenizer, cfg.train, "classification")
+    _, evals = encode_splits(load_splits(cfg.dataset), tokenizer, cfg, get_task("classification"))
     metrics = evaluate(
-        model, evals["test"], "classification", tokenizer.pad_token_id, 64, Runtime(torch.device("cpu"), nullcontext)
+        model,
+        evals["test"],
+        get_task("classification"),
+        tokenizer.pad_token_id,
+        64,
+        Runtime(torch.device("cpu"), nullcontext),
     )
     assert metrics["accuracy"] == record["metrics"]["accuracy"]
     assert metrics["loss"] == pytest.approx(record["metrics"]["test"]["loss"], abs=1e-6)
@@ -162,9 +168,13 @@ def test_qlora_with_gradient_checkpointing_matches_without(make_cfg, tmp_path):
 
 def test_qlora_config_errors(make_cfg):
     with pytest.raises(MethodError, match="warm_start_steps"):
-        build_method(make_cfg(*SMALL, "method.warm_start_steps=3").method, make_cfg(*SMALL).model, "classification")
+        build_method(
+            make_cfg(*SMALL, "method.warm_start_steps=3").method, make_cfg(*SMALL).model, get_task("classification")
+        )
     with pytest.raises(MethodError, match="quant_type"):
-        build_method(make_cfg(*SMALL, "method.quant_type=int3").method, make_cfg(*SMALL).model, "classification")
+        build_method(
+            make_cfg(*SMALL, "method.quant_type=int3").method, make_cfg(*SMALL).model, get_task("classification")
+        )
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from sweeper.paths import REPO_ROOT as REPO
+from sweeper.tasks import get as get_task
 from sweeper.train import Interrupted
 from sweeper.train.batches import encode_classification, encode_lm
 from sweeper.train.evaluate import evaluate
@@ -67,8 +68,8 @@ def lm_data(tokenizer):
 
 def build(cfg, task: str, num_labels: int = 2):
     torch.manual_seed(int(cfg.train.seed))
-    model, tokenizer = build_model(cfg.model, task, num_labels)
-    method = build_method(cfg.method, cfg.model, task)
+    model, tokenizer = build_model(cfg.model, get_task(task), num_labels)
+    method = build_method(cfg.method, cfg.model, get_task(task))
     return method.wrap(model), method, tokenizer
 
 
@@ -79,7 +80,7 @@ def fit(cfg, enc, task: str, run_dir, should_stop=lambda: False):
         model=model,
         method=method,
         train_enc=enc,
-        task=task,
+        task=get_task(task),
         pad_id=tokenizer.pad_token_id,
         train_cfg=cfg.train,
         run_dir=run_dir,
@@ -234,9 +235,9 @@ def test_a_warm_start_frees_the_base_weights_adam_state(make_cfg, lm_data, tmp_p
 
 def test_restart_warmup_defaults_to_a_tenth_of_the_cycle(make_cfg):
     cfg = make_cfg(*TINY_LLAMA, "method=relora", "method.merge_every=300")
-    assert build_method(cfg.method, cfg.model, "lm").restart_warmup_steps == 30
+    assert build_method(cfg.method, cfg.model, get_task("lm")).restart_warmup_steps == 30
     cfg = make_cfg(*TINY_LLAMA, "method=relora", "method.merge_every=1")  # below the cycle, always
-    assert build_method(cfg.method, cfg.model, "lm").restart_warmup_steps == 0
+    assert build_method(cfg.method, cfg.model, get_task("lm")).restart_warmup_steps == 0
 
 
 # ---------------------------------------------------------------- training
@@ -260,7 +261,7 @@ def test_loss_keeps_falling_across_three_restarts(make_cfg, lm_data, tmp_path):
     losses = [(row["step"], row["loss"]) for row in losses if "loss" in row]
     cycle_means = [np.mean([loss for s, loss in losses if lo < s <= lo + 12]) for lo in (0, 12, 24, 36)]
     assert all(b < a for a, b in zip(cycle_means, cycle_means[1:])), cycle_means
-    ppl = evaluate(model, eval_enc, "lm", 0, 16, CPU)["perplexity"]
+    ppl = evaluate(model, eval_enc, get_task("lm"), 0, 16, CPU)["perplexity"]
     assert ppl < 0.5 * len(build_tokenizer(cfg.model)), ppl  # far below uniform over the vocabulary
     summary = method.summary()
     assert summary["merges"] == 3 and len(summary["lr_schedule"]) == 48
@@ -298,7 +299,7 @@ def test_relora_on_other_families(make_cfg, tmp_path, family, tokenizer):
     optimizer = torch.optim.AdamW(method.optimizer_parameters(model), lr=1e-2)
     from sweeper.train.batches import collate
 
-    batch = collate(enc, range(6), tokenizer.pad_token_id, "classification")
+    batch = collate(enc, range(6), tokenizer.pad_token_id, get_task("classification"))
     adam_step(model, optimizer, batch)  # B != 0 again before the check
     model.eval()
     with torch.no_grad():
@@ -336,8 +337,8 @@ def test_resume_mid_run_matches_uninterrupted(make_cfg, lm_data, tmp_path):
     assert resumed.examples_seen == full.examples_seen
     read = lambda run: (tmp_path / run / "metrics.jsonl").read_text()  # noqa: E731
     assert read("resumed") == read("straight")  # every logged loss, lr and merge event
-    a = evaluate(full_model, eval_enc, "lm", 0, 16, CPU)
-    b = evaluate(model, eval_enc, "lm", 0, 16, CPU)
+    a = evaluate(full_model, eval_enc, get_task("lm"), 0, 16, CPU)
+    b = evaluate(model, eval_enc, get_task("lm"), 0, 16, CPU)
     assert a == b
 
 
@@ -356,7 +357,7 @@ def test_resume_mid_run_matches_uninterrupted(make_cfg, lm_data, tmp_path):
 def test_bad_config_is_a_one_line_error(make_cfg, override, field):
     cfg = make_cfg(*TINY_LLAMA, "method=relora", override)
     with pytest.raises(MethodError, match=field.replace(".", r"\.")):
-        build_method(cfg.method, cfg.model, "lm")
+        build_method(cfg.method, cfg.model, get_task("lm"))
 
 
 # ---------------------------------------------------------------- a Hydra grid beside lora and full

@@ -12,6 +12,7 @@ import pytest
 
 from sweeper.records import PREDICTIONS_NAME, atomic_write_text, find_records, read_record
 from sweeper.runs import LOCK_NAME, make_run_id, run_dir_of
+from sweeper.tasks import get as get_task
 from sweeper.train import Interrupted, run_point
 
 TINY = (
@@ -242,7 +243,7 @@ def test_methods_without_an_adapter_keep_loadable_final_weights(make_cfg, method
 
     from sweeper.train.batches import encode_splits
     from sweeper.train.evaluate import evaluate
-    from sweeper.train.point import load_point_data, num_labels_of
+    from sweeper.train.point import load_point_data
     from sweeper.train.runtime import setup_runtime
 
     extra = ["method.merge_every=4"] if method == "relora" else []
@@ -256,16 +257,17 @@ def test_methods_without_an_adapter_keep_loadable_final_weights(make_cfg, method
     model = AutoModelForSequenceClassification.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     splits = load_point_data(cfg.dataset)
-    _, evals = encode_splits(splits, tokenizer, cfg.train, "classification")
+    task = get_task("classification")
+    _, evals = encode_splits(splits, tokenizer, cfg, task)
     runtime = setup_runtime(cfg.train)
     scores = evaluate(
         model,
         evals["test"],
-        "classification",
+        task,
         tokenizer.pad_token_id,
         16,
         runtime,
-        num_labels_of(splits, "classification"),
+        task.num_labels(splits),
     )
     assert scores["accuracy"] == record["metrics"]["accuracy"]
     assert scores["loss"] == pytest.approx(record["metrics"]["eval_loss"], rel=1e-5)

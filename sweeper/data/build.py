@@ -1,45 +1,33 @@
-"""Turning a checked dataset spec into split frames (`text`, `label`; generation: `source`, `target`):
-selection, labels, dedupe, stratified capped splits, and the checks a run relies on. Called by sweeper.data.cache on a cold cache."""
+"""From a checked dataset spec to split frames: reading the inputs, selecting rows, labels, dedupe,
+stratified capped splits, and the checks a run relies on. The tasks (sweeper.tasks) put these
+together; sweeper.data.cache calls them on a cold cache."""
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .pairs import generation_frames, pair_rows
 from .pools import column, factorized, file_splits, member, read_pool, text_key, where_mask
 from .spec import DEFAULT_CAPS, EVAL_FRACTIONS, SPLITS, DatasetError
 
+# A task's labeller: (name, spec, input frame, pool id) -> (row codes, -1 unused; names; blank rows)
+Labeller = Callable[[str, Mapping, pd.DataFrame, "tuple | None"], tuple[np.ndarray, object, np.ndarray]]
 
-def build_frames(spec: dict, hf_cache: Path | None = None) -> tuple[dict[str, pd.DataFrame], dict]:
+
+def read_inputs(spec: dict, hf_cache: Path | None = None) -> dict[str, pd.DataFrame]:
+    """The input frames of a checked spec: {"all": the pool} or {split: its file / hub split}."""
     name = spec["name"]
     if spec["source"] == "pool":
-        given = {"all": read_pool(name, spec)}
-    elif spec["source"] == "files":
-        given = {split: read_file(name, path) for split, path in file_splits(name, spec)}
-    else:
-        given = read_hub(name, spec, hf_cache)
-    if spec["task"] == "generation":
-        pairs = {s: pair_rows(name, spec, df) for s, df in given.items()}
-        frames = generation_frames(name, spec, pairs)
-        check_splits(name, frames, None)
-        return frames, {"task": "generation", "dropped": dropped_rows(pairs)}
-    if spec["task"] == "classification":
-        check_label_values(name, spec, given)
-    given = {s: select_rows(name, spec, df) for s, df in given.items()}
-    if spec["task"] == "lm":
-        frames = lm_frames(name, spec, given)
-        check_splits(name, frames, None)
-        return frames, {"task": "lm", "dropped": dropped_rows(given)}
-    frames, label_names = classification_frames(name, spec, given)
-    check_splits(name, frames, label_names)
-    return frames, {"task": "classification", "label_names": label_names, "dropped": dropped_rows(given)}
+        return {"all": read_pool(name, spec)}
+    if spec["source"] == "files":
+        return {split: read_file(name, path) for split, path in file_splits(name, spec)}
+    return read_hub(name, spec, hf_cache)
 
 
 def dropped_rows(frames: Mapping[str, pd.DataFrame]) -> dict[str, int]:
@@ -89,10 +77,11 @@ def read_hub(name: str, spec: Mapping, hf_cache: Path | None) -> dict[str, pd.Da
     return out
 
 
-def select_rows(name: str, spec: Mapping, df: pd.DataFrame) -> pd.DataFrame:
+def select_rows(name: str, spec: Mapping, df: pd.DataFrame, labeller: Labeller | None = None) -> pd.DataFrame:
     """Rows a dataset uses: `where: {column: value | [values]}`, a derived label `y` ("" = not
-    used) and, for pools, a per-class sample of at most what the caps can take, so the rest of
-    the work touches thousands of rows, not the whole pool. Columns: text, _key (+ y, _split)."""
+    used; `labeller`: the task's, None for a task without labels) and, for pools, a per-label sample
+    of at most what the caps can take, so the rest of the work touches thousands of rows, not the
+    whole pool. Columns: text, _key (+ y, _split)."""
     pool = df.attrs.get("pool")
     column(name, df, spec["text_field"], "text")
     if spec.get("split_field"):
@@ -100,19 +89,13 @@ def select_rows(name: str, spec: Mapping, df: pd.DataFrame) -> pd.DataFrame:
     has_text = np.array(df[spec["text_field"]].notna(), dtype=bool)  # a null text is no example
     used = where_mask(name, spec, df)
     mask = has_text & used
-    y_code = None
-    if spec["task"] == "classification":
+    y_code, dropped = None, {}
+    if labeller is not None:
         column(name, df, spec["label_field"], "label")
-        codes, uniques = factorized(df, spec["label_field"], pool)
-        derived = derived_labels(spec, pd.Series(uniques, dtype=object))  # per distinct value
-        classes, names = pd.factorize(np.where(derived == "", None, derived).astype(object))
-        y_code = classes[codes]  # -1: a row the task does not use
-        blank = blank_labels(df[spec["label_field"]], codes, uniques)
+        y_code, names, blank = labeller(name, spec, df, pool)
         dropped = {"blank_label": int((used & blank).sum())}
         used &= ~blank & (y_code >= 0)  # rows the task uses: an empty text among them is a dropped example
         mask &= ~blank & (y_code >= 0)  # a null label (astype(str) made it "nan") is no class either
-    else:
-        dropped = {}
     idx = np.flatnonzero(mask)
     if y_code is not None and pool:
         idx = sample_rows(spec, y_code[idx], idx, df["_dup"].to_numpy()[idx])
@@ -134,6 +117,15 @@ def select_rows(name: str, spec: Mapping, df: pd.DataFrame) -> pd.DataFrame:
     out = out[nonempty].reset_index(drop=True)
     out.attrs["dropped"] = {"empty_text": int((used & ~has_text).sum() + (~nonempty).sum()), **dropped}
     return out
+
+
+def class_codes(name: str, spec: Mapping, df: pd.DataFrame, pool) -> tuple[np.ndarray, pd.Index, np.ndarray]:
+    """classification's labeller: (each row's class code, -1 for a row the task does not use; the
+    class names; rows whose label is blank), computed per distinct value (pools repeat labels a lot)."""
+    codes, uniques = factorized(df, spec["label_field"], pool)
+    derived = derived_labels(spec, pd.Series(uniques, dtype=object))  # per distinct value
+    classes, names = pd.factorize(np.where(derived == "", None, derived).astype(object))
+    return classes[codes], names, blank_labels(df[spec["label_field"]], codes, uniques)
 
 
 def blank_labels(raw: pd.Series, codes: np.ndarray, uniques) -> np.ndarray:

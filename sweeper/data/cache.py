@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from .. import paths
 from ..files import file_sha256, publish_dir
-from .build import build_frames
 from .pools import file_digest, input_files
-from .spec import SPLITS, DatasetError, checked_spec
+from .prepare import build_frames, checked_spec, features
+from .spec import SPLITS, DatasetError
 
 if TYPE_CHECKING:
     import datasets
@@ -142,25 +142,20 @@ def read_meta(folder: Path) -> dict:
 
 
 def load_splits(spec: Mapping, cache_dir: Path | None = None) -> datasets.DatasetDict:
-    """classification: splits train/validation/test, columns `text` (str) and `label` (int),
-    and the label names available as ds["train"].features["label"].names (ClassLabel).
-    lm: splits train/validation/test with a `text` column; generation: `source` and `target` columns."""
+    """Splits train/validation/test with the task's columns (sweeper.tasks): classification `text`
+    (str) and `label` (ClassLabel, its names in ds["train"].features["label"].names); multilabel a
+    `label` list of ClassLabel; lm `text`; generation `source` and `target`."""
     import datasets
     import pyarrow.parquet as pq
 
     folder = materialise(spec, cache_dir)
     meta = read_meta(folder)
-    features = {"text": datasets.Value("string")}
-    if meta["task"] == "generation":
-        features = {"source": datasets.Value("string"), "target": datasets.Value("string")}
-    if meta["task"] == "classification":
-        features["label"] = datasets.ClassLabel(names=meta["label_names"])
-    features = datasets.Features(features)
+    schema = features(meta)
     out = datasets.DatasetDict()
     for split in [s for s in SPLITS if s in meta["sizes"]]:
-        table = pq.read_table(folder / f"{split}.parquet").cast(features.arrow_schema)
+        table = pq.read_table(folder / f"{split}.parquet").cast(schema.arrow_schema)
         # In memory; the folder name is a content hash, so it is a sound fingerprint for .map().
         out[split] = datasets.Dataset(
-            table, info=datasets.DatasetInfo(features=features), split=split, fingerprint=f"{folder.name}-{split}"
+            table, info=datasets.DatasetInfo(features=schema), split=split, fingerprint=f"{folder.name}-{split}"
         )
     return out

@@ -12,8 +12,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from .. import tasks
 from .cache import materialise, read_meta
-from .spec import SPLITS, TASKS, DatasetError, load_spec, spec_names
+from .spec import SPLITS, DatasetError, load_spec, spec_names
 
 COLUMNS = ["name", "family", "task", "labels", "train", "validation", "test", "majority"]
 
@@ -33,12 +34,14 @@ def summarise(name: str, cache_dir: Path | None = None) -> dict:
         "majority": "",
         **{s: meta["sizes"].get(s, "") for s in SPLITS},
     }
-    if meta["task"] == "classification":
+    task = tasks.get(meta["task"])
+    if task.labelled:
+        row["labels"] = len(meta["label_names"])
+    if task.majority_baseline:
         labels = {
             s: pq.read_table(folder / f"{s}.parquet", columns=["label"])["label"].to_pylist() for s in ("train", "test")
         }
         top = Counter(labels["train"]).most_common(1)[0][0]
-        row["labels"] = len(meta["label_names"])
         row["majority"] = f"{sum(y == top for y in labels['test']) / len(labels['test']):.3f}"
     return row
 
@@ -55,7 +58,7 @@ def format_rows(rows: list[dict], markdown: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="List the dataset catalogue (conf/dataset).")
     ap.add_argument("--glob", default="*", help="shell pattern on names, e.g. 'fortune_*', '*langid*'")
-    ap.add_argument("--task", choices=TASKS, default=None, help="only datasets of this task")
+    ap.add_argument("--task", choices=tasks.names(), default=None, help="only datasets of this task")
     ap.add_argument("--markdown", action="store_true", help="a Markdown table (for docs)")
     ap.add_argument("--cache-dir", type=Path, default=None, help="default: $SWEEPER_CACHE/datasets")
     args = ap.parse_args(argv)

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import tasks
 from ..records import Status, read_existing, read_rungs
-from ..results.collect import PRIMARY
 from ..runs import TRANSIENT_ATTEMPTS, result_config, run_dir_of, transient_failures
 
 
@@ -121,7 +121,8 @@ def rung_score(entry: Entry, rung: int, budget: int) -> float | None:
             )
     if validation is None:
         return None
-    metric, higher = PRIMARY.get(entry.task, ("accuracy", True))  # the report's headline metric
+    task = tasks.find(entry.task) or tasks.get(tasks.DEFAULT)
+    metric, higher = task.primary, task.higher_is_better  # the report's headline metric
     value = validation.get(metric)
     if not isinstance(value, (int, float)) or math.isnan(value):
         return -math.inf

@@ -11,7 +11,8 @@ from typing import Any
 
 from .. import ledger
 from ..ledger import array_id, log_launch
-from ..records import Status, read_existing, record_signature, summary_line
+from ..records import Status, read_existing, record_signature
+from ..summary import summary_line
 from .backends import Slot
 from .planner import Point, write_lost_record
 

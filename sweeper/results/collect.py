@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from .. import tasks
 from ..records import Status, find_records, read_many
 from .configs import add_config_column, config_order
 from .markdown import is_missing, markdown_table
@@ -30,13 +31,15 @@ from .markdown import is_missing, markdown_table
 TOP_FIELDS = ["run_id", "sweep", "status", "error", "error_type", "dataset", "family", "task", "model", "method",
               "r", "alpha", "seed", "lr", "max_steps", "started_at", "finished_at", "wall_seconds", "host",
               "schema_version", "data_fingerprint", "version", "git_commit"]
-METRIC_FIELDS = ["accuracy", "macro_f1", "eval_loss", "perplexity", "chrf", "exact_match", "majority_accuracy",
-                 "majority_class", "n_test", "train_loss_final"]
+METRIC_FIELDS = ["accuracy", "macro_f1", "micro_f1", "subset_accuracy", "eval_loss", "perplexity", "chrf",
+                 "exact_match", "majority_accuracy", "majority_class", "n_test", "train_loss_final"]
 # fmt: on
 # Schema 2's metrics.validation section; the top-level metrics are the test ones (both schemas).
 VALIDATION_FIELDS = {
     "accuracy": "val_accuracy",
     "macro_f1": "val_macro_f1",
+    "micro_f1": "val_micro_f1",
+    "subset_accuracy": "val_subset_accuracy",
     "loss": "val_loss",
     "perplexity": "val_perplexity",
     "chrf": "val_chrf",
@@ -68,9 +71,6 @@ COLUMNS = (
 )
 NUMERIC = ["r", "alpha", "seed", "lr", "max_steps", "wall_seconds", *METRIC_FIELDS, *VALIDATION_FIELDS.values(),
            *[c for names in SECTION_FIELDS.values() for c in names.values()]]  # fmt: skip
-# The headline metric per task and whether higher is better.
-PRIMARY = {"classification": ("accuracy", True), "lm": ("perplexity", False), "generation": ("chrf", True)}
-DIGITS = {"accuracy": 3, "perplexity": 2, "chrf": 1}  # chrF is on sacrebleu's 0-100 scale
 MISSING = "missing"  # cell text for a grid point without any record
 
 
@@ -97,7 +97,7 @@ def flatten_record(record: dict[str, Any], path: str) -> dict[str, Any]:
     validation = _as_dict(metrics.get("validation"))
     for key, column in VALIDATION_FIELDS.items():
         row[column] = validation.get(key)
-    if record.get("schema_version") == 1 and record.get("task") == "lm":  # schema 1 scored lm on validation
+    if record.get("schema_version") == 1 and _token_level(record.get("task")):  # schema 1 scored lm on validation
         row["val_perplexity"], row["val_loss"] = row.pop("perplexity", None), row.pop("eval_loss", None)
     for section, names in SECTION_FIELDS.items():
         values = _as_dict(record.get(section))
@@ -107,6 +107,11 @@ def flatten_record(record: dict[str, Any], path: str) -> dict[str, Any]:
     row["record_path"] = str(path)
     row["run_dir"] = os.path.dirname(path)
     return row
+
+
+def _token_level(name: Any) -> bool:
+    task = tasks.find(name)
+    return task is not None and task.token_level
 
 
 def _as_dict(value: Any) -> dict:
@@ -184,9 +189,9 @@ def primary_score(df: pd.DataFrame, split: str = "test") -> pd.Series:
     tasks, and validation scores of schema-1 records (they have none)."""
     score = pd.Series(float("nan"), index=df.index)
     ok = df["status"] == Status.OK.value
-    for task, (metric, _) in PRIMARY.items():
-        mask = ok & (df["task"] == task)
-        column = metric if split == "test" else VALIDATION_FIELDS[metric]
+    for task in tasks.all_tasks():
+        mask = ok & (df["task"] == task.name)
+        column = task.primary if split == "test" else VALIDATION_FIELDS[task.primary]
         score[mask] = df.loc[mask, column]
     return score
 
@@ -194,7 +199,7 @@ def primary_score(df: pd.DataFrame, split: str = "test") -> pd.Series:
 # ---------------------------------------------------------------- pivot
 
 
-def pivot(df: pd.DataFrame, task: str = "classification") -> pd.DataFrame:
+def pivot(df: pd.DataFrame, task: str = tasks.DEFAULT) -> pd.DataFrame:
     """Rows dataset, columns config, cells the seed-mean headline metric as text.
 
     "FAILED" where every run of the point failed, "0.812 (1/3 failed)" where some did,
@@ -203,7 +208,7 @@ def pivot(df: pd.DataFrame, task: str = "classification") -> pd.DataFrame:
     sub = df[df["task"] == task]
     if sub.empty:
         return pd.DataFrame()
-    digits = DIGITS.get(PRIMARY.get(task, ("accuracy", True))[0], 3)
+    digits = getattr(tasks.find(task), "digits", 3)
     ok = sub["status"] == Status.OK.value
     grouped = sub.assign(_ok=ok, _bad=~ok).groupby(["dataset", "config"])
     stats = grouped.agg(mean=("score", "mean"), n_ok=("_ok", "sum"), n_bad=("_bad", "sum"))
@@ -228,7 +233,8 @@ def failures(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def pivot_markdown(df: pd.DataFrame) -> str:
-    """The pivots (classification accuracy, lm perplexity, generation chrF) and the failure listing, as markdown."""
+    """The pivots (each task's headline metric: classification accuracy, multilabel micro-F1, lm
+    perplexity, generation chrF) and the failure listing, as markdown."""
     sweeps = ", ".join(sorted(df["sweep"].dropna().astype(str).unique())) or "?"
     n_bad = int((df["status"] != Status.OK.value).sum())
     parts = [
@@ -236,11 +242,11 @@ def pivot_markdown(df: pd.DataFrame) -> str:
         f"{len(df)} runs, {len(df) - n_bad} ok, {n_bad} failed"
         f", {len(df.attrs.get('skipped', []))} unreadable record file(s) skipped.\n",
     ]
-    for task, (metric, higher) in PRIMARY.items():
-        table = pivot(df, task)
+    for task in tasks.all_tasks():
+        table = pivot(df, task.name)
         if not table.empty:
-            better = "higher" if higher else "lower"
-            parts += [f"## {task}: test {metric} (seed mean, {better} is better)\n", markdown_table(table)]
+            better = "higher" if task.higher_is_better else "lower"
+            parts += [f"## {task.name}: test {task.primary} (seed mean, {better} is better)\n", markdown_table(table)]
     parts += ["## Failed runs\n", markdown_table(failures(df), index=False)]
     return "\n".join(parts)
 
@@ -260,8 +266,8 @@ def parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_outputs(df: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """runs.parquet, runs.csv, pivot.md, pivot.csv (classification), pivot_lm.csv (lm),
-    pivot_generation.csv (generation: chrF) in `out_dir`."""
+    """runs.parquet, runs.csv, pivot.md, and each task's pivot in `out_dir`: pivot.csv (classification),
+    pivot_lm.csv (lm), pivot_generation.csv (generation: chrF), pivot_multilabel.csv (micro-F1)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"runs.parquet": out / "runs.parquet", "runs.csv": out / "runs.csv", "pivot.md": out / "pivot.md"}
@@ -269,11 +275,11 @@ def write_outputs(df: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Pat
     safe.to_parquet(paths["runs.parquet"], index=False)
     safe.to_csv(paths["runs.csv"], index=False)
     paths["pivot.md"].write_text(pivot_markdown(df), encoding="utf-8")
-    for task, name in [("classification", "pivot.csv"), ("lm", "pivot_lm.csv"), ("generation", "pivot_generation.csv")]:
-        table = pivot(df, task)
+    for task in tasks.all_tasks():
+        table = pivot(df, task.name)
         if not table.empty:
-            paths[name] = out / name
-            table.to_csv(paths[name])
+            paths[task.pivot_file] = out / task.pivot_file
+            table.to_csv(paths[task.pivot_file])
     return paths
 
 

@@ -19,9 +19,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from .. import tasks
 from ..records import METRICS_NAME, Status
 from . import tables
-from .collect import PRIMARY
 
 _COLORS = [
     "tab:blue",
@@ -57,6 +57,12 @@ def placeholder(path: str | os.PathLike, message: str) -> Path:
     return _save(fig, path)
 
 
+def tasks_in(frame: pd.DataFrame) -> list:
+    """The tasks (sweeper.tasks) with rows in `frame`, in the order tables show them."""
+    present = set(frame["task"])
+    return [task for task in tasks.all_tasks() if task.name in present]
+
+
 def _color_map(values) -> dict:
     return {v: _COLORS[i % len(_COLORS)] for i, v in enumerate(sorted(set(values)))}
 
@@ -64,7 +70,7 @@ def _color_map(values) -> dict:
 # ---------------------------------------------------------------- heatmap
 
 
-def heatmap(summary: pd.DataFrame, path: str | os.PathLike, task: str = "classification") -> Path:
+def heatmap(summary: pd.DataFrame, path: str | os.PathLike, task: str = tasks.DEFAULT) -> Path:
     """datasets x configurations, colour = seed-mean score; failed points hatched red, missing blank."""
     scores = tables.score_matrix(summary, task)
     if scores.empty:
@@ -74,7 +80,7 @@ def heatmap(summary: pd.DataFrame, path: str | os.PathLike, task: str = "classif
     n_rows, n_cols = scores.shape
     fig = _figure(min(4 + 0.55 * n_cols, 40), min(2.5 + 0.28 * n_rows, 120))
     ax = fig.add_subplot()
-    metric, higher = PRIMARY[task]
+    metric, higher = tasks.get(task).primary, tasks.get(task).higher_is_better
     values = scores.to_numpy(dtype=float)
     if not higher:  # perplexities span orders of magnitude
         values = np.log10(values)
@@ -127,15 +133,15 @@ def score_vs_rank(summary: pd.DataFrame, path: str | os.PathLike, dataset: str |
     sub = summary.dropna(subset=["mean"])
     if dataset is not None:
         sub = sub[sub["dataset"] == dataset]
-    tasks = [t for t in PRIMARY if (sub["task"] == t).any()]
-    if not tasks:
+    shown = tasks_in(sub)
+    if not shown:
         return placeholder(path, "no successful runs to plot")
-    fig = _figure(6.5 * len(tasks), 4.5)
+    fig = _figure(6.5 * len(shown), 4.5)
     colors = _color_map(sub["model"])
-    for k, task in enumerate(tasks):
-        ax = fig.add_subplot(1, len(tasks), k + 1)
-        _rank_panel(ax, sub[sub["task"] == task], colors, per_dataset=dataset is not None)
-        metric, higher = PRIMARY[task]
+    for k, task in enumerate(shown):
+        ax = fig.add_subplot(1, len(shown), k + 1)
+        _rank_panel(ax, sub[sub["task"] == task.name], colors, per_dataset=dataset is not None)
+        metric, higher, task = task.primary, task.higher_is_better, task.name
         ax.set_title(f"{task}" + (f" – {dataset}" if dataset else " – mean over datasets ± s.e."))
         ax.set_xlabel("LoRA rank r")
         ax.set_ylabel(f"test {metric} ({'higher' if higher else 'lower'} is better)")
@@ -278,18 +284,18 @@ def score_vs_cost(summary: pd.DataFrame, path: str | os.PathLike) -> Path:
         )
         .reset_index()
     )
-    tasks = [t for t in PRIMARY if (per["task"] == t).any()]
-    if not tasks:
+    shown = tasks_in(per)
+    if not shown:
         return placeholder(path, "no successful runs to plot")
-    fig = _figure(12, 4.2 * len(tasks))
+    fig = _figure(12, 4.2 * len(shown))
     colors = _color_map(per["model"])
-    for k, task in enumerate(tasks):
-        rows = per[per["task"] == task]
+    for k, task in enumerate(shown):
+        rows = per[per["task"] == task.name]
         for j, (column, label) in enumerate([("params", "trainable parameters"), ("seconds", "train seconds")]):
-            ax = fig.add_subplot(len(tasks), 2, 2 * k + j + 1)
+            ax = fig.add_subplot(len(shown), 2, 2 * k + j + 1)
             _cost_panel(ax, rows, column, colors)
             ax.set_xlabel(f"{label} (log)")
-            ax.set_ylabel(f"{task}: test {PRIMARY[task][0]}")
+            ax.set_ylabel(f"{task.name}: test {task.primary}")
     return _save(fig, path)
 
 
@@ -322,10 +328,11 @@ def write_plots(
 ) -> dict[str, Path]:
     """Every plot into `out_dir`; returns file name -> path."""
     out = Path(out_dir)
-    written = {"heatmap.png": heatmap(summary, out / "heatmap.png", "classification")}
-    for task in ("lm", "generation"):
-        if (summary["task"] == task).any():
-            written[f"heatmap_{task}.png"] = heatmap(summary, out / f"heatmap_{task}.png", task)
+    default = tasks.get(tasks.DEFAULT)  # its heatmap is drawn (a placeholder) even before any result
+    written = {default.heatmap_file: heatmap(summary, out / default.heatmap_file, default.name)}
+    for task in tasks_in(summary):
+        if task is not default:
+            written[task.heatmap_file] = heatmap(summary, out / task.heatmap_file, task.name)
     written["score_vs_rank.png"] = score_vs_rank(summary, out / "score_vs_rank.png")
     written["score_vs_cost.png"] = score_vs_cost(summary, out / "score_vs_cost.png")
     written["loss_curves.png"] = loss_curves(df, out / "loss_curves.png", run_ids)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import tasks
 from ..records import Status
 from . import collect
-from .collect import MISSING, PRIMARY
+from .collect import MISSING
 from .markdown import markdown_table
 from .tables import (
     TIE_TOL,
@@ -59,11 +60,11 @@ def named_tables(
     """Every table of the report, display-ready, keyed by a title."""
     summary = summarize(df) if summary is None else summary
     out = {}
-    for task, (metric, higher) in PRIMARY.items():
-        table = seed_table(summary, task)
+    for task in tasks.all_tasks():
+        table = seed_table(summary, task.name)
         if not table.empty:
-            better = "higher" if higher else "lower"
-            out[f"{task}: test {metric}, mean ± std (number of seeds), {better} is better"] = table
+            better = "higher" if task.higher_is_better else "lower"
+            out[f"{task.name}: test {task.primary}, mean ± std (number of seeds), {better} is better"] = table
     out["Methods: each one's configuration selected on validation per dataset, scored on test"] = display_configs(
         method_table(summary, tol)
     )

@@ -6,8 +6,9 @@ The rule (docs/results.md):
 - both points have at least MIN_SEEDS ok seeds: Welch's t-test on the seed scores;
 - otherwise, classification: exact McNemar test on the test predictions of one run of each (the
   lowest seed they share, else each one's lowest seed): the paired test for two classifiers scored
-  on the same rows; generation: a paired t-test on the rows' sentence chrF (the headline metric,
-  row by row; exact match alone would call most chrF differences ties);
+  on the same rows; a task with a per-row score in its predictions (generation: sentence chrF;
+  multilabel: each row's F1 of its label set): a paired t-test on those scores (exact match or
+  subset accuracy alone would call most differences ties);
 - lm points, and runs without saved predictions (schema-1 records): the tolerance rule
   (|difference| <= tol; relative for perplexity), marked "tolerance"; runs whose predictions.parquet
   exists but does not read (truncated): the same rule, marked UNREADABLE, which the report counts.
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import tasks
 from ..records import PREDICTIONS_NAME
 
 ALPHA = 0.05
@@ -117,8 +119,8 @@ def paired_t_p(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def paired_correct(point: Side, baseline: Side) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-row correctness (bool) of one run of each side on the same test rows, per-row sentence
-    chrF (float) for generation, or None without predictions."""
+    """Per-row correctness (bool) of one run of each side on the same test rows, the per-row scores
+    (float) of a task that saves them (sentence chrF, a row's F1), or None without predictions."""
     run_a, run_b = _pick_runs(point, baseline)
     a = load_predictions(run_a) if run_a else None
     if a is None:
@@ -128,9 +130,15 @@ def paired_correct(point: Side, baseline: Side) -> tuple[np.ndarray, np.ndarray]
     b = load_predictions(run_b) if run_b else None
     if b is None or len(a["label"]) != len(b["label"]) or not np.array_equal(a["label"], b["label"]):
         return None  # not the same rows (a different eval_size): no paired test
-    if "chrf" in a and "chrf" in b:
-        return a["chrf"], b["chrf"]
+    for column in row_score_columns():
+        if column in a and column in b:
+            return a[column], b[column]
     return a["pred"] == a["label"], b["pred"] == b["label"]
+
+
+def row_score_columns() -> list[str]:
+    """The predictions columns that hold a per-row score (sweeper.tasks: Task.row_score)."""
+    return [task.row_score for task in tasks.all_tasks() if task.row_score]
 
 
 def _pick_runs(point: Side, baseline: Side) -> tuple[str | None, str | None]:
@@ -161,4 +169,4 @@ def _read_predictions(path: str, mtime_ns: int) -> dict[str, np.ndarray]:
     frame = pd.read_parquet(path)
     if "label" not in frame or "pred" not in frame:
         raise KeyError(f"{path} has no label / pred columns")
-    return {c: frame[c].to_numpy() for c in ("label", "pred", "chrf") if c in frame}
+    return {c: frame[c].to_numpy() for c in ("label", "pred", *row_score_columns()) if c in frame}

@@ -21,9 +21,10 @@ import math
 import numpy as np
 import pandas as pd
 
+from .. import tasks
 from ..records import Status
 from . import collect
-from .collect import MISSING, PRIMARY
+from .collect import MISSING
 from .significance import ALPHA, MIN_SEEDS, TOLERANCE, UNREADABLE, Side, compare_points
 
 OK, FAILED = Status.OK.value, Status.FAILED.value
@@ -91,7 +92,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     for column, source in [("scores", "score"), ("seeds", "seed"), ("run_dirs", "run_dir")]:
         values = runs[source].agg(tuple)
         agg[column] = [values.get(tuple(k), ()) for k in agg[_KEY].itertuples(index=False)]
-    agg.insert(3, "metric", agg["task"].map(lambda t: PRIMARY.get(t, ("?", True))[0]))
+    agg.insert(3, "metric", agg["task"].map(lambda t: getattr(tasks.find(t), "primary", "?")))
     agg["n_seeds"] = agg["n_seeds"].astype(int)
     agg["n_failed"] = agg["n_failed"].astype(int)
     agg["status"] = np.where(agg["n_seeds"] == 0, FAILED, np.where(agg["n_failed"] > 0, "partial", OK))
@@ -106,10 +107,21 @@ def _first_error(errors: pd.Series) -> str | None:
 
 
 def higher_is_better(task: str) -> bool:
-    return PRIMARY.get(task, ("", True))[1]
+    return getattr(tasks.find(task), "higher_is_better", True)
 
 
-def score_matrix(summary: pd.DataFrame, task: str = "classification") -> pd.DataFrame:
+def compared_with(task: str, against: str) -> bool:
+    """Whether points of `task` have the baseline `against`: full fine-tuning always; tfidf where a
+    classical classifier applies (classification, multilabel); the majority class where the task says."""
+    found = tasks.find(task)
+    if against == "full":
+        return True
+    if found is None:
+        return False
+    return found.majority_baseline if against == "majority" else found.classical
+
+
+def score_matrix(summary: pd.DataFrame, task: str = tasks.DEFAULT) -> pd.DataFrame:
     """dataset x config seed means (NaN where failed or missing), configs in canonical order."""
     sub = summary[summary["task"] == task]
     table = sub.pivot(index="dataset", columns="config", values="mean")
@@ -118,7 +130,7 @@ def score_matrix(summary: pd.DataFrame, task: str = "classification") -> pd.Data
     return table
 
 
-def seed_table(summary: pd.DataFrame, task: str = "classification") -> pd.DataFrame:
+def seed_table(summary: pd.DataFrame, task: str = tasks.DEFAULT) -> pd.DataFrame:
     """dataset x config text cells "mean ± std (n)"; FAILED / "(k failed)" / missing spelled out."""
     sub = summary[summary["task"] == task]
     if sub.empty:
@@ -240,7 +252,7 @@ def baseline_finder(summary: pd.DataFrame, against: str):
     if against == "majority":
 
         def majority(point):
-            if point.task != "classification" or pd.isna(point.majority):
+            if not compared_with(point.task, "majority") or pd.isna(point.majority):
                 return None
             constant = None if pd.isna(point.majority_class) else int(point.majority_class)
             return Side(float(point.majority), constant=constant)
@@ -260,7 +272,7 @@ def comparisons(points: pd.DataFrame, summary: pd.DataFrame, against: str, tol: 
     find = baseline_finder(summary, against)
     rows = []
     for point in points.itertuples(index=False):
-        if point.method == against or (against != "full" and point.task != "classification"):
+        if point.method == against or not compared_with(point.task, against):
             continue
         if against == "full" and point.model == "none":
             continue  # a method without a model (tfidf) has no full fine-tuning of its own
@@ -295,7 +307,7 @@ def wtl_text(points: pd.DataFrame, summary: pd.DataFrame, against: str, tol: flo
 def baselines_in(summary: pd.DataFrame) -> list[str]:
     """The baselines a sweep can be compared with: full / tfidf when it ran them, majority for classification."""
     present = {"full": (summary["method"] == "full").any(), "tfidf": (summary["method"] == "tfidf").any()}
-    present["majority"] = (summary["task"] == "classification").any()
+    present["majority"] = any(compared_with(t, "majority") for t in summary["task"].unique())
     return [b for b in BASELINES if present[b]]
 
 

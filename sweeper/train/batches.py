@@ -26,17 +26,18 @@ class Decoding:
 
 @dataclass
 class Encoded:
-    """Token ids of a split: classification keeps one row per example, lm one row per block,
+    """Token ids of a split: labelled tasks keep one row per example, lm one row per block,
     generation one row per (source, target) pair."""
 
     input_ids: list[list[int]]  # generation: the encoder's input (seq2seq), or prompt + target + EOS
-    labels: list[int] | None  # classification labels; None for lm and generation
+    labels: list | None  # a label per row (multilabel: a 0/1 list per row); None for lm and generation
     targets: list[list[int]] | None = None  # generation: each row's label ids (-100: no loss there)
     prompts: list[list[int]] | None = None  # generation: what decoding starts from
     references: list[str] | None = None  # generation: the target texts the outputs are scored against
     sources: list[str] | None = None  # generation: the source texts (for the record's examples)
     seq2seq: bool = False  # generation: labels feed a decoder (T5), not the input's own positions
     decoding: Decoding | None = None  # generation: what evaluation decodes with
+    label_names: list[str] | None = None  # multilabel: what each 0/1 of a row's labels stands for
 
 
 TRUNCATIONS = ("head", "head_tail")
@@ -102,16 +103,10 @@ def padded(seqs: list[list[int]], pad_id: int, left: bool = False) -> tuple[torc
     return ids, mask
 
 
-def collate(enc: Encoded, rows, pad_id: int, task: str) -> dict[str, torch.Tensor]:
+def collate(enc: Encoded, rows, pad_id: int, task) -> dict[str, torch.Tensor]:
+    """The batch of `rows`: right-padded ids and mask, and the labels the task (sweeper.tasks) makes."""
     ids, mask = padded([enc.input_ids[i] for i in rows], pad_id)
-    batch = {"input_ids": ids, "attention_mask": mask}
-    if task == "generation":  # -100 pads the labels: no loss on padding (nor, causal, on the prompt)
-        batch["labels"] = padded([enc.targets[i] for i in rows], -100)[0]
-    elif task == "lm":
-        batch["labels"] = ids.masked_fill(mask == 0, -100)
-    else:
-        batch["labels"] = torch.tensor([enc.labels[i] for i in rows], dtype=torch.long)
-    return batch
+    return {"input_ids": ids, "attention_mask": mask, "labels": task.batch_labels(enc, rows, ids, mask)}
 
 
 def batch_rows(n_examples: int, batch_size: int, step: int, seed: int) -> list[int]:
@@ -164,25 +159,11 @@ def encode_generation(split, tokenizer, max_length: int, template: str, seq2seq:
     return Encoded(inputs, None, labels, prompts, references, sources, decoding=decoding)
 
 
-def encode_splits(splits, tokenizer, train_cfg, task: str, generation=None) -> tuple[Encoded, dict[str, Encoded]]:
-    """(train, {"validation": .., "test": ..}) token ids: lm blocks of train.max_length, classification
-    rows, generation pairs (`generation`: (prompt template, seq2seq, max_new_tokens)). Each evaluation split keeps its
-    first train.eval_size rows (blocks)."""
-    max_length, eval_size = int(train_cfg.max_length), int(train_cfg.eval_size)
-    truncation = str(train_cfg.get("truncation", "head"))
-    if truncation not in TRUNCATIONS:  # checked for every task, though only classification reads it
+def encode_splits(splits, tokenizer, cfg, task) -> tuple[Encoded, dict[str, Encoded]]:
+    """(train, {"validation": .., "test": ..}) token ids of the point `cfg`, as its task encodes them
+    (classification rows, lm blocks of train.max_length, generation pairs). Each evaluation split
+    keeps its first train.eval_size rows (blocks)."""
+    truncation = str(cfg.train.get("truncation", "head"))
+    if truncation not in TRUNCATIONS:  # checked for every task, though only labelled ones read it
         raise TrainingError(f"train.truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
-    if task == "generation":
-        heads = {s: splits[s].select(range(min(len(splits[s]), eval_size))) for s in ("validation", "test")}
-        evals = {s: encode_generation(head, tokenizer, max_length, *generation) for s, head in heads.items()}
-        return encode_generation(splits["train"], tokenizer, max_length, *generation), evals
-    if task == "lm":
-        evals = {s: encode_lm(splits[s], tokenizer, max_length) for s in ("validation", "test")}
-        for enc in evals.values():
-            enc.input_ids = enc.input_ids[:eval_size]
-        return encode_lm(splits["train"], tokenizer, max_length), evals
-    evals = {}
-    for s in ("validation", "test"):
-        head = splits[s].select(range(min(len(splits[s]), eval_size)))
-        evals[s] = encode_classification(head, tokenizer, max_length, truncation)
-    return encode_classification(splits["train"], tokenizer, max_length, truncation), evals
+    return task.encode(splits, tokenizer, cfg, truncation)

@@ -60,14 +60,14 @@ class BestStep:
         return {"best_step": self.best_step, "best_validation": self.best_score}
 
 
-def best_step_watch(train_cfg, task: str, score_validation: Callable[[Any], dict]) -> BestStep | None:
-    """The watcher for train.eval_every > 0 (None otherwise): accuracy for classification, the
-    validation loss for lm, chrF of the greedy outputs for generation."""
+def best_step_watch(train_cfg, task, score_validation: Callable[[Any], dict]) -> BestStep | None:
+    """The watcher for train.eval_every > 0 (None otherwise), on the task's validation score
+    (task.early_stop_metric: accuracy, micro-F1, the loss for lm, chrF of greedy outputs)."""
     eval_every, patience = watch_settings(train_cfg)
     if eval_every <= 0:
         return None
-    metric = {"lm": "loss", "generation": "chrf"}.get(task, "accuracy")
-    return BestStep(lambda model: score_validation(model)[metric], metric != "loss", eval_every, patience)
+    metric = task.early_stop_metric
+    return BestStep(lambda model: score_validation(model)[metric], task.early_stop_higher, eval_every, patience)
 
 
 def watch_settings(train_cfg) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""The two ways training ends early: the researcher's problem, or a requested stop."""
+"""The ways a point ends early: a model that cannot be built, the researcher's problem, or a requested stop."""
 
 
 class TrainingError(RuntimeError):
@@ -7,3 +7,7 @@ class TrainingError(RuntimeError):
 
 class Interrupted(Exception):
     """Raised after a checkpoint was written because the job was asked to stop (SLURM USR2, SIGTERM)."""
+
+
+class ModelError(ValueError):
+    """A model that cannot be built (or cannot do the point's task); the message is one line naming the model."""

@@ -1,6 +1,6 @@
-"""Scoring a trained model on validation and test: loss and accuracy / macro-F1 (classification),
-perplexity (lm), or exact match and chrF of greedy outputs (generation), plus the test predictions
-that the report's paired significance tests read.
+"""Scoring a trained model on validation and test as its task (sweeper.tasks) measures it: loss and
+accuracy / macro-F1 (classification), micro-F1 (multilabel), perplexity (lm), or exact match and chrF
+of greedy outputs (generation), plus the test predictions that the report's paired tests read.
 
     scores, test_predictions = evaluate_splits(model, evals, task, pad_id, batch_size, runtime, num_labels)
     metrics = record_metrics(scores, final_loss, train_labels, evals, task, num_labels)
@@ -8,7 +8,6 @@ that the report's paired significance tests read.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +22,10 @@ EVAL_SPLITS = ("validation", "test")
 
 
 @torch.no_grad()
-def predict(model, enc: Encoded, task: str, pad_id: int, batch_size: int, runtime: Runtime):
-    """(mean loss, predictions) over the split: predicted labels (classification), greedy outputs
-    (generation) or none (lm); lm and generation weigh the loss by predicted tokens."""
+def predict(model, enc: Encoded, task, pad_id: int, batch_size: int, runtime: Runtime):
+    """(mean loss, predictions) over the split, as the task (sweeper.tasks) predicts a batch: labels,
+    greedy outputs (generation) or none (lm); the task weighs each batch's loss (lm and generation
+    by predicted tokens)."""
     model.eval()
     total_loss, total_weight, preds = 0.0, 0, []
     for start in range(0, len(enc.input_ids), batch_size):
@@ -33,14 +33,8 @@ def predict(model, enc: Encoded, task: str, pad_id: int, batch_size: int, runtim
         batch = {k: v.to(runtime.device) for k, v in collate(enc, rows, pad_id, task).items()}
         with runtime.autocast():
             out = model(**batch)
-        if task == "lm":
-            weight = int((batch["labels"][:, 1:] != -100).sum())
-        elif task == "generation":
-            weight = int((batch["labels"] != -100).sum())
-            preds.extend(generate(model, enc, rows, pad_id, runtime))
-        else:
-            weight = len(rows)
-            preds.extend(out.logits.argmax(-1).tolist())
+        weight, batch_preds = task.predict_batch(model, out, batch, enc, rows, pad_id, runtime)
+        preds.extend(batch_preds)
         total_loss += float(out.loss) * weight
         total_weight += weight
     model.train()
@@ -66,21 +60,11 @@ def generate(model, enc: Encoded, rows, pad_id: int, runtime: Runtime) -> list[s
     return [text.strip() for text in decoding.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
-def evaluate(
-    model, enc: Encoded, task: str, pad_id: int, batch_size: int, runtime: Runtime, num_labels: int = 0
-) -> dict[str, float]:
-    """Scores of one split: {loss, perplexity, n} (lm) or {loss, accuracy, macro_f1, n}."""
+def evaluate(model, enc: Encoded, task, pad_id: int, batch_size: int, runtime: Runtime, num_labels: int = 0):
+    """Scores of one split, as the task measures them: {loss, perplexity, n} (lm), {loss, accuracy,
+    macro_f1, n} (classification), ..."""
     loss, preds = predict(model, enc, task, pad_id, batch_size, runtime)
-    return split_metrics(loss, enc, preds, task, num_labels)
-
-
-def split_metrics(loss: float, enc: Encoded, preds: list, task: str, num_labels: int) -> dict[str, float]:
-    if task == "lm":
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "n": len(enc.input_ids)}
-    if task == "generation":
-        return {"loss": loss, **generation_metrics(enc.references, preds)}
-    labels = range(num_labels) if num_labels else sorted(set(enc.labels) | set(preds))
-    return {"loss": loss, **classification_metrics(enc.labels, preds, labels)}
+    return task.split_metrics(loss, enc, preds, num_labels)
 
 
 def evaluate_splits(model, evals: dict[str, Encoded], task, pad_id, batch_size, runtime, num_labels):
@@ -88,7 +72,7 @@ def evaluate_splits(model, evals: dict[str, Encoded], task, pad_id, batch_size, 
     scores, preds = {}, {}
     for split in EVAL_SPLITS:
         loss, preds[split] = predict(model, evals[split], task, pad_id, batch_size, runtime)
-        scores[split] = split_metrics(loss, evals[split], preds[split], task, num_labels)
+        scores[split] = task.split_metrics(loss, evals[split], preds[split], num_labels)
     return scores, preds["test"]
 
 
@@ -126,22 +110,22 @@ def majority_class(train_labels: list[int], num_labels: int) -> int:
 
 
 def record_metrics(
-    scores: dict, final_loss: float | None, train_labels, evals: dict[str, Encoded], task: str, num_labels: int
+    scores: dict, final_loss: float | None, train_labels, evals: dict[str, Encoded], task, num_labels: int
 ):
-    """The record's `metrics` (schema 2): `validation` and `test` sections, and the test scores also
-    at the top level under their schema-1 names (accuracy, macro_f1, eval_loss, perplexity, n_test).
-    final_loss: the last training loss (None for a method without a loss curve, tfidf)."""
-    if task == "classification":
-        majority = majority_class(train_labels, num_labels)
-        for split in EVAL_SPLITS:
-            labels = evals[split].labels
-            scores[split]["majority_accuracy"] = sum(y == majority for y in labels) / max(1, len(labels))
-        scores["test"]["majority_class"] = majority
+    """The record's `metrics` (schema 2): `validation` and `test` sections (with the task's baselines,
+    e.g. the majority class), and the test scores also at the top level under their schema-1 names
+    (accuracy, macro_f1, eval_loss, perplexity, n_test, ...). final_loss: the last training loss
+    (None for a method without a loss curve, tfidf)."""
+    task.add_baselines(scores, train_labels, evals, num_labels)
     test = scores["test"]
     legacy = {"eval_loss": test["loss"], "n_test": test["n"]}
-    kept = ("accuracy", "macro_f1", "perplexity", "exact_match", "chrf", "majority_accuracy", "majority_class")
-    legacy.update({k: v for k, v in test.items() if k in kept})
+    legacy.update({k: v for k, v in test.items() if k in TOP_LEVEL_METRICS})
     return {**scores, **legacy, "train_loss_final": final_loss}
+
+
+# The test scores a record also keeps at its top level (the collector's metric columns).
+TOP_LEVEL_METRICS = ("accuracy", "macro_f1", "perplexity", "exact_match", "chrf", "majority_accuracy", "majority_class",
+                     "micro_f1", "subset_accuracy")  # fmt: skip
 
 
 def save_predictions(run_dir: Path, labels: list, preds: list) -> None:

@@ -112,11 +112,11 @@ class MetricsLog:
 
 
 # ---------------------------------------------------------------- the loop
-def batch_share(batch: dict, mine: list[int], rows: list[int], task: str, world: World) -> float:
-    """This rank's share of the global batch's loss: of its rows, or for generation (a mean over
-    target tokens of uneven lengths) of its target tokens, so the ranks' averaged gradient is the
-    one-process gradient."""
-    if task != "generation":
+def batch_share(batch: dict, mine: list[int], rows: list[int], task, world: World) -> float:
+    """This rank's share of the global batch's loss: of its rows, or for a task whose loss is a mean
+    over target tokens of uneven lengths (generation) of its target tokens, so the ranks' averaged
+    gradient is the one-process gradient."""
+    if not task.uneven_token_loss:
         return len(mine) / len(rows)
     tokens = float((batch["labels"] != -100).sum())
     return tokens / max(1.0, world.mean(tokens) * world.size)

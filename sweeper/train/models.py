@@ -2,9 +2,9 @@
 
     build_model(model_cfg, task, num_labels) -> (model, tokenizer)
 
-`task` is "classification" (a sequence-classification head with `num_labels` outputs), "lm"
-(causal language modelling) or "generation" (text to text: T5 as an encoder-decoder, any other
-transformer as a causal LM that continues a prompt). Every model returns HF-style outputs with `.loss` and `.logits`.
+`task` (a sweeper.tasks.Task) says which head: its transformers auto class and the head's settings
+(a sequence-classification head with `num_labels` outputs, a causal-LM head, an encoder-decoder).
+Every model returns HF-style outputs with `.loss` and `.logits`.
 `python -m sweeper.models prepare` converts SmolLM2's GGUF once into a safetensors cache.
 """
 
@@ -21,13 +21,10 @@ from torch import nn
 
 from ..files import publish_dir
 from ..paths import CACHE_DIR
+from .errors import ModelError
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_CACHE = CACHE_DIR / "models" / "smollm2-135m-instruct"
-
-
-class ModelError(ValueError):
-    """A model that cannot be built; the message is one line naming the model."""
 
 
 # ---------------------------------------------------------------- where the wheels put their files
@@ -104,33 +101,29 @@ def build_tokenizer(model_cfg):
 
 # ---------------------------------------------------------------- the LSTM family
 class LSTMModel(nn.Module):
-    """Embedding -> nn.LSTM -> linear head. Classification reads the last real token's state;
-    "lm" predicts the next token at every position. Outputs mimic HF (`.loss`, `.logits`)."""
+    """Embedding -> nn.LSTM -> linear head. A task with a target per token (lm) predicts the next
+    token at every position; any other reads the last real token's state. The task's loss; outputs
+    mimic HF (`.loss`, `.logits`)."""
 
     def __init__(self, vocab_size, num_labels, embedding_dim, hidden_size, num_layers, task):
         super().__init__()
         self.task = task
         self.embed = nn.Embedding(vocab_size, embedding_dim)
         self.lstm = nn.LSTM(embedding_dim, hidden_size, num_layers=num_layers, batch_first=True)
-        self.head = nn.Linear(hidden_size, vocab_size if task == "lm" else num_labels)
+        self.head = nn.Linear(hidden_size, vocab_size if task.token_level else num_labels)
 
     def forward(self, input_ids, attention_mask=None, labels=None):
         from transformers.modeling_outputs import SequenceClassifierOutput
 
         hidden, _ = self.lstm(self.embed(input_ids))
-        if self.task == "lm":
+        if self.task.token_level:
             logits = self.head(hidden)
-            loss = None
-            if labels is not None:
-                loss = nn.functional.cross_entropy(
-                    logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=-100
-                )
-            return SequenceClassifierOutput(loss=loss, logits=logits)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        last = attention_mask.sum(dim=1).clamp(min=1) - 1  # right padding: last real token
-        logits = self.head(hidden[torch.arange(hidden.size(0)), last])
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        else:
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            last = attention_mask.sum(dim=1).clamp(min=1) - 1  # right padding: last real token
+            logits = self.head(hidden[torch.arange(hidden.size(0)), last])
+        loss = self.task.head_loss(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
@@ -168,43 +161,13 @@ def _tiny_config(model_cfg, vocab_size: int, tokenizer):
     raise ModelError(f"model '{model_cfg.name}': unknown arch '{model_cfg.arch}' for source=config")
 
 
-SEQ2SEQ_ARCHS = ("t5",)  # generation as an encoder-decoder; every other generating arch is a causal LM
-NON_GENERATING_ARCHS = ("bert", "lstm")  # an encoder only / a classifier: no text out
-
-
-def is_seq2seq(model_cfg) -> bool:
-    return model_cfg.arch in SEQ2SEQ_ARCHS
-
-
-def check_model_task(model_cfg, task: str) -> None:
-    """A one-line ModelError when the model cannot do the task (before any data or weights load)."""
-    if task not in ("classification", "lm", "generation"):
-        raise ModelError(f"model '{model_cfg.name}': unknown task '{task}' (classification | lm | generation)")
-    if task == "lm" and model_cfg.arch in ("bert", "t5"):
-        raise ModelError(
-            f"model '{model_cfg.name}': arch '{model_cfg.arch}' has no causal-LM head; use a llama/mistral/lstm model"
-        )
-    if task == "generation" and model_cfg.arch in NON_GENERATING_ARCHS:
-        raise ModelError(
-            f"model '{model_cfg.name}' (arch {model_cfg.arch}) cannot do task generation: it produces no text; "
-            "use a T5 (tiny_t5) or a causal LM (smollm2, tiny_llama, tiny_mistral)"
-        )
-
-
-def _auto_class(model_cfg, task: str):
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
-
-    if task == "classification":
-        return AutoModelForSequenceClassification
-    return AutoModelForSeq2SeqLM if task == "generation" and is_seq2seq(model_cfg) else AutoModelForCausalLM
-
-
-def build_model(model_cfg, task: str, num_labels: int = 2):
-    """Return (model, tokenizer) for `task` (classification | lm | generation), in float32 on CPU."""
-    check_model_task(model_cfg, task)
+def build_model(model_cfg, task, num_labels: int = 2):
+    """Return (model, tokenizer) for `task` (a sweeper.tasks.Task), in float32 on CPU."""
+    task.check_model(model_cfg)
     tokenizer = build_tokenizer(model_cfg)
     vocab_size = len(tokenizer)
     remote = bool(model_cfg.trust_remote_code)
+    head = task.model_kwargs(num_labels)  # the head's size and loss (num_labels, problem_type)
 
     if model_cfg.arch == "lstm":
         model = LSTMModel(
@@ -212,16 +175,13 @@ def build_model(model_cfg, task: str, num_labels: int = 2):
         )
     elif model_cfg.source == "config":
         config = _tiny_config(model_cfg, vocab_size, tokenizer)
-        if task == "classification":
-            config.num_labels = num_labels
-        model = _auto_class(model_cfg, task).from_config(config, trust_remote_code=remote)
+        for key, value in head.items():
+            setattr(config, key, value)
+        model = task.auto_class(model_cfg).from_config(config, trust_remote_code=remote)
     else:
         path = _resolve_path(model_cfg.name_or_path)
-        extra = {"num_labels": num_labels} if task == "classification" else {}
-        model = _auto_class(model_cfg, task).from_pretrained(
-            path, dtype=torch.float32, trust_remote_code=remote, **extra
-        )
-    if task == "classification" and getattr(model, "config", None) is not None:
+        model = task.auto_class(model_cfg).from_pretrained(path, dtype=torch.float32, trust_remote_code=remote, **head)
+    if task.labelled and getattr(model, "config", None) is not None:
         model.config.pad_token_id = tokenizer.pad_token_id  # Llama cls heads need it to find the last token
     return model, tokenizer
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..data import DatasetError, checked_spec, load_splits
-from ..data.spec import TASKS
+from .. import tasks
+from ..data import DatasetError, load_splits
 from ..files import UnsafePath, write_folder
 from ..ledger import mark_started
 from ..records import Status, read_existing
@@ -33,10 +33,10 @@ from . import checkpoint, distributed, sharding
 from .batches import encode_splits
 from .early_stop import best_step_watch, watch_settings
 from .errors import Interrupted
-from .evaluate import evaluate, evaluate_splits, generation_examples, record_metrics, save_predictions
+from .evaluate import evaluate, evaluate_splits, record_metrics
 from .loop import train
 from .methods import build_method, plain
-from .models import build_model, check_model_task, count_parameters, is_seq2seq
+from .models import build_model, count_parameters
 from .record import all_ranks_cost, busy_record, finish_record, outcome, previous_record, start_record, unusable_folder
 from .runtime import PeakMemory, Runtime, setup_runtime
 
@@ -52,8 +52,12 @@ def load_point_data(dataset_cfg):
         raise DatasetError(str(dataset_cfg.name), f"{type(error).__name__}: {error}") from error
 
 
-def num_labels_of(splits, task: str) -> int:
-    return splits["train"].features["label"].num_classes if task == "classification" else 0
+def task_of(cfg):
+    """The point's task (sweeper.tasks); an unknown name fails as its dataset's problem."""
+    try:
+        return tasks.get(cfg.dataset.task)
+    except tasks.TaskError as error:
+        raise DatasetError(str(cfg.dataset.name), str(error)) from None
 
 
 def check_settings(cfg) -> None:
@@ -63,14 +67,14 @@ def check_settings(cfg) -> None:
 
 
 def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> dict[str, Any]:
-    task, tr = cfg.dataset.task, cfg.train
+    task, tr = task_of(cfg), cfg.train
     method = build_method(cfg.method, cfg.model, task)
-    if not method.standalone and task in TASKS:  # an unknown task: the dataset's check names it
-        check_model_task(cfg.model, task)  # before the data and the weights load
+    if not method.standalone:
+        task.check_model(cfg.model)  # before the data and the weights load
     splits = load_point_data(cfg.dataset)
-    num_labels = num_labels_of(splits, task)
+    num_labels = task.num_labels(splits)
     if method.standalone:
-        return _fit_standalone(method, splits, tr, run_dir, num_labels)
+        return _fit_standalone(method, task, splits, tr, run_dir, num_labels)
     distributed.check_nproc(tr, method.name)
     sharding.check_parallel(tr, method, cfg.model)
     watch_settings(tr)  # before the ranks start: a bad setting fails them all alike
@@ -90,9 +94,7 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
         scores, test_preds = evaluate_splits(model, evals, *eval_args)
         full_state = None  # save_pretrained reads the model itself
     metrics = record_metrics(scores, result.final_loss, train_enc.labels, evals, task, num_labels)
-    if task != "lm":  # labels, or for generation the reference texts
-        truth = evals["test"].references if task == "generation" else evals["test"].labels
-        save_predictions(run_dir, truth, test_preds)
+    task.save_predictions(run_dir, evals["test"], test_preds)
     if method.is_peft() and tr.save_adapter:  # PEFT format: adapter_config.json + safetensors
         write_folder(run_dir / "adapter", lambda tmp: model.save_pretrained(tmp, state_dict=full_state))
     weights = keep_weights(model, tokenizer, method, tr, run_dir, total, full_state)
@@ -117,26 +119,17 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
         point["weights"] = weights
     if set_aside := checkpoint.set_aside_names(run_dir):
         point["train"]["set_aside_checkpoints"] = set_aside  # corrupt ones, kept for a person to look at
-    if task == "generation":
-        point["examples"] = generation_examples(evals["test"], test_preds)
+    point.update(task.record_extras(evals["test"], test_preds))
     return point
 
 
 def build_trainee(cfg, method, splits, num_labels: int, runtime: Runtime, world):
     """(model wrapped by the method on the device (FSDP: this rank's shards of it), tokenizer,
     train token ids, {split: eval token ids})."""
-    model, tokenizer = build_model(cfg.model, cfg.dataset.task, num_labels)
+    model, tokenizer = build_model(cfg.model, method.task, num_labels)
     model = world.place(method.wrap(model), runtime.device)
-    train_enc, evals = encode_splits(splits, tokenizer, cfg.train, cfg.dataset.task, generation_settings(cfg))
+    train_enc, evals = encode_splits(splits, tokenizer, cfg, method.task)
     return model, tokenizer, train_enc, evals
-
-
-def generation_settings(cfg) -> tuple[str, bool, int] | None:
-    """(prompt template, seq2seq, max_new_tokens) of a generation point (the dataset's settings)."""
-    if cfg.dataset.task != "generation":
-        return None
-    spec = checked_spec(cfg.dataset)
-    return spec["prompt"], is_seq2seq(cfg.model), int(spec["max_new_tokens"])
 
 
 def validation_watch(cfg, evals, eval_args, world):
@@ -147,7 +140,7 @@ def validation_watch(cfg, evals, eval_args, world):
         scores = evaluate(model, evals["validation"], *eval_args)
         return dict(zip(scores, world.values_from_main(*scores.values()))) if world.sharded else scores
 
-    return best_step_watch(cfg.train, cfg.dataset.task, score)
+    return best_step_watch(cfg.train, eval_args[0], score)
 
 
 def _train_args(cfg, method, model, tokenizer, train_enc, run_dir, runtime, world) -> dict[str, Any]:
@@ -155,7 +148,7 @@ def _train_args(cfg, method, model, tokenizer, train_enc, run_dir, runtime, worl
         "model": model,
         "method": method,
         "train_enc": train_enc,
-        "task": cfg.dataset.task,
+        "task": method.task,
         "pad_id": tokenizer.pad_token_id,
         "train_cfg": cfg.train,
         "run_dir": Path(run_dir),
@@ -170,12 +163,12 @@ def follow_point(cfg, run_dir: str, world) -> None:
     beside it and joins the gathering of the weights, then drops both)."""
     world = world.for_point(cfg.train)
     runtime = setup_runtime(cfg.train, world.local_rank)
-    task = cfg.dataset.task
+    task = task_of(cfg)
     try:
         with PeakMemory(runtime.device) as memory:
             splits = load_point_data(cfg.dataset)
             method = build_method(cfg.method, cfg.model, task)
-            num_labels = num_labels_of(splits, task)
+            num_labels = task.num_labels(splits)
             model, tokenizer, train_enc, evals = build_trainee(cfg, method, splits, num_labels, runtime, world)
             eval_args = (task, tokenizer.pad_token_id, int(cfg.train.eval_batch_size), runtime, num_labels)
             watch = validation_watch(cfg, evals, eval_args, world) if world.sharded else None
@@ -231,11 +224,11 @@ def keep_weights(model, tokenizer, method, train_cfg, run_dir: Path, total: int,
     return WEIGHTS_DIR
 
 
-def _fit_standalone(method, splits, train_cfg, run_dir: Path, num_labels: int) -> dict[str, Any]:
+def _fit_standalone(method, task, splits, train_cfg, run_dir: Path, num_labels: int) -> dict[str, Any]:
     """A method without a torch model (tfidf): it fits and scores itself; the record is the same shape."""
     scores, evals, test_preds, info = method.fit_and_score(splits, train_cfg, num_labels)
-    metrics = record_metrics(scores, None, list(splits["train"]["label"]), evals, "classification", num_labels)
-    save_predictions(run_dir, evals["test"].labels, test_preds)
+    metrics = record_metrics(scores, None, list(splits["train"]["label"]), evals, task, num_labels)
+    task.save_predictions(run_dir, evals["test"], test_preds)
     result = outcome(
         metrics=metrics,
         trainable=info["parameters"],

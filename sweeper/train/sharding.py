@@ -50,8 +50,8 @@ def check_parallel(train_cfg, method, model_cfg) -> str:
         raise TrainingError(f"train.parallel=fsdp does not support {what} (sharded base weights); use ddp")
     if str(model_cfg.get("arch", "")) == "lstm":
         raise TrainingError("train.parallel=fsdp needs a transformer (model=lstm has no blocks to shard); use ddp")
-    if method.task == "generation":  # generate() runs its own loop of forwards: not made collective here
-        raise TrainingError("train.parallel=fsdp does not decode (task generation); use ddp")
+    if method.task.decodes:  # generate() runs its own loop of forwards: not made collective here
+        raise TrainingError(f"train.parallel=fsdp does not decode (task {method.task.name}); use ddp")
     return parallel
 
 

@@ -16,24 +16,12 @@ from peft.tuners.lora import LoraModel
 from torch import nn
 
 from ...settings import LORA_SETTINGS
-from ..models import SEQ2SEQ_ARCHS
 from .base import Method, MethodError, register
 
 LORA_PREFIX = LoraModel.prefix  # "lora_": PEFT's name prefix of every LoRA parameter
 
 
-# PEFT's task types: the PeftModel subclass (forward signature, what it trains in full) and what
-# adapter_config.json tells AutoPeftModelFor... at reload. The LSTM is no transformers model: none.
-TASK_TYPES = {"classification": "SEQ_CLS", "lm": "CAUSAL_LM", "generation": "CAUSAL_LM"}
-
-
-def peft_task_type(model_cfg, task: str) -> str | None:
-    if model_cfg.arch == "lstm":
-        return None
-    return "SEQ_2_SEQ_LM" if task == "generation" and model_cfg.arch in SEQ2SEQ_ARCHS else TASK_TYPES.get(task)
-
-
-def lora_config(cfg, model_cfg, task: str):
+def lora_config(cfg, model_cfg, task):
     from peft import LoraConfig
 
     # method.target_* (null: the model's defaults); target_parameters is a key of the lstm model only.
@@ -41,7 +29,7 @@ def lora_config(cfg, model_cfg, task: str):
     target_parameters = cfg.get("target_parameters") or list(model_cfg.get("lora_target_parameters") or [])
     if not target_modules and not target_parameters:
         raise MethodError(f"model '{model_cfg.name}': no LoRA targets (set method.target_modules)")
-    full_rank = model_cfg.head_modules if task == "classification" else model_cfg.lm_full_rank_modules
+    full_rank = task.full_rank_modules(model_cfg)  # a fresh head, or what the ReLoRA paper keeps full-rank
     if target_modules and target_parameters and float(cfg.dropout) > 0:
         raise MethodError(
             f"method.dropout={cfg.dropout} cannot apply: target_parameters ({', '.join(target_parameters)}) "
@@ -56,7 +44,9 @@ def lora_config(cfg, model_cfg, task: str):
         target_parameters=list(target_parameters) or None,
         use_rslora=bool(cfg.use_rslora),
         modules_to_save=list(full_rank) or None,
-        task_type=peft_task_type(model_cfg, task),
+        # PEFT's task type: which PeftModel subclass (forward signature) and what adapter_config.json tells
+        # AutoPeftModelFor... at reload. The LSTM is no transformers model: none.
+        task_type=task.peft_task_type(model_cfg),
     )
 
 

@@ -1,4 +1,5 @@
-"""TF-IDF + logistic regression: the classical baseline every table should hold (scikit-learn).
+"""TF-IDF + logistic regression: the classical baseline every table should hold (scikit-learn);
+one-vs-rest logistic regressions for a multilabel task (the task fits and scores it).
 
 Word (1-2) and character (2-5, within word boundaries) n-grams, sublinear tf, an L2 logistic
 regression. It trains on the same train split and is scored on the same validation / test rows as
@@ -16,7 +17,7 @@ import numpy as np
 
 from ...settings import NGRAMS, POSITIVE, integer
 from ..batches import Encoded
-from ..evaluate import EVAL_SPLITS, classification_metrics
+from ..evaluate import EVAL_SPLITS
 from .base import Method, MethodError, register
 
 
@@ -25,10 +26,10 @@ class Tfidf(Method):
     standalone = True  # trains and scores itself: run_point builds no model for it
     SETTINGS = {"C": POSITIVE, "max_iter": integer(1), "word_ngrams": NGRAMS, "char_ngrams": NGRAMS}
 
-    def __init__(self, cfg, model_cfg, task: str):
+    def __init__(self, cfg, model_cfg, task):
         super().__init__(cfg, model_cfg, task)
-        if task != "classification":
-            raise MethodError(f"method 'tfidf' needs a classification dataset, not task '{task}'")
+        if not task.classical:
+            raise MethodError(f"method 'tfidf' needs a classification or multilabel dataset, not task '{task.name}'")
 
     def pipeline(self, seed: int):
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -45,26 +46,27 @@ class Tfidf(Method):
         """(scores per eval split, the eval splits' labels, test predictions, sizes and cost)."""
         eval_size = int(train_cfg.eval_size)
         started = time.perf_counter()
-        model = self.pipeline(int(train_cfg.seed)).fit(list(splits["train"]["text"]), list(splits["train"]["label"]))
+        train_labels, _ = self.task.plain_labels(splits["train"])
+        model = self.task.classical_fit(self.pipeline(int(train_cfg.seed)), list(splits["train"]["text"]), train_labels)
         train_seconds = time.perf_counter() - started
         scores, evals, test_preds = {}, {}, []
         for split in EVAL_SPLITS:
             head = splits[split].select(range(min(len(splits[split]), eval_size)))
-            labels = list(head["label"])
-            probs = model.predict_proba(list(head["text"]))
-            preds = model.classes_[probs.argmax(1)].tolist()
-            scores[split] = {
-                "loss": log_loss(labels, probs, model.classes_),
-                **classification_metrics(labels, preds, range(num_labels)),
-            }
-            evals[split], test_preds = Encoded([], labels), preds
-        coef = model[-1].coef_
-        info = {"parameters": int(coef.size + model[-1].intercept_.size), "train_seconds": train_seconds,
-                "features": int(coef.shape[1])}  # fmt: skip
+            labels, names = self.task.plain_labels(head)
+            scores[split], preds = self.task.classical_score(model, list(head["text"]), labels, names)
+            evals[split], test_preds = Encoded([], labels, label_names=names), preds
+        parameters, features = classifier_size(model[-1])
+        info = {"parameters": parameters, "train_seconds": train_seconds, "features": features}
         return scores, evals, test_preds, info
 
     def summary(self) -> dict[str, Any]:
         return {"C": float(self.cfg.C)}
+
+
+def classifier_size(classifier) -> tuple[int, int]:
+    """(weights + intercepts, features) of a logistic regression, or of one-vs-rest's several."""
+    parts = getattr(classifier, "estimators_", [classifier])
+    return sum(int(p.coef_.size + p.intercept_.size) for p in parts), int(parts[0].coef_.shape[1])
 
 
 def log_loss(labels: list[int], probs: np.ndarray, classes: np.ndarray) -> float:

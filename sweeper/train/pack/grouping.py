@@ -7,6 +7,8 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf
 
+from ... import tasks
+
 PACKABLE_METHODS = ("lora", "qlora")
 # Keys that may differ between the points of one pack; every other key of `method` / `train` must match.
 PER_POINT_METHOD_KEYS = {"r", "alpha", "dropout", "lr", "target_modules", "use_rslora"}
@@ -36,10 +38,10 @@ def pack_key(cfg: DictConfig) -> str | None:
         model = OmegaConf.to_container(cfg.model, resolve=True)
         method = OmegaConf.to_container(cfg.method, resolve=True)
         train = OmegaConf.to_container(cfg.train, resolve=True)
-        task = str(cfg.dataset.task)
-    except Exception:  # noqa: BLE001  an unresolvable config runs alone (and fails there with its record)
+        task = tasks.get(cfg.dataset.task)
+    except Exception:  # noqa: BLE001  an unresolvable config (or task) runs alone (and fails there with its record)
         return None
-    if task == "generation":
+    if not task.packable:
         return None  # decoding (model.generate) runs one model at a time: docs/packing.md
     if train.get("stop_at") is not None:
         return None  # a halving rung pauses the point on its own schedule: it trains alone
@@ -57,7 +59,7 @@ def pack_key(cfg: DictConfig) -> str | None:
     shared_method = {k: v for k, v in method.items() if k not in PER_POINT_METHOD_KEYS}
     if method.get("quantize") == "targets":
         shared_method["target_modules"] = method.get("target_modules")  # they decide which base layers are 4-bit
-    return json.dumps([task, model, shared_method, shared_train], sort_keys=True, default=str)
+    return json.dumps([task.name, model, shared_method, shared_train], sort_keys=True, default=str)
 
 
 def can_pack(cfg_a: DictConfig, cfg_b: DictConfig) -> bool:
@@ -65,17 +67,25 @@ def can_pack(cfg_a: DictConfig, cfg_b: DictConfig) -> bool:
     return key is not None and key == pack_key(cfg_b)
 
 
+def unpackable_tasks(cfgs: list[DictConfig]) -> dict[str, int]:
+    """{task name: points} of the tasks that never pack (generation decodes one model at a time)."""
+    counts: dict[str, int] = {}
+    for cfg in cfgs:
+        name = OmegaConf.select(cfg, "dataset.task", default=None, throw_on_resolution_failure=False)
+        if name in tasks.names() and not tasks.get(name).packable:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 def group_points(cfgs: list[DictConfig], size: int) -> list[list[int]]:
     """Indices of `cfgs` in groups of at most `size` packable points (first come, first placed);
     an unpackable point is a group of one. Order within and across groups follows `cfgs`."""
     groups: list[list[int]] = []
     open_groups: dict[str, list[int]] = {}
-    generation = sum(
-        OmegaConf.select(cfg, "dataset.task", default=None, throw_on_resolution_failure=False) == "generation"
-        for cfg in cfgs
-    )
-    if generation and size > 1:
-        print(f"sweeper.pack={size}: {generation} generation point(s) train alone (not packable; docs/packing.md)",
+    alone = unpackable_tasks(cfgs)
+    if alone and size > 1:
+        counts = ", ".join(f"{n} {name}" for name, n in alone.items())
+        print(f"sweeper.pack={size}: {counts} point(s) train alone (task not packable; docs/packing.md)",
               file=sys.stderr)  # fmt: skip
     for i, cfg in enumerate(cfgs):
         key = pack_key(cfg)

@@ -26,7 +26,7 @@ from .layers import PackContext, Slice
 
 
 # ---------------------------------------------------------------- batches and losses
-def concat_batches(batches: list[dict], keys: list[int], pad_id: int, task: str) -> tuple[dict, list[Slice]]:
+def concat_batches(batches: list[dict], keys: list[int], pad_id: int, task) -> tuple[dict, list[Slice]]:
     """One batch of the K batches' rows, right-padded to the widest; and who owns which rows."""
     width = max(b["input_ids"].shape[1] for b in batches)
 
@@ -37,26 +37,25 @@ def concat_batches(batches: list[dict], keys: list[int], pad_id: int, task: str)
         "input_ids": torch.cat([pad(b["input_ids"], pad_id) for b in batches]),
         "attention_mask": torch.cat([pad(b["attention_mask"], 0) for b in batches]),
     }
-    if task == "lm":
+    if task.token_level:  # a label per token: padded like the ids
         out["labels"] = torch.cat([pad(b["labels"], -100) for b in batches])
-    else:
-        out["labels"] = torch.cat([b["labels"] for b in batches])
+    else:  # a label per row (multilabel: a row of 0/1 per label, zero-padded to the widest label set)
+        widest = max(b["labels"].shape[-1] for b in batches) if batches[0]["labels"].dim() == 2 else 0
+        out["labels"] = torch.cat([F.pad(b["labels"], (0, widest - b["labels"].shape[-1])) if widest else b["labels"]
+                                   for b in batches])  # fmt: skip
     slices = [Slice(k, b["input_ids"].shape[0], b["input_ids"].shape[1]) for k, b in zip(keys, batches)]
     return out, slices
 
 
-def point_loss(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
-    """The loss HF computes for one point: next-token CE over non-masked labels, or CE over labels."""
-    if task == "lm":
-        return F.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
-        )
-    return F.cross_entropy(logits.float(), labels)
+def point_loss(logits: torch.Tensor, labels: torch.Tensor, task) -> torch.Tensor:
+    """The loss HF computes for one point, as its task defines it (next-token CE over non-masked
+    labels, CE over labels, BCE over label sets)."""
+    return task.head_loss(logits, labels)
 
 
-def own_logits(logits: torch.Tensor, num_labels: int, task: str) -> torch.Tensor:
+def own_logits(logits: torch.Tensor, num_labels: int, task) -> torch.Tensor:
     # Heads of a pack may differ in size; the narrower ones are zero-padded: keep a point's own columns.
-    return logits if task == "lm" else logits[..., :num_labels]
+    return logits if task.token_level else logits[..., :num_labels]
 
 
 class AdapterView(nn.Module):
@@ -64,7 +63,7 @@ class AdapterView(nn.Module):
     given to adapter `key` and returns `.loss` / `.logits` like the point's own PEFT model, so
     sweeper.train.evaluate scores it unchanged."""
 
-    def __init__(self, base: nn.Module, ctx: PackContext, key: int, num_labels: int, task: str):
+    def __init__(self, base: nn.Module, ctx: PackContext, key: int, num_labels: int, task):
         super().__init__()
         self.__dict__["_base"] = base  # not a registered submodule: the view owns no parameters
         self.ctx, self.key, self.num_labels, self.task = ctx, key, num_labels, task
@@ -87,7 +86,7 @@ def set_lrs(members, step: int) -> dict[int, float]:
     return {m.key: set_lr(m.optimizer, m.method, m.peft, step, m.cfg.train) for m in members}
 
 
-def forward_losses(base, members, step: int, ctx: PackContext, pad_id: int, task: str, runtime: Runtime):
+def forward_losses(base, members, step: int, ctx: PackContext, pad_id: int, task, runtime: Runtime):
     """Losses of the running points at `step`, one packed forward."""
     batches = []
     for m in members:
@@ -116,7 +115,7 @@ def train_packed(
     base,
     members,
     ctx: PackContext,
-    task: str,
+    task,
     pad_id: int,
     runtime: Runtime,
     *,

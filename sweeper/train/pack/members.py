@@ -19,11 +19,11 @@ from ...records import Status, read_existing
 from ...runs import RunLock, failure_fields
 from .. import checkpoint as ckpt
 from ..batches import encode_splits
-from ..evaluate import evaluate_splits, record_metrics, save_predictions
+from ..evaluate import evaluate_splits, record_metrics
 from ..loop import MetricsLog, make_optimizer
 from ..methods import build_method
 from ..models import build_model, count_parameters
-from ..point import check_settings, load_point_data, num_labels_of, run_point
+from ..point import check_settings, load_point_data, run_point, task_of
 from ..record import busy_record, finish_record, outcome, previous_record, start_record, unusable_folder
 from ..runtime import PeakMemory, setup_runtime
 from .grouping import group_points
@@ -76,7 +76,7 @@ class Pack:
                 self.results[k] = finish_record(record, run_dir, self.started)
             else:
                 self._claim(k, cfg, record, run_dir)
-        self.task = str(self.members[0].cfg.dataset.task) if self.members else "classification"
+        self.task = task_of(self.members[0].cfg) if self.members else None  # a pack shares one task (grouping)
         self.ctx = None
 
     def _claim(self, k: int, cfg, record: dict[str, Any], run_dir: Path) -> None:
@@ -119,8 +119,7 @@ class Pack:
             args = (self.task, self.pad_id, int(tr.eval_batch_size), self.runtime, m.num_labels)
             scores, test_preds = evaluate_splits(view, m.evals, *args)
             metrics = record_metrics(scores, m.final_loss, m.train_enc.labels, m.evals, self.task, m.num_labels)
-            if self.task != "lm":
-                save_predictions(m.run_dir, m.evals["test"].labels, test_preds)
+            self.task.save_predictions(m.run_dir, m.evals["test"], test_preds)
             if tr.save_adapter:
                 write_folder(m.run_dir / "adapter", m.peft.save_pretrained)  # PEFT format: config + safetensors
         except Exception as error:  # noqa: BLE001
@@ -151,7 +150,7 @@ class Pack:
     def load_data(self, m: Member) -> None:
         check_settings(m.cfg)
         m.splits = load_point_data(m.cfg.dataset)
-        m.num_labels = num_labels_of(m.splits, self.task)
+        m.num_labels = self.task.num_labels(m.splits)
 
     def build_base(self, m: Member) -> None:
         """The shared frozen base, built as the first point's model would be (its seed), quantised for qlora."""
@@ -188,7 +187,7 @@ class Pack:
         if rng is not None:  # the checkpoint holds this point's dropout RNG (see save_checkpoint)
             m.generator.set_state(rng)
         m.max_steps = int(tr.max_steps)
-        m.train_enc, m.evals = encode_splits(m.splits, self.tokenizer, tr, self.task)
+        m.train_enc, m.evals = encode_splits(m.splits, self.tokenizer, m.cfg, self.task)
         m.splits = None
         attach_adapter(self.base, m.key, m.peft, self.ctx, m.generator)
         m.log = MetricsLog(m.run_dir, m.start_step, tr.log_every, m.max_steps)
