@@ -214,7 +214,7 @@ def test_tfidf_on_an_lm_dataset_is_one_line(make_cfg):
 
     record = run_point(make_cfg("method=tfidf", "dataset=austen_lm"))
     assert record["status"] == "failed"
-    assert record["error"] == "method 'tfidf' needs a classification dataset, not task 'lm'"
+    assert record["error"] == "method 'tfidf' needs a classification or multilabel dataset, not task 'lm'"
 
 
 # ---------------------------------------------------------------- real sweeps

@@ -391,7 +391,7 @@ def method_table(summary: pd.DataFrame, tol: float = TIE_TOL) -> pd.DataFrame:
 def rule_text(tol: float = TIE_TOL) -> str:
     return (
         f"W/T/L: a win or loss only when significant at alpha={ALPHA:g} (exact McNemar on the test "
-        f"predictions with fewer than {MIN_SEEDS} seeds, for generation a paired t on the rows' sentence "
-        f"chrF; Welch's t on the seed scores otherwise; without "
+        f"predictions with fewer than {MIN_SEEDS} seeds, a paired t on each row's score where the task keeps one: "
+        f"generation's sentence chrF, multilabel's F1; Welch's t on the seed scores otherwise; without "
         f"predictions, |diff| <= {tol:g}, relative for perplexity); baselines selected on validation."
     )

@@ -39,12 +39,19 @@ def concat_batches(batches: list[dict], keys: list[int], pad_id: int, task) -> t
     }
     if task.token_level:  # a label per token: padded like the ids
         out["labels"] = torch.cat([pad(b["labels"], -100) for b in batches])
-    else:  # a label per row (multilabel: a row of 0/1 per label, zero-padded to the widest label set)
-        widest = max(b["labels"].shape[-1] for b in batches) if batches[0]["labels"].dim() == 2 else 0
-        out["labels"] = torch.cat([F.pad(b["labels"], (0, widest - b["labels"].shape[-1])) if widest else b["labels"]
-                                   for b in batches])  # fmt: skip
+    else:  # a label per row, or (multilabel) a row of 0/1 per label
+        out["labels"] = torch.cat(widest_rows([b["labels"] for b in batches]))
     slices = [Slice(k, b["input_ids"].shape[0], b["input_ids"].shape[1]) for k, b in zip(keys, batches)]
     return out, slices
+
+
+def widest_rows(labels: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Label rows of sets of different sizes zero-padded to the widest (the task's loss cuts each
+    point's back to its own); one label per row passes as it is."""
+    if labels[0].dim() < 2:
+        return labels
+    widest = max(t.shape[-1] for t in labels)
+    return [F.pad(t, (0, widest - t.shape[-1])) for t in labels]
 
 
 def point_loss(logits: torch.Tensor, labels: torch.Tensor, task) -> torch.Tensor:
