@@ -141,3 +141,28 @@ def test_label_sets_of_different_widths_share_a_pack(make_cfg, tmp_path):
         assert p["pack"]["size"] == 2
         assert p["metrics"]["test"]["loss"] == pytest.approx(a["metrics"]["test"]["loss"], abs=1e-5)
         assert p["metrics"]["micro_f1"] == pytest.approx(a["metrics"]["micro_f1"], abs=1e-9)
+
+
+def test_two_ranks_train_a_multilabel_point_as_one_process(make_cfg, tmp_path):
+    """DDP (train.nproc=2, gloo): the float label rows split over the ranks like class labels do."""
+    steps = ("dataset=debian_tags_culture", "method.dropout=0", "train.max_steps=4", "train.batch_size=7")
+    solo = run_point(make_cfg(*TINY, *steps, f"sweeper.results_dir={tmp_path}/one"))
+    ranks = run_point(make_cfg(*TINY, *steps, "train.nproc=2", f"sweeper.results_dir={tmp_path}/two"))
+    assert solo["status"] == ranks["status"] == "ok", ranks.get("error")
+    assert ranks["worker"]["world_size"] == 2
+    for split in ("validation", "test"):
+        assert ranks["metrics"][split]["loss"] == pytest.approx(solo["metrics"][split]["loss"], abs=1e-5)
+        assert ranks["metrics"][split]["micro_f1"] == pytest.approx(solo["metrics"][split]["micro_f1"], abs=0.01)
+
+
+def test_halving_ranks_multilabel_points_by_validation_micro_f1(tmp_path):
+    from sweeper.launch.halving import Entry, promote
+    from sweeper.records import append_rung
+
+    entries = []
+    for name, micro_f1, accuracy in [("low", 0.2, 0.9), ("high", 0.7, 0.1)]:  # accuracy is no multilabel score
+        (tmp_path / name).mkdir()
+        append_rung(tmp_path / name, 0, 2, {"micro_f1": micro_f1, "accuracy": accuracy, "loss": 1.0})
+        entries.append(Entry(["seed=0"], tmp_path / name, ("d", "m"), name, "multilabel", 6))
+    survivors, waiting = promote(entries, rung=0, budget=2, eta=2)
+    assert [e.run_dir.name for e in survivors] == ["high"] and not waiting
