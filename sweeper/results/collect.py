@@ -31,19 +31,14 @@ from .markdown import is_missing, markdown_table
 TOP_FIELDS = ["run_id", "sweep", "status", "error", "error_type", "dataset", "family", "task", "model", "method",
               "r", "alpha", "seed", "lr", "max_steps", "started_at", "finished_at", "wall_seconds", "host",
               "schema_version", "data_fingerprint", "version", "git_commit"]
-METRIC_FIELDS = ["accuracy", "macro_f1", "micro_f1", "subset_accuracy", "eval_loss", "perplexity", "chrf",
-                 "exact_match", "majority_accuracy", "majority_class", "n_test", "train_loss_final"]
 # fmt: on
+# The tasks' scores (sweeper.tasks: Task.metrics, Task.test_metrics), each once, in the tasks' order.
+TASK_METRICS = list(dict.fromkeys(m for task in tasks.all_tasks() for m in (*task.metrics, *task.test_metrics)))
+METRIC_FIELDS = [*TASK_METRICS, "eval_loss", "n_test", "train_loss_final"]  # the record's top level: test
 # Schema 2's metrics.validation section; the top-level metrics are the test ones (both schemas).
 VALIDATION_FIELDS = {
-    "accuracy": "val_accuracy",
-    "macro_f1": "val_macro_f1",
-    "micro_f1": "val_micro_f1",
-    "subset_accuracy": "val_subset_accuracy",
     "loss": "val_loss",
-    "perplexity": "val_perplexity",
-    "chrf": "val_chrf",
-    "exact_match": "val_exact_match",
+    **{m: f"val_{m}" for m in dict.fromkeys(m for task in tasks.all_tasks() for m in task.metrics)},
     "n": "n_validation",
 }
 # Nested sections renamed to flat, unambiguous columns.

@@ -23,6 +23,8 @@ class Task:
     higher_is_better: bool = True
     digits: int = 3  # decimals of the headline metric in tables
     early_stop_metric: str = "loss"  # the validation score early stopping keeps the best of
+    metrics: tuple[str, ...] = ()  # scores of each split beside the loss: the collector's columns (val_*)
+    test_metrics: tuple[str, ...] = ()  # scores of the test split only (the majority class it answers)
     labelled: bool = False  # a fixed label set: num_labels, label names, a classification head
     decodes: bool = False  # evaluation generates text (model.generate)
     token_level: bool = False  # a target per token (lm): the model's head spans the vocabulary

@@ -17,6 +17,8 @@ class Classification(Task):
     position = 0
     primary = "accuracy"
     early_stop_metric = "accuracy"
+    metrics = ("accuracy", "macro_f1", "majority_accuracy")
+    test_metrics = ("majority_class",)
     labelled = True
     classical = True
     majority_baseline = True

@@ -25,6 +25,7 @@ class Generation(Task):
     primary = "chrf"
     digits = 1  # chrF is on sacrebleu's 0-100 scale
     early_stop_metric = "chrf"
+    metrics = ("chrf", "exact_match")
     decodes = True
     uneven_token_loss = True
     packable = False  # decoding (model.generate) runs one model at a time: docs/packing.md

@@ -17,6 +17,7 @@ class LanguageModelling(Task):
     higher_is_better = False
     digits = 2
     early_stop_metric = "loss"
+    metrics = ("perplexity",)
     token_level = True
 
     # ------------------------------------------------------------ data

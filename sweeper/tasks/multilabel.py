@@ -27,6 +27,7 @@ class MultiLabel(Task):
     position = 3
     primary = "micro_f1"
     early_stop_metric = "micro_f1"
+    metrics = ("micro_f1", "macro_f1", "subset_accuracy")
     labelled = True
     classical = True  # method=tfidf: one-vs-rest logistic regressions
     row_score = "f1"

@@ -119,13 +119,8 @@ def record_metrics(
     task.add_baselines(scores, train_labels, evals, num_labels)
     test = scores["test"]
     legacy = {"eval_loss": test["loss"], "n_test": test["n"]}
-    legacy.update({k: v for k, v in test.items() if k in TOP_LEVEL_METRICS})
+    legacy.update({k: v for k, v in test.items() if k in (*task.metrics, *task.test_metrics)})
     return {**scores, **legacy, "train_loss_final": final_loss}
-
-
-# The test scores a record also keeps at its top level (the collector's metric columns).
-TOP_LEVEL_METRICS = ("accuracy", "macro_f1", "perplexity", "exact_match", "chrf", "majority_accuracy", "majority_class",
-                     "micro_f1", "subset_accuracy")  # fmt: skip
 
 
 def save_predictions(run_dir: Path, labels: list, preds: list) -> None:
