@@ -87,10 +87,17 @@ def test_bad_multilabel_input_is_one_line_in_the_record(case, words, make_cfg, t
 
 
 def test_allow_empty_keeps_rows_without_a_label(tmp_path):
+    """A blank cell, and a cell holding only labels outside `labels` (a fish): examples of no label
+    with allow_empty; without it, the fish row is simply no example of the task."""
     rows = tagged_rows()
     rows[3] = (rows[3][0], "")
-    ds = load_splits(own_spec(tmp_path, rows, allow_empty=True), tmp_path / "cache")
-    assert sum(row["label"] == [] for split in ds.values() for row in split) == 1
+    rows[5] = ("a note about the fish", "fish;eel")
+    kept = load_splits(own_spec(tmp_path, rows, labels=ANIMALS, allow_empty=True), tmp_path / "cache")
+    assert sum(row["label"] == [] for split in kept.values() for row in split) == 2
+    rows[3] = (rows[3][0], "cat")
+    dropped = load_splits(own_spec(tmp_path, rows, labels=ANIMALS), tmp_path / "cache")
+    assert sum(len(split) for split in dropped.values()) == 89
+    assert all(row["label"] for split in dropped.values() for row in split)
 
 
 def test_a_sweep_point_per_method_scores_micro_f1_and_saves_row_scores(make_cfg):

@@ -21,7 +21,8 @@ NONE = "\x1e"  # a row with no label, where the spec allows one (allow_empty)
 def label_sets(name: str, spec: Mapping, df: pd.DataFrame, pool) -> tuple[np.ndarray, pd.Index, np.ndarray]:
     """The multilabel labeller: (each row's label-set code, -1 for a row the task does not use; the
     sets, as JOIN-joined sorted names; blank rows). Only labels of `labels` count when given; a row
-    holding none of them is not used. Computed per distinct cell, as pools repeat them."""
+    holding none of them is not used (`allow_empty`: it is, with an empty set). Computed per
+    distinct cell, as pools repeat them."""
     col, sep = spec["label_field"], spec.get("label_sep")
     codes, uniques = factorized(df, col, pool)
     cells = pd.Series(uniques, dtype=object).astype(str)
@@ -37,8 +38,9 @@ def label_sets(name: str, spec: Mapping, df: pd.DataFrame, pool) -> tuple[np.nda
     sets = [canonical(cell, sep, wanted, spec["allow_empty"]) for cell in cells]
     y, names = pd.factorize(np.array([s or None for s in sets], dtype=object))
     row_codes = y[codes]
-    if spec["allow_empty"]:  # a blank cell is a row with no label, not a row to drop
-        row_codes = np.where(blank, _code_of(names, NONE), row_codes)
+    if spec["allow_empty"]:  # a blank (or null) cell is a row with no label, not a row to drop
+        names = pd.Index([*names, NONE]) if NONE not in set(names) else names
+        row_codes = np.where(blank, list(names).index(NONE), row_codes)
         blank = np.zeros(len(df), dtype=bool)
     return row_codes, names, blank
 
@@ -47,14 +49,9 @@ def canonical(cell: str, sep: str | None, wanted: set[str], allow_empty: bool) -
     values = {v.strip() for v in (cell.split(sep) if sep else [cell])} - {""}
     if wanted:
         values &= wanted
-    if not values:
-        return NONE if allow_empty and not cell.strip() else ""
+    if not values:  # no label of the set: an example of "none of them", or no example of the task
+        return NONE if allow_empty else ""
     return JOIN.join(sorted(values))
-
-
-def _code_of(names: pd.Index, value: str) -> int:
-    found = np.flatnonzero(np.asarray(names, dtype=object) == value)
-    return int(found[0]) if len(found) else -1
 
 
 def labels_of(y: str) -> list[str]:
