@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from sweeper.data import load_splits
+from sweeper.data import DatasetError, load_splits
 from sweeper.records import PREDICTIONS_NAME
 from sweeper.tasks.multilabel import multilabel_metrics, row_f1
 from sweeper.train.pack import run_packed
@@ -173,3 +173,32 @@ def test_halving_ranks_multilabel_points_by_validation_micro_f1(tmp_path):
         entries.append(Entry(["seed=0"], tmp_path / name, ("d", "m"), name, "multilabel", 6))
     survivors, waiting = promote(entries, rung=0, budget=2, eta=2)
     assert [e.run_dir.name for e in survivors] == ["high"] and not waiting
+
+
+def test_a_label_left_without_train_rows_is_one_line(tmp_path):
+    """The eel's two rows say one text twice with two label sets: dedupe drops both, so after the
+    split no train row holds the eel although the input had min_count of it."""
+    rows = [*tagged_rows(), ("a note about the eel", "eel;cat"), ("a note about the eel", "eel")]
+    with pytest.raises(DatasetError, match=r"dataset 'tagged': label\(s\) eel have no train row after the split"):
+        load_splits(own_spec(tmp_path, rows), tmp_path / "cache")
+
+
+def test_tfidf_counts_weights_when_a_label_is_constant_in_train():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    from sweeper.train.methods.tfidf import classifier_size
+
+    x = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    y = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])  # the second label is never true: a constant predictor
+    with pytest.warns(UserWarning, match="present in all training examples"):
+        model = OneVsRestClassifier(LogisticRegression()).fit(x, y)
+    assert classifier_size(model) == (3, 2)  # one label's 2 weights + intercept; the constant has none
+
+
+def test_fsdp_early_stopping_shares_the_numeric_scores(make_cfg, tmp_path):
+    """FSDP ranks agree on rank 0's validation scores; per_label_f1 (a dict) is not sent."""
+    overrides = ("dataset=debian_tags_culture", "method=full", "train.max_steps=4", "train.eval_every=2")
+    record = run_point(make_cfg(*TINY, *overrides, "train.nproc=2", "train.parallel=fsdp"))
+    assert record["status"] == "ok", record.get("error")
+    assert record["worker"]["parallel"] == "fsdp" and record["train"]["best_step"] in (2, 4)

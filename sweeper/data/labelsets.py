@@ -60,7 +60,8 @@ def labels_of(y: str) -> list[str]:
 
 def multilabel_frames(name: str, spec: Mapping, given: dict[str, pd.DataFrame]) -> tuple[dict, list[str]]:
     """(split frames with `label` = the row's sorted label indices, the label names). The label set:
-    `labels` (each must have min_count train rows), else every label with at least min_count."""
+    `labels` (each must have min_count rows of the input: the pool, or the train file), else every
+    label with at least min_count; after the split, each must still have a train row."""
     train = given.get("all", given.get("train"))
     counts = Counter(label for y in train["y"] for label in labels_of(y))
     min_count = spec["min_count"]
@@ -77,6 +78,11 @@ def multilabel_frames(name: str, spec: Mapping, given: dict[str, pd.DataFrame]) 
     keep = set(names)
     given = {s: restricted(df, keep, spec["allow_empty"]) for s, df in given.items()}
     frames = split_rows(spec, given)
+    in_train = {label for y in frames["train"]["y"] for label in labels_of(y)}
+    absent = [n for n in names if n not in in_train]
+    if absent:  # a label the model never sees a positive of: its F1 would only measure the split
+        raise DatasetError(name, f"label(s) {', '.join(absent[:10])} have no train row after the split "
+                                 f"(caps {spec.get('caps') or 'default'}); raise min_count or leave them out of labels")  # fmt: skip
     index = {n: i for i, n in enumerate(names)}
     out = {
         s: pd.DataFrame({

@@ -138,7 +138,10 @@ def validation_watch(cfg, evals, eval_args, world):
 
     def score(model) -> dict[str, float]:
         scores = evaluate(model, evals["validation"], *eval_args)
-        return dict(zip(scores, world.values_from_main(*scores.values()))) if world.sharded else scores
+        if not world.sharded:
+            return scores
+        numbers = {k: v for k, v in scores.items() if isinstance(v, (int, float))}  # not per_label_f1's dict
+        return dict(zip(numbers, world.values_from_main(*numbers.values())))
 
     return best_step_watch(cfg.train, eval_args[0], score)
 

@@ -64,8 +64,11 @@ class Tfidf(Method):
 
 
 def classifier_size(classifier) -> tuple[int, int]:
-    """(weights + intercepts, features) of a logistic regression, or of one-vs-rest's several."""
-    parts = getattr(classifier, "estimators_", [classifier])
+    """(weights + intercepts, features) of a logistic regression, or of one-vs-rest's several (a label
+    that train holds on every row or on none has a constant predictor there, with no weights)."""
+    parts = [p for p in getattr(classifier, "estimators_", [classifier]) if hasattr(p, "coef_")]
+    if not parts:
+        return 0, 0
     return sum(int(p.coef_.size + p.intercept_.size) for p in parts), int(parts[0].coef_.shape[1])
 
 
