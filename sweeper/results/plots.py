@@ -80,7 +80,8 @@ def heatmap(summary: pd.DataFrame, path: str | os.PathLike, task: str = tasks.DE
     n_rows, n_cols = scores.shape
     fig = _figure(min(4 + 0.55 * n_cols, 40), min(2.5 + 0.28 * n_rows, 120))
     ax = fig.add_subplot()
-    metric, higher = tasks.get(task).primary, tasks.get(task).higher_is_better
+    found = tasks.get(task)
+    metric, higher = found.primary, found.higher_is_better
     values = scores.to_numpy(dtype=float)
     if not higher:  # perplexities span orders of magnitude
         values = np.log10(values)

@@ -139,6 +139,44 @@ class Task:
         raise NotImplementedError(f"task {self.name} has no classical baseline")
 
 
+def eval_heads(splits, eval_size: int) -> dict:
+    """The first `eval_size` rows of validation and test: what every evaluation scores."""
+    return {s: splits[s].select(range(min(len(splits[s]), eval_size))) for s in ("validation", "test")}
+
+
+class TextClassifier(Task):
+    """A head over a fixed label set on top of a sequence model (classification, multilabel): one
+    auto class, PEFT's SEQ_CLS, the head trained in full under LoRA, rows encoded as texts with the
+    task's labels (`plain_labels`); tfidf applies."""
+
+    labelled = True
+    classical = True
+
+    def auto_class(self, model_cfg):
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification
+
+    def peft_task_type(self, model_cfg) -> str | None:
+        return None if model_cfg.arch == "lstm" else "SEQ_CLS"
+
+    def full_rank_modules(self, model_cfg) -> list[str]:
+        return list(model_cfg.get("head_modules") or [])
+
+    def encode(self, splits, tokenizer, cfg, truncation: str):
+        from ..train.batches import encode_classification
+
+        max_length = int(cfg.train.max_length)
+
+        def encoded(split):
+            enc = encode_classification(split, tokenizer, max_length, truncation)
+            enc.labels, enc.label_names = self.plain_labels(split)
+            return enc
+
+        evals = {s: encoded(head) for s, head in eval_heads(splits, int(cfg.train.eval_size)).items()}
+        return encoded(splits["train"]), evals
+
+
 class TaskError(ValueError):
     """An unknown task name; one line naming the known ones."""
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Task, register
+from .base import TextClassifier, register
 
 RULES = ("multiclass", "one_vs_rest", "pair", "subset")
 
 
 @register
-class Classification(Task):
+class Classification(TextClassifier):
     name = "classification"
     description = "one label per text (`label_field`), from a fixed set"
     position = 0
@@ -19,8 +19,6 @@ class Classification(Task):
     early_stop_metric = "accuracy"
     metrics = ("accuracy", "macro_f1", "majority_accuracy")
     test_metrics = ("majority_class",)
-    labelled = True
-    classical = True
     majority_baseline = True
 
     pivot_file = "pivot.csv"  # the names these files had before there were other tasks
@@ -71,19 +69,8 @@ class Classification(Task):
         return splits["train"].features["label"].num_classes
 
     # ------------------------------------------------------------ model
-    def auto_class(self, model_cfg):
-        from transformers import AutoModelForSequenceClassification
-
-        return AutoModelForSequenceClassification
-
     def model_kwargs(self, num_labels: int) -> dict[str, Any]:
         return {"num_labels": num_labels}
-
-    def peft_task_type(self, model_cfg) -> str | None:
-        return None if model_cfg.arch == "lstm" else "SEQ_CLS"
-
-    def full_rank_modules(self, model_cfg) -> list[str]:
-        return list(model_cfg.get("head_modules") or [])
 
     def head_loss(self, logits, labels):
         from torch.nn import functional
@@ -91,16 +78,6 @@ class Classification(Task):
         return functional.cross_entropy(logits.float(), labels)
 
     # ------------------------------------------------------------ token ids and batches
-    def encode(self, splits, tokenizer, cfg, truncation: str):
-        from ..train.batches import encode_classification
-
-        max_length, eval_size = int(cfg.train.max_length), int(cfg.train.eval_size)
-        evals = {}
-        for s in ("validation", "test"):
-            head = splits[s].select(range(min(len(splits[s]), eval_size)))
-            evals[s] = encode_classification(head, tokenizer, max_length, truncation)
-        return encode_classification(splits["train"], tokenizer, max_length, truncation), evals
-
     def batch_labels(self, enc, rows, ids, mask):
         import torch
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import string
 from typing import Any
 
-from .base import Task, register
+from .base import Task, eval_heads, register
 
 SEQ2SEQ_ARCHS = ("t5",)  # generation as an encoder-decoder; every other generating arch is a causal LM
 NON_GENERATING_ARCHS = ("bert", "lstm")  # an encoder only / a classifier: no text out
@@ -98,8 +98,8 @@ class Generation(Task):
 
         spec = self.check_spec(as_dict(cfg.dataset))
         settings = (spec["prompt"], is_seq2seq(cfg.model), int(spec["max_new_tokens"]))
-        max_length, eval_size = int(cfg.train.max_length), int(cfg.train.eval_size)
-        heads = {s: splits[s].select(range(min(len(splits[s]), eval_size))) for s in ("validation", "test")}
+        max_length = int(cfg.train.max_length)
+        heads = eval_heads(splits, int(cfg.train.eval_size))
         evals = {s: encode_generation(head, tokenizer, max_length, *settings) for s, head in heads.items()}
         return encode_generation(splits["train"], tokenizer, max_length, *settings), evals
 

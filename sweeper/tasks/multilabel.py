@@ -15,21 +15,20 @@ from typing import Any
 
 import numpy as np
 
-from .base import Task, register
+from .base import TextClassifier, register
 
 THRESHOLD = 0.5
 
 
 @register
-class MultiLabel(Task):
+class MultiLabel(TextClassifier):
     name = "multilabel"
     description = "a set of labels per text (`label_field` joined by `label_sep`), from a fixed set"
     position = 3
     primary = "micro_f1"
     early_stop_metric = "micro_f1"
     metrics = ("micro_f1", "macro_f1", "subset_accuracy")
-    labelled = True
-    classical = True  # method=tfidf: one-vs-rest logistic regressions
+    # classical (TextClassifier): method=tfidf as one-vs-rest logistic regressions
     row_score = "f1"
 
     # ------------------------------------------------------------ data
@@ -84,19 +83,8 @@ class MultiLabel(Task):
         return [multi_hot(row, len(names)) for row in split["label"]], names
 
     # ------------------------------------------------------------ model
-    def auto_class(self, model_cfg):
-        from transformers import AutoModelForSequenceClassification
-
-        return AutoModelForSequenceClassification
-
     def model_kwargs(self, num_labels: int) -> dict[str, Any]:
         return {"num_labels": num_labels, "problem_type": "multi_label_classification"}
-
-    def peft_task_type(self, model_cfg) -> str | None:
-        return None if model_cfg.arch == "lstm" else "SEQ_CLS"
-
-    def full_rank_modules(self, model_cfg) -> list[str]:
-        return list(model_cfg.get("head_modules") or [])
 
     def head_loss(self, logits, labels):
         """Mean binary cross-entropy over every (row, label); a packed view's labels may be wider."""
@@ -105,19 +93,6 @@ class MultiLabel(Task):
         return functional.binary_cross_entropy_with_logits(logits.float(), labels[:, : logits.shape[-1]].float())
 
     # ------------------------------------------------------------ token ids and batches
-    def encode(self, splits, tokenizer, cfg, truncation: str):
-        from ..train.batches import encode_classification
-
-        max_length, eval_size = int(cfg.train.max_length), int(cfg.train.eval_size)
-
-        def encoded(split):
-            enc = encode_classification(split, tokenizer, max_length, truncation)
-            enc.labels, enc.label_names = self.plain_labels(split)
-            return enc
-
-        evals = {s: encoded(splits[s].select(range(min(len(splits[s]), eval_size)))) for s in ("validation", "test")}
-        return encoded(splits["train"]), evals
-
     def batch_labels(self, enc, rows, ids, mask):
         import torch
 
