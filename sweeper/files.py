@@ -11,12 +11,14 @@ turned against its owner:
   link, it never writes through one);
 - files get the mode the umask allows (mkstemp makes 0600: a colleague's collect could not read it);
 - a write that fails (disk full, quota, I/O error) removes its temporary and raises `StorageError`,
-  which the skip rule treats as transient (re-run by a plain relaunch).
+  which the skip rule treats as transient (re-run by a plain relaunch);
+- `RunLock`: one process per run folder (a flock on <run_dir>/.lock, opened with O_NOFOLLOW).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import shutil
@@ -229,3 +231,41 @@ def _remove(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+# ---------------------------------------------------------------- one process per run folder
+LOCK_NAME = ".lock"  # <run_dir>/.lock: flock-ed by the process training the point (RunLock)
+
+
+class RunLock:
+    """An exclusive, non-blocking flock on <run_dir>/.lock while a process trains the point.
+
+    Two launches of one grid (two terminals, a relaunch during a detached sweep, an orphaned
+    worker) would otherwise train one folder at once: checkpoints race, the last record wins. The
+    kernel (or NFS's lock manager) drops the lock with the process, so a killed job leaves none."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        """True when held; False when another process holds it; UnsafePath for a planted link."""
+        run_folder(self.path.parent)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, file_mode())
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise UnsafePath(f"{self.path} is a symbolic link; refusing to follow it") from None
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None

@@ -24,8 +24,6 @@ same folders, and a new dataset or rank only adds new folders.
 from __future__ import annotations
 
 import copy
-import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -38,7 +36,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .files import TransientError, UnsafePath, file_mode, is_storage_failure, run_folder
+from .files import LOCK_NAME, RunLock, TransientError, UnsafePath, is_storage_failure  # noqa: F401  (re-exported)
 from .records import RECORD_NAME, Status, one_line, read_existing
 from .settings import SettingError
 from .tasks.base import DEFAULT as DEFAULT_TASK
@@ -63,7 +61,6 @@ DESCRIPTIVE_KEYS = {"description", "comment", "comments", "notes", "generated", 
 IDENTITY_VERSION = 2  # bump when the identity's recipe changes (2: data fingerprint, precision, version)
 CHECKPOINT_DIR = "checkpoint"  # <run_dir>/checkpoint/ (sweeper.train.checkpoint writes it)
 CHECKPOINT_STEP_FILE = Path(CHECKPOINT_DIR) / "step.json"  # written last into a checkpoint: it is complete
-LOCK_NAME = ".lock"  # <run_dir>/.lock: flock-ed by the process training the point (RunLock)
 LOST_ERROR = "JobLost"  # error_type of the record the launcher writes for a job that died without one
 TRANSIENT, DETERMINISTIC = "transient", "deterministic"  # a failed record's `failure`
 # A value outside what its key may hold (sweeper.settings); the record names the key (`setting`). A
@@ -114,10 +111,23 @@ def result_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     identity = {
         "dataset": {k: v for k, v in cfg["dataset"].items() if k not in DESCRIPTIVE_KEYS},
         "model": cfg["model"] if uses_model(cfg) else None,
-        "method": method,
+        "method": with_file_content(method),
         "train": train,
     }
     return normalised(identity)
+
+
+def with_file_content(method: dict[str, Any]) -> dict[str, Any]:
+    """`method.adapter_config` (method=peft) names a file: its content is the setting, not its path
+    (the same JSON in two folders is one point; an edited file is another)."""
+    path = method.get("adapter_config")
+    if not path:
+        return method
+    try:
+        content: Any = json.loads(Path(str(path)).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        content = {"unreadable": str(path)}  # the point fails in one line when it builds the method
+    return {**method, "adapter_config": content}
 
 
 def uses_model(cfg: DictConfig | dict[str, Any]) -> bool:
@@ -356,38 +366,3 @@ def _decide(
     if resumable:
         return Decision.RESUME, None
     return Decision.RUN, None
-
-
-# ---------------------------------------------------------------- one process per run folder
-class RunLock:
-    """An exclusive, non-blocking flock on <run_dir>/.lock while a process trains the point.
-
-    Two launches of one grid (two terminals, a relaunch during a detached sweep, an orphaned
-    worker) would otherwise train one folder at once: checkpoints race, the last record wins. The
-    kernel (or NFS's lock manager) drops the lock with the process, so a killed job leaves none."""
-
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / LOCK_NAME
-        self.fd: int | None = None
-
-    def acquire(self) -> bool:
-        """True when held; False when another process holds it; UnsafePath for a planted link."""
-        run_folder(self.path.parent)
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, file_mode())
-        except OSError as error:
-            if error.errno == errno.ELOOP:
-                raise UnsafePath(f"{self.path} is a symbolic link; refusing to follow it") from None
-            raise
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self.fd = fd
-        return True
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing drops the flock
-            self.fd = None

@@ -190,7 +190,7 @@ def test_generation_points_are_never_packed_and_fsdp_refuses_them(make_cfg, caps
     cfgs = [make_cfg("dataset=gettext_en_to_de", "model=tiny_llama", f"method.r={r}") for r in (2, 4)]
     assert pack_key(cfgs[0]) is None
     assert group_points(cfgs, size=2) == [[0], [1]]
-    assert "sweeper.pack=2: 2 generation point(s) train alone" in capsys.readouterr().err
+    assert "sweeper.pack=2: 2 point(s) train alone: task generation is not packable" in capsys.readouterr().err
     cfg = make_cfg("dataset=gettext_en_to_de", "model=tiny_llama", "train.nproc=2", "train.parallel=fsdp")
     with pytest.raises(TrainingError, match="fsdp does not decode"):
         check_parallel(cfg.train, build_method(cfg.method, cfg.model, get_task("generation")), cfg.model)

@@ -93,7 +93,7 @@ def test_lora_warm_start_switches_phase_and_counts_the_adapter():
     method = build_method(cfg.method, cfg.model, get_task("classification"))
     model = method.wrap(model)
     low_rank, total = count_parameters(model)
-    assert low_rank < 0.25 * total and not method.is_peft()  # the adapter alone would miss the warm start
+    assert low_rank < 0.25 * total and not method.saves_adapter  # the adapter alone would miss the warm start
     method.before_step(0, model)
     assert count_parameters(model)[0] > 0.9 * total - low_rank
     assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)

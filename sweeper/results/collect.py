@@ -48,7 +48,9 @@ SECTION_FIELDS = {
         "train_seconds": "train_seconds",
         "peak_memory_mb": "peak_memory_mb",
         "examples_per_second": "examples_per_second",
+        "seconds_per_step": "seconds_per_step",
     },
+    "adapter": {"peft_type": "peft_type", "size_bytes": "adapter_bytes"},  # PEFT methods (docs/methods.md)
     "train": {
         "steps": "steps",
         "resumed_from_step": "resumed_from_step",
@@ -65,7 +67,7 @@ COLUMNS = (
     + ["record_path", "run_dir"]
 )
 NUMERIC = ["r", "alpha", "seed", "lr", "max_steps", "wall_seconds", *METRIC_FIELDS, *VALIDATION_FIELDS.values(),
-           *[c for names in SECTION_FIELDS.values() for c in names.values()]]  # fmt: skip
+           *[c for names in SECTION_FIELDS.values() for c in names.values() if c != "peft_type"]]  # fmt: skip
 MISSING = "missing"  # cell text for a grid point without any record
 
 

@@ -35,7 +35,7 @@ _COLORS = [
     "tab:olive",
     "tab:cyan",
 ]
-_MARKERS = {"lora": "o", "relora": "s", "qlora": "^", "full": "*"}
+_MARKERS = "os^*DvP<>Xhp8d"  # one per method, in name order (a method declares no marker of its own)
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -65,6 +65,10 @@ def tasks_in(frame: pd.DataFrame) -> list:
 
 def _color_map(values) -> dict:
     return {v: _COLORS[i % len(_COLORS)] for i, v in enumerate(sorted(set(values)))}
+
+
+def _marker_map(values) -> dict:
+    return {v: _MARKERS[i % len(_MARKERS)] for i, v in enumerate(sorted(set(values)))}
 
 
 # ---------------------------------------------------------------- heatmap
@@ -138,10 +142,10 @@ def score_vs_rank(summary: pd.DataFrame, path: str | os.PathLike, dataset: str |
     if not shown:
         return placeholder(path, "no successful runs to plot")
     fig = _figure(6.5 * len(shown), 4.5)
-    colors = _color_map(sub["model"])
+    colors, markers = _color_map(sub["model"]), _marker_map(sub["method"])
     for k, task in enumerate(shown):
         ax = fig.add_subplot(1, len(shown), k + 1)
-        _rank_panel(ax, sub[sub["task"] == task.name], colors, per_dataset=dataset is not None)
+        _rank_panel(ax, sub[sub["task"] == task.name], colors, markers, per_dataset=dataset is not None)
         metric, higher, task = task.primary, task.higher_is_better, task.name
         ax.set_title(f"{task}" + (f" – {dataset}" if dataset else " – mean over datasets ± s.e."))
         ax.set_xlabel("LoRA rank r")
@@ -150,7 +154,7 @@ def score_vs_rank(summary: pd.DataFrame, path: str | os.PathLike, dataset: str |
     return _save(fig, path)
 
 
-def _rank_panel(ax, sub: pd.DataFrame, colors: dict, per_dataset: bool) -> None:
+def _rank_panel(ax, sub: pd.DataFrame, colors: dict, markers: dict, per_dataset: bool) -> None:
     line = [c.replace(f"/r{int(r)}", "") if not pd.isna(r) else c for c, r in zip(sub["config"], sub["r"])]
     sub = sub.assign(line=line)
     for name, group in sub.groupby("line"):
@@ -171,7 +175,7 @@ def _rank_panel(ax, sub: pd.DataFrame, colors: dict, per_dataset: bool) -> None:
             yerr=err.fillna(0),
             color=color,
             capsize=3,
-            marker=_MARKERS.get(group["method"].iloc[0], "o"),
+            marker=markers[group["method"].iloc[0]],
             label=name,
         )
     ranks = sorted(int(r) for r in sub["r"].dropna().unique())
@@ -271,7 +275,8 @@ def _timeline(metrics: pd.DataFrame, label: str, path) -> Path:
 
 
 def score_vs_cost(summary: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Per configuration, mean score over datasets against trainable parameters and seconds (log x)."""
+    """Per configuration, mean score over datasets against trainable parameters and seconds per
+    training step (log x); one marker per method."""
     per = (
         summary.dropna(subset=["mean"])
         .groupby(["task", "config"], sort=False)
@@ -281,7 +286,7 @@ def score_vs_cost(summary: pd.DataFrame, path: str | os.PathLike) -> Path:
             r=("r", "first"),
             y=("mean", "mean"),
             params=("trainable_params", "median"),
-            seconds=("train_seconds", "mean"),
+            step_seconds=("seconds_per_step", "mean"),
         )
         .reset_index()
     )
@@ -289,18 +294,18 @@ def score_vs_cost(summary: pd.DataFrame, path: str | os.PathLike) -> Path:
     if not shown:
         return placeholder(path, "no successful runs to plot")
     fig = _figure(12, 4.2 * len(shown))
-    colors = _color_map(per["model"])
+    colors, markers = _color_map(per["model"]), _marker_map(per["method"])
     for k, task in enumerate(shown):
         rows = per[per["task"] == task.name]
-        for j, (column, label) in enumerate([("params", "trainable parameters"), ("seconds", "train seconds")]):
+        for j, (column, label) in enumerate([("params", "trainable parameters"), ("step_seconds", "seconds per step")]):
             ax = fig.add_subplot(len(shown), 2, 2 * k + j + 1)
-            _cost_panel(ax, rows, column, colors)
+            _cost_panel(ax, rows, column, colors, markers)
             ax.set_xlabel(f"{label} (log)")
             ax.set_ylabel(f"{task.name}: test {task.primary}")
     return _save(fig, path)
 
 
-def _cost_panel(ax, rows: pd.DataFrame, column: str, colors: dict) -> None:
+def _cost_panel(ax, rows: pd.DataFrame, column: str, colors: dict, markers: dict) -> None:
     rows = rows[rows[column] > 0]
     if rows.empty:
         ax.text(0.5, 0.5, "no cost recorded", ha="center", va="center", transform=ax.transAxes)
@@ -310,7 +315,7 @@ def _cost_panel(ax, rows: pd.DataFrame, column: str, colors: dict) -> None:
             group[column],
             group["y"],
             color=colors[model],
-            marker=_MARKERS.get(method, "o"),
+            marker=markers[method],
             label=f"{model}/{method}",
             s=40,
         )

@@ -31,6 +31,7 @@ OK, FAILED = Status.OK.value, Status.FAILED.value
 TIE_TOL = 0.005  # the tolerance rule, for comparisons without predictions or seeds (lm, schema 1)
 BASELINES = ("full", "tfidf", "majority")
 _KEY = ["task", "dataset", "config"]
+COST_COLUMNS = ["trainable_params", "total_params", "train_seconds", "seconds_per_step", "peak_memory_mb"]
 SUMMARY_COLUMNS = _KEY + [
     "metric",
     "model",
@@ -46,6 +47,7 @@ SUMMARY_COLUMNS = _KEY + [
     "trainable_params",
     "total_params",
     "train_seconds",
+    "seconds_per_step",
     "peak_memory_mb",
     "errors",
     "status",
@@ -67,9 +69,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     ok = df["status"] == OK
     work = df.assign(_ok=ok, _bad=~ok)
     # Cost from successful runs only: a run that died at step 3 would drag the means down.
-    work = work.assign(
-        **{f"_{c}": work[c].where(ok) for c in ["trainable_params", "total_params", "train_seconds", "peak_memory_mb"]}
-    )
+    work = work.assign(**{f"_{c}": work[c].where(ok) if c in work else float("nan") for c in COST_COLUMNS})
     agg = work.groupby(_KEY, sort=False).agg(
         model=("model", "first"),
         method=("method", "first"),
@@ -84,6 +84,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         trainable_params=("_trainable_params", "median"),
         total_params=("_total_params", "median"),
         train_seconds=("_train_seconds", "mean"),
+        seconds_per_step=("_seconds_per_step", "mean"),
         peak_memory_mb=("_peak_memory_mb", "mean"),
         errors=("error", _first_error),
     )
@@ -351,6 +352,7 @@ def config_table(summary: pd.DataFrame, tol: float = TIE_TOL) -> pd.DataFrame:
             failed_points=("status", lambda s: int((s == FAILED).sum())),
             trainable_params=("trainable_params", "median"),
             train_seconds=("train_seconds", "mean"),
+            seconds_per_step=("seconds_per_step", "mean"),
             peak_memory_mb=("peak_memory_mb", "mean"),
         )
         .reset_index()

@@ -146,15 +146,17 @@ def device_type(train_cfg) -> str:
     return torch.device(name).type
 
 
-def check_nproc(train_cfg, method_name: str) -> int:
+def check_nproc(train_cfg, method) -> int:
     """train.nproc as an int; a one-line TrainingError for a setting that cannot run."""
     nproc = train_cfg.get("nproc", 1)
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise TrainingError(f"train.nproc must be an integer >= 1, got {nproc!r}")
     if nproc == 1:
         return 1
-    if method_name == "qlora":
-        raise TrainingError("method=qlora with train.nproc > 1 is not supported (4-bit bitsandbytes weights under DDP)")
+    if method.base_in_4bit:
+        raise TrainingError(
+            f"method={method.name} with train.nproc > 1 is not supported (4-bit bitsandbytes weights under DDP)"
+        )
     if int(train_cfg.batch_size) < nproc:
         raise TrainingError(f"train.batch_size={train_cfg.batch_size} is smaller than train.nproc={nproc}")
     kind = device_type(train_cfg)

@@ -8,6 +8,7 @@ loop (sweeper.train.pack.loop): `optimizer_step` and `MetricsLog`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -43,11 +44,12 @@ class TrainResult:
     state_mb: float = 0.0  # this rank's weights + gradients + optimizer state (sharding.training_state_mb)
 
 
-def make_optimizer(params, train_cfg):
+def make_optimizer(method, model, train_cfg):
+    """The method's optimizer (AdamW; LoRA+ its own groups) over the parameters it may ever train."""
     lr = float(train_cfg.lr)
     if not (math.isfinite(lr) and lr > 0):
         raise TrainingError(f"train.lr must be a finite number > 0, got {train_cfg.lr!r}")
-    return torch.optim.AdamW(params, lr=lr, weight_decay=float(train_cfg.weight_decay))
+    return method.make_optimizer(model, method.optimizer_parameters(model), lr, float(train_cfg.weight_decay))
 
 
 def progress_bar(total: int, initial: int, desc: str) -> tqdm:
@@ -64,12 +66,15 @@ def check_finite(loss_value: float, step: int, lr: float) -> None:
         raise TrainingError(f"non-finite training loss {loss_value} at step {step} (lr={lr:.3g}); lower train.lr")
 
 
-def optimizer_step(optimizer, grad_clip: float | None) -> None:
-    """Clip (train.grad_clip; null disables), step, and drop the gradients."""
+def optimizer_step(optimizer, grad_clip: float | None, before_zero_grad=None) -> None:
+    """Clip (train.grad_clip; null disables), step, let the method read the gradients (AdaLoRA's
+    budget), and drop them."""
     if grad_clip:
         params = [p for g in optimizer.param_groups for p in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, float(grad_clip))
     optimizer.step()
+    if before_zero_grad is not None:
+        before_zero_grad()
     optimizer.zero_grad(set_to_none=True)
 
 
@@ -123,11 +128,12 @@ def batch_share(batch: dict, mine: list[int], rows: list[int], task, world: Worl
 
 
 def set_lr(optimizer, method, model, step: int, train_cfg) -> float:
-    """The method's hook before `step`, and the lr of `step` for every parameter group."""
+    """The method's hook before `step`, and the lr of `step` for every parameter group (times the
+    group's `lr_ratio`: LoRA+'s B matrices)."""
     method.before_step(step, model)
     lr = float(train_cfg.lr) * method.lr_scale(step, train_cfg)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_ratio", 1.0)
     return lr
 
 
@@ -152,7 +158,7 @@ def train(
     `world` (sweeper.train.distributed): each rank trains its rows of every step's global batch
     through DDP (or FSDP: then every rank watches and joins each checkpoint's gathering); rank 0
     alone logs and writes checkpoints, and its stop decisions hold for all."""
-    optimizer = make_optimizer(method.optimizer_parameters(model), train_cfg)
+    optimizer = make_optimizer(method, model, train_cfg)
     if watch is not None:
         watch.snapshot = lambda: ckpt.weights_to_save(model, optimizer, method)
     start_step = ckpt.load(run_dir, model, optimizer, method, watch, tidy=world.main)
@@ -191,7 +197,7 @@ def train(
             loss_value = world.mean(float(loss.detach()))
             check_finite(loss_value, step, lr)
             loss.backward()
-            optimizer_step(optimizer, train_cfg.grad_clip)
+            optimizer_step(optimizer, train_cfg.grad_clip, functools.partial(method.before_zero_grad, step, model))
             world.step_seed(seed, step, shared=True)
             events = method.after_step(step, model, optimizer)
             if events:

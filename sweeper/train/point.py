@@ -75,7 +75,7 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
     num_labels = task.num_labels(splits)
     if method.standalone:
         return _fit_standalone(method, task, splits, tr, run_dir, num_labels)
-    distributed.check_nproc(tr, method.name)
+    distributed.check_nproc(tr, method)
     sharding.check_parallel(tr, method, cfg.model)
     watch_settings(tr)  # before the ranks start: a bad setting fails them all alike
     checkpoint.prepare(run_dir)  # before other ranks read the checkpoint: a corrupt one set aside
@@ -95,8 +95,7 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
         full_state = None  # save_pretrained reads the model itself
     metrics = record_metrics(scores, result.final_loss, train_enc.labels, evals, task, num_labels)
     task.save_predictions(run_dir, evals["test"], test_preds)
-    if method.is_peft() and tr.save_adapter:  # PEFT format: adapter_config.json + safetensors
-        write_folder(run_dir / "adapter", lambda tmp: model.save_pretrained(tmp, state_dict=full_state))
+    adapter = saved_adapter(method, model, tr, run_dir, full_state)
     weights = keep_weights(model, tokenizer, method, tr, run_dir, total, full_state)
     point = outcome(
         metrics=metrics,
@@ -117,6 +116,8 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
     point["cost"]["training_state_mb"] = result.state_mb  # rank 0's weights + gradients + optimizer state
     if weights is not None:
         point["weights"] = weights
+    if adapter:
+        point["adapter"] = adapter
     if set_aside := checkpoint.set_aside_names(run_dir):
         point["train"]["set_aside_checkpoints"] = set_aside  # corrupt ones, kept for a person to look at
     point.update(task.record_extras(evals["test"], test_preds))
@@ -185,21 +186,33 @@ def follow_point(cfg, run_dir: str, world) -> None:
 
 
 WEIGHTS_DIR = "model"  # <run_dir>/model: the final weights of a method whose result is no adapter
+ADAPTER_DIR = "adapter"  # <run_dir>/adapter: a PEFT adapter (PeftModel.from_pretrained reloads it)
 KEEP_WEIGHTS_UP_TO = 30_000_000  # train.save_weights=auto: parameters (tiny models, MiniLM; not SmolLM2)
 
 
 def weights_kept(method, train_cfg, total: int) -> bool:
     """Whether the final model goes to <run_dir>/model (train.save_weights: auto|true|false)."""
     setting = train_cfg.get("save_weights", "auto")
-    return not method.is_peft() and setting is not False and not (setting == "auto" and total > KEEP_WEIGHTS_UP_TO)
+    return not method.saves_adapter and setting is not False and not (setting == "auto" and total > KEEP_WEIGHTS_UP_TO)
+
+
+def saved_adapter(method, model, train_cfg, run_dir: Path, state=None) -> dict[str, Any]:
+    """Save the adapter (train.save_adapter, a method whose result is one) in PEFT's format; the
+    record's `adapter` section: peft_type, PEFT's resolved config, size_bytes on disk ({}: no PEFT model)."""
+    adapter = method.adapter_summary(model)
+    if method.saves_adapter and train_cfg.save_adapter:
+        folder = Path(run_dir) / ADAPTER_DIR
+        write_folder(folder, lambda tmp: method.save_adapter(model, tmp, state_dict=state))
+        adapter["size_bytes"] = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    return adapter
 
 
 def gathered_for_saving(model, method, train_cfg, total: int) -> dict | None:
     """FSDP, on every rank: the weights rank 0 saves (the adapter's, or the whole model), gathered
     into whole tensors ({} on ranks > 0); None when the point saves neither."""
-    if not ((method.is_peft() and train_cfg.save_adapter) or weights_kept(method, train_cfg, total)):
+    if not ((method.saves_adapter and train_cfg.save_adapter) or weights_kept(method, train_cfg, total)):
         return None
-    return sharding.full_weights(model, trainable_only=method.is_peft())
+    return sharding.full_weights(model, trainable_only=method.saves_adapter)
 
 
 def keep_weights(model, tokenizer, method, train_cfg, run_dir: Path, total: int, state=None) -> str | None:

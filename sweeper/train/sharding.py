@@ -35,7 +35,6 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from .errors import TrainingError
 
 PARALLEL = ("ddp", "fsdp")
-FSDP_METHODS = ("lora", "full")  # relora merges into sharded weights, a warm start flips them: not here
 
 
 def check_parallel(train_cfg, method, model_cfg) -> str:
@@ -45,8 +44,7 @@ def check_parallel(train_cfg, method, model_cfg) -> str:
         raise TrainingError(f"train.parallel must be one of {', '.join(PARALLEL)}, got {parallel!r}")
     if parallel != "fsdp" or int(train_cfg.get("nproc", 1)) == 1:
         return parallel
-    if method.name not in FSDP_METHODS or getattr(method, "warm_start_steps", 0):
-        what = "method.warm_start_steps > 0" if method.name == "lora" else f"method={method.name}"
+    if what := method.fsdp_refusal():  # the method says (relora merges, a warm start flips the base, ...)
         raise TrainingError(f"train.parallel=fsdp does not support {what} (sharded base weights); use ddp")
     if str(model_cfg.get("arch", "")) == "lstm":
         raise TrainingError("train.parallel=fsdp needs a transformer (model=lstm has no blocks to shard); use ddp")

@@ -11,9 +11,13 @@ A method decides which parameters train and may hook into the loop:
 A `standalone` method (tfidf) builds no torch model: it trains and scores itself
 (`fit_and_score`), and run_point records what it returns.
 
+What a method can do is declared on its class (base.py: `saves_adapter`, `base_in_4bit`, the
+`task_refusal` / `fsdp_refusal` / `pack_refusal` hooks) and read from there by every other stage.
+
 Adding a method: a module here with a `Method` subclass (base.py) decorated by `@register("name")`,
-imported below,
-a `conf/method/<name>.yaml`, and a test (tests/test_models.py, tests/test_relora.py show how).
+imported below, a `conf/method/<name>.yaml`, and a test (tests/test_peft_methods.py shows how). A PEFT
+method is a few lines: a `PeftAdapter` (adapters.py) naming its PeftType, or a LoRA preset
+(lora_variants.py); `method=peft method.peft_type=X` reaches any of them without code. docs/methods.md.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from omegaconf import OmegaConf
 from ...settings import SettingError, check_values
 
 # Each import registers its method (bitsandbytes is imported only when a qlora model is built).
-from . import full, lora, qlora, relora, tfidf  # noqa: F401
+from . import adapters, full, lora, lora_variants, qlora, relora, tfidf  # noqa: F401
 from .base import METHODS, Method, MethodError, MethodSettingError, register, warmup_cosine
 
 __all__ = ["METHODS", "Method", "MethodError", "build_method", "register", "warmup_cosine"]
@@ -41,7 +45,10 @@ def build_method(method_cfg, model_cfg, task: str) -> Method:
         check_values("method", plain(method_cfg), METHODS[name].SETTINGS)
     except SettingError as error:
         raise MethodSettingError(str(error), error.key) from None
-    return METHODS[name](method_cfg, model_cfg, task)
+    method = METHODS[name](method_cfg, model_cfg, task)
+    if reason := method.task_refusal(task):
+        raise MethodError(reason)
+    return method
 
 
 def plain(section) -> dict:

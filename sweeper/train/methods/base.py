@@ -32,15 +32,58 @@ def register(name: str):
 
 
 class Method:
+    """A way of training one model. Every other stage asks the method what it can do (the facts and
+    `*_refusal` hooks below), never its name: a new method declares them here, in its own module."""
+
     name = "base"
     standalone = False  # True: no torch model; the method's fit_and_score trains and scores (tfidf)
     SETTINGS: dict[str, Rule] = {}  # method.* key -> what it may hold (sweeper.settings), checked first
+    # --- what the method can do (class facts; a method whose config changes one overrides the hook)
+    saves_adapter = False  # its result is a PEFT adapter (adapter_config.json + weights) on a frozen base
+    base_in_4bit = False  # the frozen base is bitsandbytes 4-bit: one process per point (no DDP/FSDP)
 
     def __init__(self, cfg, model_cfg, task: str):
         self.cfg, self.model_cfg, self.task = cfg, model_cfg, task
 
+    # ------------------------------------------------------------ capabilities
+    def task_refusal(self, task) -> str | None:
+        """Why this method cannot train `task` (a sweeper.tasks.Task), or None."""
+        return None
+
+    def fsdp_refusal(self) -> str | None:
+        """Why train.parallel=fsdp cannot shard this method, or None."""
+        return f"method={self.name}"
+
+    @classmethod
+    def pack_refusal(cls, method_cfg: dict) -> str | None:
+        """Why a point of this method (its resolved method section) cannot share a packed base, or None.
+        Only plain LoRA is what the packed forward computes (sweeper.train.pack.layers)."""
+        return f"method={cls.name} changes the base or trains no LoRA adapter"
+
+    # ------------------------------------------------------------ training hooks
     def wrap(self, model: nn.Module) -> nn.Module:
         return model
+
+    def prepare_shared_base(self, base: nn.Module) -> None:
+        """Packing: make the frozen base every member of a pack shares (e.g. quantise it)."""
+
+    def make_optimizer(self, model: nn.Module, params: list[nn.Parameter], lr: float, weight_decay: float):
+        """AdamW over `params`. A method with its own parameter groups (LoRA+) sets each group's
+        `lr_ratio`: the loop's schedule sets group lr = train.lr * scale * lr_ratio."""
+        import torch
+
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+    def before_zero_grad(self, step: int, model: nn.Module) -> None:
+        """After optimizer.step() of `step`, while the gradients are still there (AdaLoRA's budget)."""
+
+    def save_adapter(self, model: nn.Module, folder, state_dict=None) -> None:
+        """Write the PEFT adapter to `folder` (PEFT's format: PeftModel.from_pretrained reloads it)."""
+        model.save_pretrained(folder, state_dict=state_dict)
+
+    def adapter_summary(self, model: nn.Module) -> dict[str, Any]:
+        """The record's `adapter` section: peft_type and PEFT's resolved config ({} for no PEFT model)."""
+        return {}
 
     def optimizer_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return [p for p in model.parameters() if p.requires_grad]
@@ -66,9 +109,6 @@ class Method:
     def summary(self) -> dict[str, Any]:
         """Method-specific numbers for the record's `train` section."""
         return {}
-
-    def is_peft(self) -> bool:
-        return False
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:

@@ -8,6 +8,9 @@ from .base import Method, register
 class Full(Method):
     SETTINGS = {"lr": POSITIVE}
 
+    def fsdp_refusal(self):
+        return None
+
     def wrap(self, model):
         for p in model.parameters():
             p.requires_grad_(True)

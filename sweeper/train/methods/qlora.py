@@ -120,6 +120,8 @@ class QLoRA(LoRA):
         "gradient_checkpointing": FLAG,
     }
 
+    base_in_4bit = True
+
     def __init__(self, cfg, model_cfg, task):
         super().__init__(cfg, model_cfg, task)
         if self.warm_start_steps:
@@ -146,6 +148,12 @@ class QLoRA(LoRA):
             )
         self.quantized_layers = names
         return quantize_model(model, names, self.quant_type, self.double_quant, self.compute_dtype)
+
+    def fsdp_refusal(self):
+        return "method=qlora (4-bit bitsandbytes weights)"
+
+    def prepare_shared_base(self, base):
+        self.quantize_base(base)
 
     def wrap(self, model):
         from peft import prepare_model_for_kbit_training

@@ -194,10 +194,20 @@ class ReLoRA(LoRA):
         self.lr_multiplier = knobs["lr_multiplier"]
         self.merges = 0
         self._schedule_args: dict[str, Any] | None = None  # filled on the first lr_scale call
-
-    def is_peft(self) -> bool:
         # A saved PEFT adapter would be wrong for ReLoRA: the merges live in the base weights.
-        return False
+        self.saves_adapter = False
+        if self.variant:  # merge_and_reinit merges B @ A by hand: plain LoRA's delta only
+            raise MethodError(
+                f"method=relora merges plain LoRA by hand; method.config ({', '.join(sorted(self.variant))}) "
+                "is not supported"
+            )
+
+    def fsdp_refusal(self):
+        return "method=relora (merges into sharded weights)"
+
+    @classmethod
+    def pack_refusal(cls, method_cfg):
+        return "method=relora merges into the base"
 
     def wrap(self, model):
         model = super().wrap(model)

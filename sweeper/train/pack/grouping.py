@@ -9,7 +9,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from ... import tasks
 
-PACKABLE_METHODS = ("lora", "qlora")
 # Keys that may differ between the points of one pack; every other key of `method` / `train` must match.
 PER_POINT_METHOD_KEYS = {"r", "alpha", "dropout", "lr", "target_modules", "use_rslora"}
 PER_POINT_TRAIN_KEYS = {
@@ -32,6 +31,15 @@ PER_POINT_TRAIN_KEYS = {
 
 
 # ---------------------------------------------------------------- grouping
+def pack_refusal(cfg: DictConfig) -> str | None:
+    """Why the point's method cannot share a packed base (the method says; None: it can)."""
+    from ..methods import METHODS
+
+    method = OmegaConf.to_container(cfg.method, resolve=True)
+    kind = METHODS.get(method.get("name"))
+    return "unknown method" if kind is None else kind.pack_refusal(method)
+
+
 def pack_key(cfg: DictConfig) -> str | None:
     """What points of one pack share, as a string; None when the point cannot be packed at all."""
     try:
@@ -45,8 +53,8 @@ def pack_key(cfg: DictConfig) -> str | None:
         return None  # decoding (model.generate) runs one model at a time: docs/packing.md
     if train.get("stop_at") is not None:
         return None  # a halving rung pauses the point on its own schedule: it trains alone
-    if method.get("name") not in PACKABLE_METHODS or method.get("warm_start_steps"):
-        return None  # relora/full change the base; a warm start trains it
+    if pack_refusal(cfg):
+        return None  # the method says why (relora and full change the base, DoRA is no plain LoRA, ...)
     if model.get("arch") == "lstm" or model.get("lora_target_parameters"):
         return None  # LoRA on target_parameters (LSTM weights) is not an nn.Linear delta
     if train.get("eval_every"):
@@ -67,13 +75,20 @@ def can_pack(cfg_a: DictConfig, cfg_b: DictConfig) -> bool:
     return key is not None and key == pack_key(cfg_b)
 
 
-def unpackable_tasks(cfgs: list[DictConfig]) -> dict[str, int]:
-    """{task name: points} of the tasks that never pack (generation decodes one model at a time)."""
+def unpackable(cfgs: list[DictConfig]) -> dict[str, int]:
+    """{reason: points} of the points that train alone because their task or method never packs."""
     counts: dict[str, int] = {}
     for cfg in cfgs:
         name = OmegaConf.select(cfg, "dataset.task", default=None, throw_on_resolution_failure=False)
         if name in tasks.names() and not tasks.get(name).packable:
-            counts[name] = counts.get(name, 0) + 1
+            reason = f"task {name} is not packable"
+        else:
+            try:
+                reason = pack_refusal(cfg)
+            except Exception:  # noqa: BLE001  an unresolvable config runs alone and fails there
+                reason = None
+        if reason:
+            counts[reason] = counts.get(reason, 0) + 1
     return counts
 
 
@@ -82,11 +97,9 @@ def group_points(cfgs: list[DictConfig], size: int) -> list[list[int]]:
     an unpackable point is a group of one. Order within and across groups follows `cfgs`."""
     groups: list[list[int]] = []
     open_groups: dict[str, list[int]] = {}
-    alone = unpackable_tasks(cfgs)
-    if alone and size > 1:
-        counts = ", ".join(f"{n} {name}" for name, n in alone.items())
-        print(f"sweeper.pack={size}: {counts} point(s) train alone (task not packable; docs/packing.md)",
-              file=sys.stderr)  # fmt: skip
+    if size > 1:
+        for reason, n in unpackable(cfgs).items():  # one line per reason: the request is refused, the points run
+            print(f"sweeper.pack={size}: {n} point(s) train alone: {reason} (docs/packing.md)", file=sys.stderr)
     for i, cfg in enumerate(cfgs):
         key = pack_key(cfg)
         if key is None or size <= 1:

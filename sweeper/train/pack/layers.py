@@ -140,6 +140,7 @@ def attach_adapter(base: nn.Module, key: int, peft_model, ctx: PackContext, gene
         if isinstance(module, LoraLayer):
             if "default" not in module.lora_A:
                 raise ValueError(f"layer {name}: LoRA on target_parameters (e.g. an LSTM) cannot be packed")
+            check_plain_lora(name, module)
             dropout = module.lora_dropout["default"]
             adapter = LoRAAdapter(
                 module.lora_A["default"],
@@ -151,6 +152,16 @@ def attach_adapter(base: nn.Module, key: int, peft_model, ctx: PackContext, gene
             _slot(base, name, MultiLoRALinear, ctx).add(key, adapter)
         elif isinstance(module, ModulesToSaveWrapper):
             _slot(base, name, SlicedModules, ctx).add(key, module.modules_to_save["default"])
+
+
+def check_plain_lora(name: str, layer) -> None:
+    """The packed forward computes B @ A * scaling and nothing else: a PEFT LoRA variant (DoRA's
+    magnitude, a LoRA bias, ...) that reached it would train silently as plain LoRA. Planning keeps such
+    points apart (Method.pack_refusal); this is the last guard."""
+    variant = layer.lora_variant.get("default")
+    extra = type(variant).__name__ if variant is not None else "lora_bias" if layer.lora_bias.get("default") else None
+    if extra:
+        raise ValueError(f"layer {name}: {extra} is no plain LoRA; the packed forward would drop it")
 
 
 def _slot(base: nn.Module, name: str, kind, ctx: PackContext):

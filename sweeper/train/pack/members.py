@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from ...files import UnsafePath, write_folder
+from ...files import UnsafePath
 from ...ledger import mark_started
 from ...records import Status, read_existing
 from ...runs import RunLock, failure_fields
@@ -23,7 +23,7 @@ from ..evaluate import evaluate_splits, record_metrics
 from ..loop import MetricsLog, make_optimizer
 from ..methods import build_method
 from ..models import build_model, count_parameters
-from ..point import check_settings, load_point_data, run_point, task_of
+from ..point import check_settings, load_point_data, run_point, saved_adapter, task_of
 from ..record import busy_record, finish_record, outcome, previous_record, start_record, unusable_folder
 from ..runtime import PeakMemory, setup_runtime
 from .grouping import group_points
@@ -120,8 +120,7 @@ class Pack:
             scores, test_preds = evaluate_splits(view, m.evals, *args)
             metrics = record_metrics(scores, m.final_loss, m.train_enc.labels, m.evals, self.task, m.num_labels)
             self.task.save_predictions(m.run_dir, m.evals["test"], test_preds)
-            if tr.save_adapter:
-                write_folder(m.run_dir / "adapter", m.peft.save_pretrained)  # PEFT format: config + safetensors
+            adapter = saved_adapter(m.method, m.peft, tr, m.run_dir)  # PEFT format: config + safetensors
         except Exception as error:  # noqa: BLE001
             self.fail(m, error)
             return
@@ -144,6 +143,8 @@ class Pack:
             result["train"]["set_aside_checkpoints"] = set_aside  # corrupt ones, kept for a person to look at
         pack = {"size": len(self.members), "index": m.key, "run_ids": [x.record["run_id"] for x in self.members]}
         m.record.update(status=Status.OK, pack=pack, **result)
+        if adapter:
+            m.record["adapter"] = adapter
         self.results[m.key] = finish_record(m.record, m.run_dir, m.started)
 
     # ------------------------------------------------------------ setup
@@ -157,8 +158,7 @@ class Pack:
         torch.manual_seed(int(m.cfg.train.seed))
         self.base, self.tokenizer = build_model(m.cfg.model, self.task, m.num_labels)
         method = build_method(m.cfg.method, m.cfg.model, self.task)
-        if hasattr(method, "quantize_base"):
-            method.quantize_base(self.base)
+        method.prepare_shared_base(self.base)  # qlora: quantised to 4-bit once, for all members
         self.base.requires_grad_(False)
         # On the device before any member shares it: a member then points at the device tensors,
         # and its own .to(device) finds them there (no copy). Shared on the CPU first, every member's
@@ -178,7 +178,7 @@ class Pack:
         share_frozen_weights(m.peft, self.base_params)
         m.peft.to(self.runtime.device)
         m.trainable, m.total = count_parameters(m.peft)
-        m.optimizer = make_optimizer(m.method.optimizer_parameters(m.peft), tr)
+        m.optimizer = make_optimizer(m.method, m.peft, tr)
         ckpt.prepare(m.run_dir)  # a corrupt checkpoint set aside: this point restarts from an earlier one
         m.start_step = ckpt.load(m.run_dir, m.peft, m.optimizer, m.method)
         before = ckpt.loop_state(m.run_dir) if m.start_step else ckpt.LoopState()  # the earlier segments
