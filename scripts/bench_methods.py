@@ -5,7 +5,7 @@ For each method, one real sweep (a rerun skips finished points):
 
     python -m sweeper -m dataset=<sample> model=minilm method=<m> method.lr=<lr>,<3 lr> \
         train.max_steps=<S> train.eval_size=<E> sweeper.search=halving sweeper.halving.min_steps=<S/3> \
-        sweeper.halving.group_by=[dataset] hydra/launcher=local
+        sweeper.halving.group_by=[dataset] hydra/launcher=local sweeper.chunk=6
 
 (<lr> is the method's default lr on MiniLM; the two learning rates compete per dataset on validation
 accuracy after S/3 steps, the better one trains on to S.) Then one markdown section: test accuracy
@@ -44,7 +44,8 @@ def sweep_command(method: str, datasets: list[str], args) -> list[str]:
         sys.executable, "-m", "sweeper", "-m", f"dataset={','.join(datasets)}", "model=minilm", f"method={method}",
         f"method.lr={lrs}", f"train.max_steps={args.steps}", f"train.eval_size={args.eval_size}",
         "sweeper.search=halving", f"sweeper.halving.min_steps={max(1, args.steps // 3)}",
-        "sweeper.halving.group_by=[dataset]", "hydra/launcher=local", f"sweeper.results_dir={args.results}",
+        "sweeper.halving.group_by=[dataset]", "hydra/launcher=local", "sweeper.chunk=6",
+        f"sweeper.results_dir={args.results}",
     ]  # fmt: skip
 
 

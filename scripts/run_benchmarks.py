@@ -32,6 +32,8 @@ BENCHMARKS = {  # name -> script, or [script, its arguments] (in the order they 
     "recipe": "bench_recipe.py",  # ~1 h on 2 CPU cores: the default recipe vs tfidf on 40 datasets
     # ~25 min: MiniLM LoRA vs one-vs-rest tfidf on the 18 multilabel datasets
     "multilabel": ["bench_recipe.py", "--task", "multilabel", "--results", "results/bench_multilabel"],
+    # ~1 h: 12 PEFT methods (lora, full, dora, ..., oft) on 12 datasets, lr selected by successive halving
+    "methods": "bench_methods.py",
 }
 
 

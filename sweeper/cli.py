@@ -90,7 +90,10 @@ def _check_key(key: str) -> str | None:
     top = ".".join(key.split(".")[:2])  # nested values (dataset.caps.train) are checked at their first level
     if top in known_keys():
         return None
-    return f"unknown config key '{key}'{_suggest(top, known_keys())}"
+    hint = _suggest(top, known_keys())
+    if key.startswith("method.") and key.count(".") == 1:  # e.g. +method.use_dora=true
+        hint += f"; a PEFT config field goes under method.config: +method.config.{key.split('.')[1]}=..."
+    return f"unknown config key '{key}'{hint}"
 
 
 def _check_group(override) -> tuple[list[str], list[str]]:

@@ -199,6 +199,7 @@ def test_bad_method_or_train_value(override, words, make_cfg, shared_results):
         (["dataset=glob(fortnue_*)"], ["matches no dataset"]),
         (["train.max_step=5"], ["unknown config key 'train.max_step'", "train.max_steps"]),
         (["method.rank=4"], ["unknown config key 'method.rank'"]),
+        (["+method.use_dora=true"], ["unknown config key 'method.use_dora'", "+method.config.use_dora=..."]),
     ],
 )
 def test_command_line_typos_get_one_line(args, words, tmp_path):

@@ -135,10 +135,15 @@ def test_method_peft_trains_an_adapter_config_json_and_its_content_is_the_run_id
     assert run_id(make_cfg(ART, *TINY, "method=peft", f"method.adapter_config={second}")) != record["run_id"]
 
 
-def test_method_peft_reaches_a_method_without_a_preset(make_cfg):
+def test_method_peft_reaches_a_method_without_a_preset_and_the_collector_has_its_columns(make_cfg, tmp_path):
+    from sweeper.results import collect
+
     record = run_point(make_cfg(ART, *TINY, "method=peft", "method.peft_type=hra", "method.r=2"))
     assert record["status"] == "ok", record["error"]
     assert record["adapter"]["peft_type"] == "HRA" and record["adapter"]["config"]["r"] == 2
+    [row] = collect.load_records(tmp_path / "results").to_dict("records")
+    assert (row["method"], row["peft_type"], row["adapter_bytes"]) == ("peft", "HRA", record["adapter"]["size_bytes"])
+    assert row["seconds_per_step"] == pytest.approx(record["cost"]["train_seconds"] / 3, abs=2e-4)  # 3 decimals
 
 
 @pytest.mark.parametrize(
@@ -206,3 +211,10 @@ def test_capabilities_are_declared_by_each_method(make_cfg):
         assert method(f"method={name}").fsdp_refusal(), name
     with pytest.raises(MethodError, match="task classification is not supported"):
         method("method=prefix_tuning")
+
+
+def test_qdora_trains_a_lora_variant_on_a_4bit_base(make_cfg):
+    """QLoRA's 4-bit base takes a LoRA variant where PEFT supports it: DoRA on bitsandbytes Linear4bit."""
+    record = run_point(make_cfg(ART, *TINY, "method=qlora", "+method.config.use_dora=true"))
+    assert record["status"] == "ok", record["error"]
+    assert record["adapter"]["config"]["use_dora"] is True and record["train"]["quantized_layers"] == 28

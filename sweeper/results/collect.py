@@ -100,10 +100,16 @@ def flatten_record(record: dict[str, Any], path: str) -> dict[str, Any]:
         values = _as_dict(record.get(section))
         for key, column in names.items():
             row[column] = values.get(key)
+    if row["seconds_per_step"] is None and _number(row["train_seconds"]) and _number(row["steps"]):
+        row["seconds_per_step"] = row["train_seconds"] / row["steps"]  # a record written before the field
     _flatten_into(row, "config", _as_dict(record.get("config")))
     row["record_path"] = str(path)
     row["run_dir"] = os.path.dirname(path)
     return row
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 def _token_level(name: Any) -> bool:

@@ -240,7 +240,9 @@ def loss_curves(df: pd.DataFrame, path: str | os.PathLike, run_ids: list[str] | 
 
 def relora_timeline(df: pd.DataFrame, path: str | os.PathLike, run_id: str | None = None) -> Path:
     """Learning rate and loss of one ReLoRA run with its merge events (vertical lines)."""
-    candidates = df[(df["method"] == "relora") & (df["status"] == Status.OK.value)]
+    # ReLoRA's runs are those that merged (train.merges in the record): no method name is compared here.
+    merged = pd.to_numeric(df.get("merges", pd.Series(index=df.index, dtype=float)), errors="coerce").fillna(0) > 0
+    candidates = df[merged & (df["status"] == Status.OK.value)]
     if run_id is not None:
         candidates = df[df["run_id"] == run_id]
     for row in candidates.itertuples(index=False):

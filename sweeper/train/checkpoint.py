@@ -55,7 +55,7 @@ def weights_to_save(model, optimizer, method) -> dict[str, torch.Tensor]:
     """What can differ from the freshly built model: the parameters the optimizer holds, or every
     weight when the method changes frozen ones (ReLoRA merges). FSDP: gathered, on rank 0 only
     (every rank must call this)."""
-    frozen_too = getattr(method, "changes_frozen_weights", False)
+    frozen_too = method.changes_frozen_weights
     if sharding.is_sharded(model):
         # FSDP trains lora and full only: the optimizer holds exactly the trainable weights
         return sharding.full_weights(model, trainable_only=not frozen_too)

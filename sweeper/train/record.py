@@ -53,7 +53,7 @@ def outcome(
         "cost": {
             "train_seconds": round(train_seconds, 3),
             "examples_per_second": round(examples / max(train_seconds, 1e-9), 2),
-            "seconds_per_step": round(train_seconds / steps, 4) if steps else None,
+            "seconds_per_step": round(train_seconds / steps, 6) if steps else None,
         },
     }
 

@@ -41,6 +41,7 @@ class Method:
     # --- what the method can do (class facts; a method whose config changes one overrides the hook)
     saves_adapter = False  # its result is a PEFT adapter (adapter_config.json + weights) on a frozen base
     base_in_4bit = False  # the frozen base is bitsandbytes 4-bit: one process per point (no DDP/FSDP)
+    changes_frozen_weights = False  # training writes into frozen weights (ReLoRA's merges): checkpoints keep all
 
     def __init__(self, cfg, model_cfg, task: str):
         self.cfg, self.model_cfg, self.task = cfg, model_cfg, task
