@@ -42,6 +42,7 @@ class PeftAdapter(Method):
 
         self.config_cls = config_class(self.peft_type())
         self.prompt_learning = issubclass(self.config_cls, PromptLearningConfig)
+        self.peft_config()  # every field checked now, before the data and the weights load
 
     def peft_type(self) -> str:
         return self.PEFT_TYPE

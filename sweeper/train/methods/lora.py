@@ -123,6 +123,7 @@ class LoRA(Method):
                 f"method.warm_start_steps={self.warm_start_steps} with method.config "
                 f"({', '.join(sorted(self.variant))}): a warm start is plain LoRA's; set one or the other"
             )
+        lora_config(cfg, model_cfg, task, self.variant)  # every field checked now, before the data and weights load
         # A warm start changes the base weights: the adapter alone would not reproduce the model.
         self.saves_adapter = self.warm_start_steps == 0
         self._lora_params: list[nn.Parameter] = []
