@@ -8,10 +8,11 @@ For each method, one real sweep (a rerun skips finished points):
         sweeper.halving.group_by=[dataset] hydra/launcher=local sweeper.chunk=6
 
 (<lr> is the method's default lr on MiniLM; the two learning rates compete per dataset on validation
-accuracy after S/3 steps, the better one trains on to S.) Then one markdown section: test accuracy
-of each method's selected configuration per dataset, the mean, the mean rank (1 = best; ties share),
-trainable parameters, seconds per step and peak memory (means over the selected points), and the
-commands.
+accuracy after S/3 steps, the better one trains on to S.) Cost is then measured side by side: every
+method trains 20 steps on the first dataset, one process each, methods interleaved, 2 rounds, the
+fastest round kept. Then one markdown section: test accuracy of each method's selected configuration
+per dataset, the mean, the mean rank (1 = best; ties share), trainable parameters, seconds per step
+and peak memory (the side-by-side rounds) and their ratio to lora, and the commands.
 Usage: python scripts/bench_methods.py [--n 12] [--steps 30] [--results results/bench_methods]
 """
 
@@ -49,6 +50,22 @@ def sweep_command(method: str, datasets: list[str], args) -> list[str]:
     ]  # fmt: skip
 
 
+COST_STEPS, COST_ROUNDS = 20, 2
+
+
+def cost_side_by_side(methods: list[str], dataset: str, results: Path):
+    """Per method, the fastest of COST_ROUNDS interleaved rounds: seconds per step and peak memory."""
+    from sweeper.results import collect
+
+    for k in range(COST_ROUNDS):
+        for method in methods:
+            command = [sys.executable, "-m", "sweeper", f"dataset={dataset}", "model=minilm", f"method={method}",
+                       f"train.max_steps={COST_STEPS}", "train.eval_size=50", f"sweeper.results_dir={results}/round{k}"]  # fmt: skip
+            subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    df = collect.load_records(results)
+    return df[df["status"] == "ok"].groupby("method")[["seconds_per_step", "peak_memory_mb"]].min()
+
+
 def selected(df, steps: int):
     """Per (dataset, method) the point halving trained to the end (the lr that won on validation)."""
     done = df[(df["status"] == "ok") & (df["steps"] == steps)]
@@ -56,7 +73,7 @@ def selected(df, steps: int):
     return best.groupby(["dataset", "method"], sort=False).head(1)
 
 
-def markdown(points, datasets: list[str], commands: list[list[str]], wall: float, args) -> str:
+def markdown(points, cost, datasets: list[str], commands: list[list[str]], wall: float, args) -> str:
     methods = [m for m in METHODS if m in set(points["method"])]
     acc = points.pivot(index="dataset", columns="method", values="accuracy").reindex(index=datasets, columns=methods)
     ranks = acc.rank(axis=1, ascending=False, method="average")
@@ -69,7 +86,8 @@ def markdown(points, datasets: list[str], commands: list[list[str]], wall: float
         f"{{1, 3}} x its default, selected per dataset on validation accuracy by successive halving "
         f"(`sweeper.search=halving`, rungs {max(1, args.steps // 3)} and {args.steps} steps); train.max_steps="
         f"{args.steps} (the default is 150: a short budget, which favours fast learners), eval_size "
-        f"{args.eval_size}. Test accuracy of the selected configuration:",
+        f"{args.eval_size}. Cost: {COST_STEPS} steps of each method on {datasets[0]}, one process each, "
+        f"methods interleaved, fastest of {COST_ROUNDS} rounds. Test accuracy of the selected configuration:",
         "",
         "| dataset | " + " | ".join(methods) + " |",
         "|---|" + "---|" * len(methods),
@@ -82,8 +100,10 @@ def markdown(points, datasets: list[str], commands: list[list[str]], wall: float
         ("**mean accuracy**", acc.mean(), "{:.3f}"),
         ("**mean rank** (1 = best)", ranks.mean(), "{:.2f}"),
         ("trainable params", by_method["trainable_params"].median(), "{:,.0f}"),
-        ("s / step", by_method["seconds_per_step"].mean(), "{:.3f}"),
-        ("peak memory MB", by_method["peak_memory_mb"].mean(), "{:.0f}"),
+        ("s / step (side by side)", cost["seconds_per_step"], "{:.3f}"),
+        ("s / step vs lora", cost["seconds_per_step"] / cost["seconds_per_step"].get("lora"), "{:.2f}"),
+        ("peak memory MB (side by side)", cost["peak_memory_mb"], "{:.0f}"),
+        ("peak memory vs lora", cost["peak_memory_mb"] / cost["peak_memory_mb"].get("lora"), "{:.2f}"),
     ]
     for label, values, fmt in summary:
         cells = [fmt.format(values[m]) if m in values and values[m] == values[m] else "-" for m in methods]
@@ -127,7 +147,9 @@ def main() -> None:
     from sweeper.results import collect
 
     points = selected(collect.load_records(args.results), args.steps)
-    print(markdown(points, datasets, commands, time.time() - t0, args))
+    print(f"[bench_methods] cost side by side: {time.time() - t0:.0f} s so far", file=sys.stderr, flush=True)
+    cost = cost_side_by_side(args.methods.split(","), datasets[0], Path(f"{args.results}_cost"))
+    print(markdown(points, cost, datasets, commands, time.time() - t0, args))
 
 
 if __name__ == "__main__":
