@@ -386,6 +386,9 @@ def test_ctrl_c_of_an_in_process_sweep_is_one_line(tmp_path):
         stdout=subprocess.PIPE,
         text=True,
         cwd=REPO,
+        # A suite started in the background (`make test &`, nohup) inherits SIGINT ignored, and so would
+        # the sweep; a terminal's Ctrl-C always reaches a foreground command: give it the default back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while not list(tmp_path.glob("runs/*/metrics.jsonl")) and time.time() < deadline:  # training has begun
