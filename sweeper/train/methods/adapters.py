@@ -21,7 +21,7 @@ from typing import Any
 
 from ...settings import NAMES, POSITIVE, Rule, integer
 from .base import Method, MethodError, register
-from .peft_config import FILE_ONLY_FIELDS, build_config, config_class, field_names, resolved
+from .peft_config import FILE_ONLY_FIELDS, build_config, config_class, field_names, resolved, user_fields
 
 ADAPTER_SETTINGS: dict[str, Rule] = {"lr": POSITIVE, "r": integer(1, nullable=True), "target_modules": NAMES}
 TEXT_TASK_TYPES = ("CAUSAL_LM", "SEQ_2_SEQ_LM")  # PEFT task types whose model generates text
@@ -61,11 +61,8 @@ class PeftAdapter(Method):
 
     # ------------------------------------------------------------ the PEFT config
     def user_fields(self) -> dict[str, Any]:
-        """method.config as plain values."""
-        from omegaconf import OmegaConf
-
-        fields = self.cfg.get("config") or {}
-        return OmegaConf.to_container(fields, resolve=True) if OmegaConf.is_config(fields) else dict(fields)
+        """method.config as plain values (method=peft puts its adapter_config.json's fields under them)."""
+        return user_fields(self.cfg)
 
     def fields(self) -> dict[str, Any]:
         """Every field passed to the config class: sweeper's keys, then method.config on top."""

@@ -27,7 +27,7 @@ from torch import nn
 
 from ...settings import LORA_SETTINGS
 from .base import Method, MethodError, register
-from .peft_config import build_config, resolved
+from .peft_config import build_config, resolved, user_fields
 
 LORA_PREFIX = LoraModel.prefix  # "lora_": PEFT's name prefix of every LoRA parameter
 # LoraConfig fields sweeper sets from its own keys (method.r, method.alpha, ...): one place each.
@@ -48,10 +48,7 @@ BASE_CHANGING_INITS = ("pissa", "olora", "corda")
 
 def peft_fields(cfg) -> dict[str, Any]:
     """method.config: LoraConfig fields beyond sweeper's own keys (a LoRA variant), as plain values."""
-    from omegaconf import OmegaConf
-
-    fields = cfg.get("config") or {}
-    fields = OmegaConf.to_container(fields, resolve=True) if OmegaConf.is_config(fields) else dict(fields)
+    fields = user_fields(cfg)
     for key in fields:
         if key in OWN_FIELDS:
             raise MethodError(f"method.config.{key}: set by {OWN_FIELDS[key]}, not under method.config")

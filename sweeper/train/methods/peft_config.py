@@ -24,6 +24,14 @@ FILE_ONLY_FIELDS = frozenset(
 )
 
 
+def user_fields(method_cfg) -> dict[str, Any]:
+    """method.config (PEFT config fields) as plain values, interpolations resolved ({} when absent)."""
+    from omegaconf import OmegaConf
+
+    fields = method_cfg.get("config") or {}
+    return OmegaConf.to_container(fields, resolve=True) if OmegaConf.is_config(fields) else dict(fields)
+
+
 def config_classes() -> dict[str, type]:
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
