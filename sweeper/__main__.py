@@ -11,15 +11,12 @@ from omegaconf import DictConfig
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> str:
     # Imports inside the task: submitit pickles this function, and workers should pay for torch once.
-    from .launch.job import stop_requested
-    from .summary import summary_line
-    from .train import run_point
+    from .train.context import PointContext
+    from .train.point import point_task
 
-    # stop_requested: true after SLURM's USR2 / SIGTERM inside a hydra/launcher=local|slurm job
-    # (checkpoint, then requeue); always false under Hydra's basic launcher.
-    record = run_point(cfg, should_stop=stop_requested)
-    print(("[skipped: recorded before] " if record.get("skipped") else "") + summary_line(record), flush=True)
-    return record["status"]
+    # Hydra's basic launcher: no job, no stop request. Under hydra/launcher=local|slurm the job
+    # (sweeper.launch.job) calls point_task itself, with its own PointContext.
+    return point_task(cfg, PointContext.in_job(None))
 
 
 if __name__ == "__main__":

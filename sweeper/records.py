@@ -23,7 +23,8 @@ RUNGS_NAME = "rungs.jsonl"  # successive halving: one line per rung the point re
 PREDICTIONS_NAME = "predictions.parquet"  # classification: row, label, pred of each test row
 METRICS_NAME = "metrics.jsonl"  # one JSON object per logged step: {"step", "loss", "lr", ...}
 # Subfolders of a run that never hold records but may hold many files.
-_NOT_RECORDS = {"adapter", "checkpoint", "checkpoints", "report", "__pycache__", ".cache"}
+EXPORT_ARTIFACTS = "mlflow-artifacts"  # <results>/mlflow-artifacts: record.json copies an export keeps (not records)
+_NOT_RECORDS = {"adapter", "checkpoint", "checkpoints", "report", "__pycache__", ".cache", EXPORT_ARTIFACTS}
 
 
 class Status(str, Enum):

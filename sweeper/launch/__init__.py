@@ -12,7 +12,7 @@ Pickles of jobs submitted before the package split refer to `sweeper.launch.Poin
 """
 
 from .driver import launch
-from .job import PointsJob, stop_requested
+from .job import PointsJob
 from .planner import Point
 
-__all__ = ["Point", "PointsJob", "launch", "stop_requested"]
+__all__ = ["Point", "PointsJob", "launch"]

@@ -13,8 +13,8 @@ How one grid point flows (the Hydra plugin in hydra_plugins/sweeper_launcher is 
   2. The points to run are cut into jobs of `sweeper.chunk` points; each job is a `PointsJob`
      (a submitit Checkpointable) submitted as one task of a SLURM array, or started by the local
      queue on a free slot (its own GPU, or its share of the CPU threads).
-  3. In the job (job.py), each point goes through Hydra's `run_job` -> the app's task function ->
-     `sweeper.train.run_point(cfg, should_stop=stop_requested)`, which writes record.json.
+  3. In the job (job.py), each point goes through Hydra's `run_job` -> `sweeper.train.point.point_task`
+     -> `run_point(cfg, ctx)` (ctx: the job's PointContext), which writes record.json.
   4. SLURM's USR2 (time limit or preemption) checkpoints and requeues; the next attempt resumes (job.py).
   5. The launcher watches record files and job states (monitor.py): it prints each point as it finishes (failures
      at once) and writes a `failed` record ("job <id> CANCELLED by 0") for a point whose job died

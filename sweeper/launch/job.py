@@ -1,18 +1,21 @@
 """The job side of a sweep: one submitit job runs a few grid points in one process.
 
-SLURM's USR2 (time limit or preemption) makes `stop_requested()` true: the training loop
-checkpoints at the end of the step and raises `Interrupted`; the job then lets submitit requeue
-it, and the new attempt resumes from `<run_dir>/checkpoint`. SIGTERM (scontrol requeue, scancel)
-also checkpoints, then training goes on until SLURM kills the job.
+SLURM's USR2 (time limit or preemption) sets the job's `StopRequest`, which each point polls as
+`PointContext.should_stop`: the training loop checkpoints at the end of the step and raises
+`Interrupted`; the job then lets submitit requeue it, and the new attempt resumes from
+`<run_dir>/checkpoint`. SIGTERM (scontrol requeue, scancel) also checkpoints, then training goes on
+until SLURM kills the job. Solo points run through Hydra's `run_job` with `train.point.point_task`
+and the job's PointContext; packs through `train.pack.run_packed` with the same context.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,39 +27,41 @@ from ..config import job_config, task_config
 from ..records import Status
 from .planner import Point
 
+
 # ---------------------------------------------------------------- stop requests inside a job
-_STOP = {"requeue": False, "term": False}
+class StopRequest:
+    """USR2 / SIGTERM turned into flags the training loop polls between steps (PointContext.should_stop).
+    One per job call; never pickled (a requeued job installs its own)."""
 
+    def __init__(self):
+        self.requeue_asked = self.term_asked = False
+        self._submitit_handler = None
 
-def stop_requested() -> bool:
-    """True once the job was asked to stop (USR2: checkpoint and requeue; SIGTERM: checkpoint)."""
-    return _STOP["requeue"] or _STOP["term"]
+    def requested(self) -> bool:
+        """True once the job was asked to stop (USR2: checkpoint and requeue; SIGTERM: checkpoint)."""
+        return self.requeue_asked or self.term_asked
+
+    def install(self) -> StopRequest:
+        self._submitit_handler = signal.getsignal(_preempt_signal())
+        signal.signal(_preempt_signal(), lambda *_: setattr(self, "requeue_asked", True))
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "term_asked", True))
+        return self
+
+    def requeue(self) -> None:
+        """Run submitit's own USR2 handler (checkpoint this job object, requeue it, exit) now that we are ready."""
+        if callable(self._submitit_handler):
+            self._submitit_handler(_preempt_signal(), None)  # exits (requeued) or raises (not requeued)
+        raise SystemExit("stop requested and no submitit handler to requeue this job")
+
+    def after_interrupt(self) -> None:
+        """USR2: requeue now. SIGTERM: the checkpoint is written; go on (training resumes from it)."""
+        if self.requeue_asked:
+            self.requeue()
+        self.term_asked = False
 
 
 def _preempt_signal() -> int:
     return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
-
-
-def _install_stop_handlers() -> Callable[[], None]:
-    """Turn USR2/SIGTERM into flags the training loop polls between steps; return `requeue()`, which
-    runs submitit's own USR2 handler (checkpoint this job object, requeue it, exit) when we are ready."""
-    submitit_handler = signal.getsignal(_preempt_signal())
-    signal.signal(_preempt_signal(), lambda *_: _STOP.update(requeue=True))
-    signal.signal(signal.SIGTERM, lambda *_: _STOP.update(term=True))
-
-    def requeue() -> None:
-        if callable(submitit_handler):
-            submitit_handler(_preempt_signal(), None)  # exits (requeued) or raises (not requeued)
-        raise SystemExit("stop requested and no submitit handler to requeue this job")
-
-    return requeue
-
-
-def _after_interrupt(requeue: Callable[[], None]) -> None:
-    """USR2: requeue now. SIGTERM: the checkpoint is written; go on (training resumes from it)."""
-    if _STOP["requeue"]:
-        requeue()
-    _STOP["term"] = False
 
 
 def current_job_id() -> str | None:
@@ -125,23 +130,25 @@ class PointsJob(submitit.helpers.Checkpointable):
         from hydra.core.singleton import Singleton
         from hydra.core.utils import setup_globals
 
+        from ..train.context import PointContext
+
         Singleton.set_state(self.context["singleton_state"])
         setup_globals()
-        requeue = _install_stop_handlers()
+        stop = StopRequest().install()
         job_id = current_job_id()
-        os.environ["SWEEPER_JOB_ID"] = job_id or ""
+        ctx = PointContext.in_job(job_id, should_stop=stop.requested)
         tasks = self._join_tasks() if job_id else None
         if tasks is not None and not tasks.main:
             return self._follow(tasks)
         outcomes: list[dict[str, Any]] = []
         try:
             for group in self._groups():
-                if _STOP["requeue"] and outcomes:
-                    requeue()  # between points: nothing to checkpoint
+                if stop.requeue_asked and outcomes:
+                    stop.requeue()  # between points: nothing to checkpoint
                 if len(group) == 1:
-                    outcomes.append(self._run_point(group[0], job_id, requeue))
+                    outcomes.append(self._run_point(group[0], ctx, stop))
                 else:
-                    outcomes.extend(self._run_pack(group, job_id, requeue))
+                    outcomes.extend(self._run_pack(group, ctx, stop))
                 if tasks is not None and _tasks_broken():
                     raise SystemExit(
                         "a point failed while this job's tasks trained it; its other points re-run on relaunch"
@@ -183,7 +190,7 @@ class PointsJob(submitit.helpers.Checkpointable):
         cfgs = [self._task_config(p) for p in self.points]
         return [[self.points[i] for i in idx] for idx in group_points(cfgs, size=pack)]
 
-    def _run_pack(self, points: list[Point], job_id: str | None, requeue) -> list[dict[str, Any]]:
+    def _run_pack(self, points: list[Point], ctx, stop: StopRequest) -> list[dict[str, Any]]:
         """K points on one shared base, one forward per step (sweeper.pack; docs/packing.md)."""
         from ..train import Interrupted
         from ..train.pack import run_packed
@@ -191,28 +198,30 @@ class PointsJob(submitit.helpers.Checkpointable):
         cfgs = [self._task_config(p) for p in points]
         while True:
             try:
-                records = run_packed(cfgs, should_stop=stop_requested)
+                records = run_packed(cfgs, ctx)
                 break
             except Interrupted:  # checkpoints written; the next attempt resumes every member
-                _after_interrupt(requeue)
+                stop.after_interrupt()
         return [{"idx": p.idx, "run_id": p.run_id, "status": str(r["status"])} for p, r in zip(points, records)]
 
-    def _run_point(self, point: Point, job_id: str | None, requeue) -> dict[str, Any]:
+    def _run_point(self, point: Point, ctx, stop: StopRequest) -> dict[str, Any]:
+        """One point through Hydra's run_job (its job folder, logging, callbacks) with this job's context."""
         from hydra.core.utils import JobStatus, run_job
 
         from ..train import Interrupted
+        from ..train.point import point_task
 
-        config = with_run_id(self._full_config(point, job_id or f"job{point.idx}"), point)
+        config = with_run_id(self._full_config(point, ctx.job_id or f"job{point.idx}"), point)
         while True:
             ret = run_job(
                 hydra_context=self.context["hydra_context"],
-                task_function=self.context["task_function"],
+                task_function=functools.partial(point_task, ctx=ctx),
                 config=config,
                 job_dir_key="hydra.sweep.dir",
                 job_subdir_key="hydra.sweep.subdir",
             )
             if ret.status == JobStatus.FAILED and isinstance(ret._return_value, Interrupted):
-                _after_interrupt(requeue)
+                stop.after_interrupt()
                 continue
             break
         if ret.status == JobStatus.COMPLETED:

@@ -54,6 +54,7 @@ def check_options(kind: str, params: Any, sweep: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             also = " or auto" if key == "chunk" else ""
             raise OptionError(f"sweeper.{key} must be a positive integer{also}, got {value!r}")
+    check_trackers(sweep)
     if kind == "slurm":
         texts = {k: params.get(k) for k in SBATCH_TEXT}
         texts.update({f"additional_parameters.{k}": v for k, v in (params.get("additional_parameters") or {}).items()})
@@ -62,6 +63,19 @@ def check_options(kind: str, params: Any, sweep: Any) -> None:
                 raise OptionError(
                     f"hydra.launcher.{key} holds a control character (it would break its #SBATCH line): {value!r}"
                 )
+
+
+def check_trackers(sweep: Any) -> None:
+    """sweeper.trackers names registered trackers (a typo stops the launch, not each point's tracking)."""
+    from ..trackers import TrackerError, check_names
+
+    names = sweep.get("trackers") or []
+    if isinstance(names, str):
+        raise OptionError(f"sweeper.trackers must be a list, e.g. 'sweeper.trackers=[{names}]', got {names!r}")
+    try:
+        check_names(names)
+    except TrackerError as error:
+        raise OptionError(str(error)) from None
 
 
 def one_line_os_errors(launch: Callable) -> Callable:

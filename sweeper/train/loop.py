@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ..files import open_append, run_folder
 from ..records import METRICS_NAME
 from ..runs import target_steps
+from ..trackers import NO_SINKS, Sinks
 from . import checkpoint as ckpt
 from .batches import Encoded, batch_rows, collate
 from .distributed import SOLO, World
@@ -80,16 +81,27 @@ def optimizer_step(optimizer, grad_clip: float | None, before_zero_grad=None) ->
 
 class MetricsLog:
     """The one writer of <run_dir>/metrics.jsonl: method events at once, the loss every log_every steps.
+    The point's trackers (`sinks`, sweeper.trackers) receive every line it writes, and its flushes.
 
     Opening it drops lines past `start_step` (written after the checkpoint a resumed run restarts from).
     """
 
-    def __init__(self, run_dir: Path, start_step: int, log_every: int, max_steps: int, write: bool = True):
+    def __init__(
+        self,
+        run_dir: Path,
+        start_step: int,
+        log_every: int,
+        max_steps: int,
+        write: bool = True,
+        sinks: Sinks = NO_SINKS,
+    ):
         self.file = None  # write=False: a rank > 0 of a distributed point keeps the events, writes nothing
+        self.sinks = sinks if write else NO_SINKS
         if write:
             path = run_folder(run_dir) / METRICS_NAME
             ckpt.truncate_metrics(path, start_step)
             self.file = open_append(path)  # a planted link is refused, never appended to
+            self.sinks.start(start_step)
         self.log_every, self.max_steps = int(log_every), int(max_steps)
         self.events: list[dict[str, Any]] = []
 
@@ -106,10 +118,12 @@ class MetricsLog:
     def _write(self, line: dict[str, Any]) -> None:
         if self.file is not None:
             self.file.write(json.dumps(line) + "\n")
+            self.sinks.log(line)
 
     def flush(self) -> None:
         if self.file is not None:
             self.file.flush()
+            self.sinks.flush()
 
     def close(self) -> None:
         if self.file is not None:
@@ -150,6 +164,7 @@ def train(
     should_stop: Callable[[], bool] = lambda: False,
     watch=None,
     world: World = SOLO,
+    sinks: Sinks = NO_SINKS,
 ) -> TrainResult:
     """Train for train_cfg.max_steps, resuming from run_dir/checkpoint when one exists.
 
@@ -168,7 +183,7 @@ def train(
     # A halving rung (train.stop_at) pauses early, on max_steps' schedule; a checkpoint already past
     # it (a run killed in its evaluation) trains no further and is scored where it stands.
     end = max(target_steps(train_cfg), start_step)
-    log = MetricsLog(run_dir, start_step, train_cfg.log_every, end, write=world.main)
+    log = MetricsLog(run_dir, start_step, train_cfg.log_every, end, write=world.main, sinks=sinks)
     log.events = list(before.events)
     checkpoint_every = int(train_cfg.checkpoint_every or 0)
     loss_value, seconds, examples = float(before.loss), float(before.train_seconds), int(before.examples)

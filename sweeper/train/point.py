@@ -1,6 +1,6 @@
 """One grid point, start to finish: config -> data -> model -> method -> train -> evaluate -> record.
 
-    record = run_point(cfg)
+    record = run_point(cfg, ctx)      # ctx: who runs it (sweeper.train.context); the steps: sweeper.train.lifecycle
 
 Never raises for a bad point: any error becomes a `failed` record with a one-line message, so the
 rest of the sweep goes on. (`Interrupted`, a requested stop after a checkpoint, does propagate: the
@@ -9,10 +9,6 @@ launcher requeues the job and the next attempt resumes.)
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +16,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import tasks
 from ..data import DatasetError, load_splits
-from ..files import UnsafePath, write_folder
-from ..ledger import mark_started
-from ..records import Status, read_existing
-from ..runs import (
-    RunLock,
-    failure_fields,
-    target_steps,
-)
+from ..files import write_folder
+from ..records import Status
+from ..runs import target_steps
 from ..settings import TRAIN_SETTINGS, check_values
-from . import checkpoint, distributed, sharding
+from . import checkpoint, distributed, lifecycle, sharding
 from .batches import encode_splits
+from .context import SOLO, PointContext
 from .early_stop import best_step_watch, watch_settings
 from .errors import Interrupted
 from .evaluate import evaluate, evaluate_splits, record_metrics
 from .loop import train
 from .methods import build_method, plain
 from .models import build_model, count_parameters
-from .record import all_ranks_cost, busy_record, finish_record, outcome, previous_record, start_record, unusable_folder
+from .record import all_ranks_cost, outcome
 from .runtime import PeakMemory, Runtime, setup_runtime
 
 
@@ -66,7 +58,7 @@ def check_settings(cfg) -> None:
     check_values("train", plain(cfg.train), TRAIN_SETTINGS, only=cfg.method.get("train_keys"))
 
 
-def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> dict[str, Any]:
+def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop, sinks) -> dict[str, Any]:
     task, tr = task_of(cfg), cfg.train
     method = build_method(cfg.method, cfg.model, task)
     if not method.standalone:
@@ -85,7 +77,7 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop) -> di
         eval_args = (task, tokenizer.pad_token_id, int(tr.eval_batch_size), runtime, num_labels)
         watch = validation_watch(cfg, evals, eval_args, world)
         args = _train_args(cfg, method, model, tokenizer, train_enc, run_dir, runtime, world)
-        result = train(**args, watch=watch, should_stop=should_stop)
+        result = train(**args, watch=watch, should_stop=should_stop, sinks=sinks)
         if world.sharded:  # every forward is collective: all ranks score, then gather what rank 0 saves
             scores, test_preds = evaluate_splits(model, evals, *eval_args)
             full_state = gathered_for_saving(model, method, tr, total)
@@ -166,7 +158,7 @@ def follow_point(cfg, run_dir: str, world) -> None:
     peak memory. It writes nothing; rank 0 evaluates and writes the record (FSDP: this rank scores
     beside it and joins the gathering of the weights, then drops both)."""
     world = world.for_point(cfg.train)
-    runtime = setup_runtime(cfg.train, world.local_rank)
+    runtime = setup_runtime(cfg.train, world.local_rank, PointContext.in_job(None).threads)
     task = task_of(cfg)
     try:
         with PeakMemory(runtime.device) as memory:
@@ -260,42 +252,37 @@ def _fit_standalone(method, task, splits, train_cfg, run_dir: Path, num_labels: 
     return result
 
 
-def run_point(cfg: DictConfig, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
-    started = time.time()
-    record, run_dir = start_record(cfg)
-    if run_dir is None:  # a sweeper.name that would leave the results folder: printed, written nowhere
-        return record
-    previous = previous_record(cfg, run_dir)
-    if previous is not None:  # relaunched sweep: return the existing record as it is, not rewritten
-        return previous
-    if record["status"] != Status.RUNNING:  # a config that does not resolve: its failed record
-        return finish_record(record, run_dir, started)
-    lock = RunLock(run_dir)
+def run_point(cfg: DictConfig, ctx: PointContext = SOLO) -> dict[str, Any]:
+    """Train and record one point (sweeper.train.lifecycle: skip, lock, trackers, record)."""
+    claimed = lifecycle.claim(cfg, ctx)
+    if not isinstance(claimed, lifecycle.Claim):  # done before, busy elsewhere, or failed before it began
+        return claimed
     try:
-        if not lock.acquire():
-            return busy_record(record, run_dir)
-    except (OSError, UnsafePath) as error:  # the folder cannot be made, or is a planted link
-        return unusable_folder(record, run_dir, started, error)
-    try:
-        previous = previous_record(cfg, run_dir)  # the lock's last holder may have just finished it
-        return previous if previous is not None else _run_locked(cfg, record, run_dir, started, should_stop)
+        return _run_claimed(claimed)
     finally:
-        lock.release()
+        claimed.release()
 
 
-def _run_locked(cfg, record: dict[str, Any], run_dir: Path, started: float, should_stop) -> dict[str, Any]:
-    previous = read_existing(run_dir)  # a transient failure before: counted on (runs.failure_fields)
-    mark_started(run_dir, os.environ.get("SWEEPER_JOB_ID") or None)  # status: which job runs it
-    record["started_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+def point_task(cfg: DictConfig, ctx: PointContext = SOLO) -> str:
+    """Hydra's task function for one point (`python -m sweeper`, and each solo point of a job):
+    train it, print its one-line summary, return its status."""
+    from ..summary import summary_line
+
+    record = run_point(cfg, ctx)
+    print(("[skipped: recorded before] " if record.get("skipped") else "") + summary_line(record), flush=True)
+    return str(record["status"])
+
+
+def _run_claimed(claimed: lifecycle.Claim) -> dict[str, Any]:
+    cfg, ctx = claimed.cfg, claimed.ctx
     try:
         check_settings(cfg)  # before the runtime takes train.threads / device
-        runtime = setup_runtime(cfg.train)
+        runtime = setup_runtime(cfg.train, threads=ctx.threads)
         with PeakMemory(runtime.device) as memory:
-            result = _train_and_evaluate(cfg, run_dir, runtime, should_stop)
+            result = _train_and_evaluate(cfg, claimed.run_dir, runtime, ctx.should_stop, claimed.sinks)
         result["cost"].update(all_ranks_cost(result, memory.mb))
-        record.update(status=Status.OK, **result)
     except Interrupted:
         raise
     except Exception as error:  # noqa: BLE001  one bad point must not stop the sweep
-        record.update(failure_fields(error, previous))
-    return finish_record(record, run_dir, started)
+        return claimed.fail(error)
+    return claimed.settle(status=Status.OK, **result)

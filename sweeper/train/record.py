@@ -31,6 +31,7 @@ from ..runs import (
     target_steps,
 )
 from . import checkpoint
+from .context import SOLO, PointContext
 
 
 def outcome(
@@ -73,11 +74,13 @@ def all_ranks_cost(result: dict[str, Any], rank0_peak_mb: float) -> dict[str, An
     }
 
 
-def unusable_folder(record: dict[str, Any], run_dir: Path, started: float, error: BaseException) -> dict[str, Any]:
+def unusable_folder(
+    record: dict[str, Any], run_dir: Path, started: float, error: BaseException, ctx: PointContext | None = None
+) -> dict[str, Any]:
     """The failed record of a point whose run folder cannot be made or locked (or is a link: then
     it is only printed, as nothing may be written there)."""
     record.update(failure_fields(error, None), error=f"cannot use run folder {run_dir}: {one_line(error)}")
-    return finish_record(record, run_dir, started)
+    return finish_record(record, run_dir, started, ctx)
 
 
 def busy_record(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -126,12 +129,12 @@ def _unresolved_record(cfg: DictConfig, error: Exception) -> tuple[dict[str, Any
     return record, Path(str(results_dir)).absolute() / "runs" / run_id
 
 
-def worker_context(started: float) -> dict[str, Any]:
-    """Where the point ran: the launcher's slot and job (sweeper.launch sets SWEEPER_SLOT / SWEEPER_JOB_ID)."""
-    job_id = os.environ.get("SWEEPER_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+def worker_context(started: float, ctx: PointContext | None = None) -> dict[str, Any]:
+    """Where the point ran: the launcher's slot and job (sweeper.train.context)."""
+    ctx = ctx or SOLO
     return {
-        "slot": os.environ.get("SWEEPER_SLOT"),
-        "job_id": job_id,
+        "slot": ctx.slot,
+        "job_id": ctx.job_id or ctx.cluster_job,
         "pid": os.getpid(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "threads": torch.get_num_threads(),
@@ -139,11 +142,13 @@ def worker_context(started: float) -> dict[str, Any]:
     }
 
 
-def finish_record(record: dict[str, Any], run_dir: Path, started: float) -> dict[str, Any]:
+def finish_record(
+    record: dict[str, Any], run_dir: Path, started: float, ctx: PointContext | None = None
+) -> dict[str, Any]:
     """Stamp times and worker, write the record atomically, drop the checkpoint of a finished run."""
     record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record["wall_seconds"] = round(time.time() - started, 3)
-    record["worker"] = {**worker_context(started), "world_size": 1, "backend": None, **record.get("worker", {})}
+    record["worker"] = {**worker_context(started, ctx), "world_size": 1, "backend": None, **record.get("worker", {})}
     if record["status"] == Status.OK:  # rows of the input the splits left out (empty text, blank label)
         record["data"] = {"dropped": dropped_rows(record["config"]["dataset"])}
     try:

@@ -18,16 +18,16 @@ class Runtime:
     autocast: Callable[[], AbstractContextManager]  # a fresh context per forward: bf16 on CUDA, or nothing
 
 
-def setup_runtime(train_cfg, local_rank: int = 0) -> Runtime:
+def setup_runtime(train_cfg, local_rank: int = 0, threads: int | None = None) -> Runtime:
     """Seed, threads, device and autocast for this process, from the train section. The threads:
-    train.threads, else the launcher's share for this process (SWEEPER_THREADS), else all cores
+    train.threads, else the launcher's share for this process (`threads`: PointContext), else all cores
     shared out over the point's train.nproc ranks. A rank > 0 of a point on CUDA takes the GPU of
     its local rank."""
     nproc = int(train_cfg.get("nproc", 1) or 1)
     if train_cfg.threads:
         torch.set_num_threads(int(train_cfg.threads))
-    elif os.environ.get("SWEEPER_THREADS"):
-        torch.set_num_threads(int(os.environ["SWEEPER_THREADS"]))
+    elif threads:
+        torch.set_num_threads(int(threads))
     elif nproc > 1:
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // nproc))
     torch.manual_seed(int(train_cfg.seed))

@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from ...files import UnsafePath
-from ...ledger import mark_started
-from ...records import Status, read_existing
-from ...runs import RunLock, failure_fields
+from ...records import Status
 from .. import checkpoint as ckpt
+from .. import lifecycle
 from ..batches import encode_splits
+from ..context import SOLO, PointContext
 from ..evaluate import evaluate_splits, record_metrics
 from ..loop import MetricsLog, make_optimizer
 from ..methods import build_method
 from ..models import build_model, count_parameters
 from ..point import check_settings, load_point_data, run_point, saved_adapter, task_of
-from ..record import busy_record, finish_record, outcome, previous_record, start_record, unusable_folder
+from ..record import outcome
 from ..runtime import PeakMemory, setup_runtime
 from .grouping import group_points
 from .layers import PackContext, attach_adapter, share_frozen_weights
@@ -37,10 +34,7 @@ class Member:
     """One grid point inside a pack."""
 
     key: int
-    cfg: DictConfig
-    record: dict[str, Any]
-    run_dir: Path
-    started: float
+    claim: lifecycle.Claim  # the point's lock, record and trackers (sweeper.train.lifecycle)
     splits: Any = None
     num_labels: int = 0
     train_enc: Any = None
@@ -58,64 +52,49 @@ class Member:
     final_loss: float = float("nan")
     log: MetricsLog | None = None
     finished: bool = False
-    previous: dict[str, Any] | None = None  # the record before this attempt (a transient failure's count)
+
+    @property
+    def cfg(self) -> DictConfig:
+        return self.claim.cfg
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.claim.record
+
+    @property
+    def run_dir(self) -> Path:
+        return self.claim.run_dir
 
 
 class Pack:
-    def __init__(self, cfgs: list[DictConfig]):
-        self.cfgs, self.results, self.members, self.locks = cfgs, [None] * len(cfgs), [], []
+    def __init__(self, cfgs: list[DictConfig], ctx: PointContext = SOLO):
+        self.cfgs, self.results, self.members, self.ctx = cfgs, [None] * len(cfgs), [], ctx
         self.started = time.time()
         for k, cfg in enumerate(cfgs):
-            record, run_dir = start_record(cfg)
-            previous = previous_record(cfg, run_dir) if run_dir is not None else None
-            if run_dir is None:  # a sweeper.name that would leave the results folder: written nowhere
-                self.results[k] = record
-            elif previous is not None:  # relaunched sweep: the existing record as it is
-                self.results[k] = previous
-            elif record["status"] != Status.RUNNING:  # a config that does not resolve: its failed record
-                self.results[k] = finish_record(record, run_dir, self.started)
-            else:
-                self._claim(k, cfg, record, run_dir)
+            claimed = lifecycle.claim(cfg, ctx, self.started)  # as run_point: skip, lock, mark started, trackers
+            if isinstance(claimed, lifecycle.Claim):
+                self.members.append(Member(k, claimed))
+            else:  # done before, busy elsewhere, or failed before it began
+                self.results[k] = claimed
         self.task = task_of(self.members[0].cfg) if self.members else None  # a pack shares one task (grouping)
-        self.ctx = None
-
-    def _claim(self, k: int, cfg, record: dict[str, Any], run_dir: Path) -> None:
-        """Member k joins the pack if no other process trains its folder (RunLock, as run_point)."""
-        lock = RunLock(run_dir)
-        try:
-            held = lock.acquire()
-        except (OSError, UnsafePath) as error:  # the folder cannot be made, or is a planted link
-            self.results[k] = unusable_folder(record, run_dir, self.started, error)
-            return
-        if not held:
-            self.results[k] = busy_record(record, run_dir)
-            return
-        self.locks.append(lock)
-        previous = previous_record(cfg, run_dir)  # the lock's last holder may have just finished it
-        if previous is not None:
-            self.results[k] = previous
-            return
-        previous = read_existing(run_dir)  # a transient failure before: counted on (runs.failure_fields)
-        mark_started(run_dir, os.environ.get("SWEEPER_JOB_ID") or None)
-        self.members.append(Member(k, cfg, record, run_dir, self.started, previous=previous))
+        self.layers = None
 
     def release(self) -> None:
-        for lock in self.locks:
-            lock.release()
+        for m in self.members:
+            m.claim.release()
 
     # ------------------------------------------------------------ outcomes
     def fail(self, m: Member, error: BaseException) -> None:
         m.finished = True
         if m.log is not None:
             m.log.close()
-        m.record.update(failure_fields(error, m.previous))
-        self.results[m.key] = finish_record(m.record, m.run_dir, m.started)
+        self.results[m.key] = m.claim.fail(error)
 
     def done(self, m: Member) -> None:
         """Evaluate a point whose budget ended, save its adapter, write its record."""
         try:
             tr = m.cfg.train
-            view = AdapterView(self.base, self.ctx, m.key, m.num_labels, self.task)
+            view = AdapterView(self.base, self.layers, m.key, m.num_labels, self.task)
             args = (self.task, self.pad_id, int(tr.eval_batch_size), self.runtime, m.num_labels)
             scores, test_preds = evaluate_splits(view, m.evals, *args)
             metrics = record_metrics(scores, m.final_loss, m.train_enc.labels, m.evals, self.task, m.num_labels)
@@ -142,10 +121,9 @@ class Pack:
         if set_aside := ckpt.set_aside_names(m.run_dir):
             result["train"]["set_aside_checkpoints"] = set_aside  # corrupt ones, kept for a person to look at
         pack = {"size": len(self.members), "index": m.key, "run_ids": [x.record["run_id"] for x in self.members]}
-        m.record.update(status=Status.OK, pack=pack, **result)
         if adapter:
-            m.record["adapter"] = adapter
-        self.results[m.key] = finish_record(m.record, m.run_dir, m.started)
+            result["adapter"] = adapter
+        self.results[m.key] = m.claim.settle(status=Status.OK, pack=pack, **result)
 
     # ------------------------------------------------------------ setup
     def load_data(self, m: Member) -> None:
@@ -189,8 +167,8 @@ class Pack:
         m.max_steps = int(tr.max_steps)
         m.train_enc, m.evals = encode_splits(m.splits, self.tokenizer, m.cfg, self.task)
         m.splits = None
-        attach_adapter(self.base, m.key, m.peft, self.ctx, m.generator)
-        m.log = MetricsLog(m.run_dir, m.start_step, tr.log_every, m.max_steps)
+        attach_adapter(self.base, m.key, m.peft, self.layers, m.generator)
+        m.log = MetricsLog(m.run_dir, m.start_step, tr.log_every, m.max_steps, sinks=m.claim.sinks)
         m.log.events = list(before.events)
 
     def dropout_generator(self) -> torch.Generator:
@@ -222,10 +200,8 @@ class Pack:
     def run(self, should_stop: Callable[[], bool]) -> list[dict[str, Any]]:
         if not self.members:
             return self.results
-        for m in self.members:
-            m.record["started_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self.runtime = setup_runtime(self.members[0].cfg.train)
-        self.ctx = PackContext()
+        self.runtime = setup_runtime(self.members[0].cfg.train, threads=self.ctx.threads)
+        self.layers = PackContext()
         with PeakMemory(self.runtime.device) as self.memory:
             self.setup_step(self.load_data, self.members)
             ready = [m for m in self.members if not m.finished]
@@ -241,7 +217,7 @@ class Pack:
             train_packed(
                 self.base,
                 ready,
-                self.ctx,
+                self.layers,
                 self.task,
                 self.pad_id,
                 self.runtime,
@@ -278,17 +254,17 @@ def _set_global_rng(device: torch.device, state: torch.Tensor | None) -> None:
         torch.set_rng_state(state)
 
 
-def run_packed(cfgs: list[DictConfig], should_stop: Callable[[], bool] = lambda: False) -> list[dict[str, Any]]:
+def run_packed(cfgs: list[DictConfig], ctx: PointContext = SOLO) -> list[dict[str, Any]]:
     """Train `cfgs` packed wherever they can share a base (see can_pack); one record per cfg, in order.
     A point that cannot be packed with any other runs alone through run_point."""
     records: list[dict[str, Any] | None] = [None] * len(cfgs)
     for group in group_points(cfgs, size=len(cfgs)):
         if len(group) == 1:
-            records[group[0]] = run_point(cfgs[group[0]], should_stop)
+            records[group[0]] = run_point(cfgs[group[0]], ctx)
             continue
-        pack = Pack([cfgs[i] for i in group])
+        pack = Pack([cfgs[i] for i in group], ctx)
         try:
-            for i, record in zip(group, pack.run(should_stop)):
+            for i, record in zip(group, pack.run(ctx.should_stop)):
                 records[i] = record
         finally:
             pack.release()
