@@ -78,6 +78,8 @@ def client_for(uri: str):
     # No retries with backoff and a short timeout: an unreachable server costs the point seconds, not minutes.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    # Offline by default: MLflow's usage telemetry would report to the internet (a user may set it back).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
