@@ -54,7 +54,7 @@ def tb_hparams(reader) -> dict:
 
 def assert_tensorboard_matches(record):
     assert record["status"] == "ok", record.get("error")
-    assert record["trackers"] == {"tensorboard": "ok"}
+    assert record["trackers"]["tensorboard"] == "ok"
     reader = event_reader(Path(record["record_path"]).parent)
     series = [(e.step, e.value) for e in reader.Scalars("train/loss")]
     expected = losses(record)
@@ -91,7 +91,9 @@ def test_tensorboard_events_equal_metrics_and_hparams_carry_final_metrics(make_c
 
 
 def test_tensorboard_in_a_packed_job_of_the_local_launcher(tmp_path):
-    """sweeper.pack=2 through the launcher: the job path (PointsJob -> run_packed) opens trackers too."""
+    """sweeper.pack=2 through the launcher: the job path (PointsJob -> run_packed) opens trackers too;
+    a tracking server nobody answers on is one line per point in the status, and no failed point."""
+    nobody = f"http://127.0.0.1:{free_port()}"
     cmd = [
         sys.executable,
         "-m",
@@ -105,7 +107,8 @@ def test_tensorboard_in_a_packed_job_of_the_local_launcher(tmp_path):
         "hydra.launcher.poll_s=0.5",
         "sweeper.chunk=2",
         "sweeper.pack=2",
-        "sweeper.trackers=[tensorboard]",
+        "sweeper.trackers=[tensorboard,mlflow]",
+        f"sweeper.mlflow_uri={nobody}",
         f"sweeper.results_dir={tmp_path / 'results'}",
         f"hydra.sweep.dir={tmp_path / 'jobs'}",
     ]
@@ -118,6 +121,12 @@ def test_tensorboard_in_a_packed_job_of_the_local_launcher(tmp_path):
         assert record["pack"]["size"] == 2, "the two points were not packed"
         assert record["worker"]["job_id"], "the job's context did not reach the record"
         assert_tensorboard_matches(record)
+    status = subprocess.run(
+        [sys.executable, "-m", "sweeper.status", str(tmp_path / "results")], capture_output=True, text=True, cwd=REPO
+    )
+    assert "done 2  failed 0" in status.stdout, status.stdout + status.stderr
+    assert "tracker errors (the points trained and are recorded; sweeper.trackers): 2" in status.stdout
+    assert status.stdout.count(": mlflow: open: ") == 2
 
 
 def run_dir_of_record(record, tmp_path):
@@ -171,9 +180,9 @@ def small_sweep(tmp_path_factory):
     from sweeper.config import compose
 
     where = tmp_path_factory.mktemp("sweep") / "results"
-    cfgs = [
-        compose(*SMALL, "train.max_steps=4", f"method.r={r}", f"sweeper.results_dir={where}") for r in (2, 4)
-    ] + [compose(*SMALL, "train.batch_size=0", f"sweeper.results_dir={where}")]
+    cfgs = [compose(*SMALL, "train.max_steps=4", f"method.r={r}", f"sweeper.results_dir={where}") for r in (2, 4)] + [
+        compose(*SMALL, "train.batch_size=0", f"sweeper.results_dir={where}")
+    ]
     records = [run_point(cfg) for cfg in cfgs]
     assert [r["status"] for r in records] == ["ok", "ok", "failed"]
     return where, records

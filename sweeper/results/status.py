@@ -90,7 +90,7 @@ def sweep_status(results_dir: Path | str) -> dict[str, Any]:
     last_start = _iso_to_unix(last.get("started_at")) or 0.0
 
     counts = {state.value: 0 for state in (PointState.DONE, PointState.FAILED, PointState.RUNNING, PointState.PENDING)}
-    failed, stalled, finished_since = [], 0, []
+    failed, stalled, finished_since, tracking = [], 0, [], []
     rungs: dict[str, int] = {}  # ok points by where they stand: stopped at a halving rung, or trained to max_steps
     paths = [str(results_dir / "runs" / run_id / RECORD_NAME) for run_id in points]
     unreadable = []  # records that do not count (unparsable, copied from another folder): re-run on relaunch
@@ -100,6 +100,11 @@ def sweep_status(results_dir: Path | str) -> dict[str, Any]:
         if reason is not None:
             unreadable.append({"run_id": run_id, "overrides": label, "reason": reason})
         if record is not None and record["status"] in (Status.OK, Status.FAILED):
+            tracking += [
+                {"run_id": run_id, "tracker": name, "error": line}
+                for name, line in (record.get("trackers") or {}).items()
+                if line != "ok"
+            ]
             state = PointState.DONE if record["status"] == Status.OK else PointState.FAILED
             counts[state.value] += 1
             if state == PointState.FAILED:
@@ -127,6 +132,7 @@ def sweep_status(results_dir: Path | str) -> dict[str, Any]:
         "total": total,
         **counts,
         "failed_points": failed,
+        "tracker_errors": tracking,  # a tracker's error never fails a point; it is shown here
         "unreadable_records": unreadable,
         "rungs": rungs if any(k.startswith("rung") for k in rungs) else {},
         "stalled": stalled,
@@ -195,6 +201,10 @@ def render(status: dict[str, Any], width: int = 30, max_failed: int = 20) -> str
             lines.append(f"  {f['run_id']}: {f['error']}")
         if len(status["failed_points"]) > max_failed:
             lines.append(f"  ... and {len(status['failed_points']) - max_failed} more (--failed N shows more)")
+    tracking = status.get("tracker_errors") or []
+    if tracking:
+        lines.append(f"tracker errors (the points trained and are recorded; sweeper.trackers): {len(tracking)}")
+        lines += [f"  {t['run_id']}: {t['tracker']}: {t['error']}" for t in tracking[:max_failed]]
     unreadable = status.get("unreadable_records") or []
     if unreadable:
         lines.append(f"unreadable records (not counted; a relaunch re-runs their points): {len(unreadable)}")

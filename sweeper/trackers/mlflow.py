@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from ..records import EXPORT_ARTIFACTS, METRICS_NAME
-from . import register
 from .base import Tracker, final_metrics, flat, step_scalars
+from .registry import register
 
 TAG_KEYS = ("dataset", "family", "task", "model", "method", "sweep", "run_id", "status")
 RUN_STATUS = {"ok": "FINISHED", "failed": "FAILED", "running": "RUNNING"}
@@ -91,7 +91,9 @@ def experiment_id(client, name: str, artifact_location: str | None = None) -> st
     if found is not None:
         return found.experiment_id
     try:  # experimentKind: the UI opens on its runs table (MLflow 3 otherwise shows its GenAI pages)
-        return client.create_experiment(name, artifact_location, tags={"mlflow.experimentKind": "custom_model_development"})
+        return client.create_experiment(
+            name, artifact_location, tags={"mlflow.experimentKind": "custom_model_development"}
+        )
     except Exception:
         found = client.get_experiment_by_name(name)
         if found is None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import register
 from .base import Tracker, final_metrics, flat, identity, step_scalars
+from .registry import register
 
 FOLDER = "tensorboard"
 HPARAM_TYPES = (bool, int, float, str)
