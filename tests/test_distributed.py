@@ -17,6 +17,7 @@ import pytest
 from sweeper.records import find_records, read_record
 from sweeper.runs import make_run_id, run_dir_of
 from sweeper.train import run_point
+from sweeper.train.context import PointContext
 from sweeper.train.errors import Interrupted
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,7 +158,7 @@ def test_a_stopped_fsdp_point_resumes_from_its_gathered_checkpoint(make_cfg, tmp
     cfg = make_cfg(*train, "train.nproc=2", "train.parallel=fsdp", f"sweeper.results_dir={tmp_path}/stopped")
     asked = []
     with pytest.raises(Interrupted):  # rank 0 is asked to stop at its 3rd step: checkpoint, then leave
-        run_point(cfg, should_stop=lambda: asked.append(1) or len(asked) >= 3)
+        run_point(cfg, PointContext(should_stop=lambda: asked.append(1) or len(asked) >= 3))
     assert (run_dir_of(cfg) / "checkpoint" / "step.json").exists()
     record = run_point(make_cfg(*train, *resume, f"sweeper.results_dir={tmp_path}/stopped"))
     assert record["status"] == "ok", record.get("error")

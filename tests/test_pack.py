@@ -11,6 +11,7 @@ from sweeper.records import read_record
 from sweeper.runs import run_dir_of
 from sweeper.tasks import get as get_task
 from sweeper.train import Interrupted, run_point
+from sweeper.train.context import PointContext
 from sweeper.train.pack import can_pack, group_points, run_packed
 
 SMALL = ("model=tiny_llama", "train.eval_size=48", "train.batch_size=8", "train.max_length=32", "train.log_every=1")
@@ -176,7 +177,7 @@ def test_interrupted_pack_resumes_to_the_same_result(make_cfg, tmp_path):
     cfgs = [point(make_cfg, tmp_path / "b", *p) for p in points]
     calls = iter(range(100))
     with pytest.raises(Interrupted):
-        run_packed(cfgs, should_stop=lambda: next(calls) == 1)  # stop after the 2nd packed step
+        run_packed(cfgs, PointContext(should_stop=lambda: next(calls) == 1))  # stop after the 2nd packed step
     first = [json.loads((run_dir_of(c) / "checkpoint" / "loop.json").read_text()) for c in cfgs]
     resumed = run_packed(cfgs)
     for a, b, before in zip(straight, resumed, first):

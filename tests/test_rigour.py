@@ -16,6 +16,7 @@ from sweeper.launch.planner import plan
 from sweeper.records import PREDICTIONS_NAME, find_records, read_record, write_record
 from sweeper.results import collect, report, significance, tables
 from sweeper.runs import Decision, make_run_id, run_dir_of
+from sweeper.train.context import PointContext
 from sweeper.train.evaluate import classification_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -273,7 +274,7 @@ def test_early_stopping_resumes_to_the_same_result(tmp_path):
     cut = compose(f"sweeper.results_dir={tmp_path / 'cut'}", "train.threads=1", *args)
     calls = iter(range(100))
     with pytest.raises(Interrupted):  # stopped after step best + 1: the checkpoint must keep the best
-        run_point(cut, should_stop=lambda: next(calls) == best)
+        run_point(cut, PointContext(should_stop=lambda: next(calls) == best))
     resumed = run_point(cut)
     assert resumed["train"]["resumed_from_step"] == best + 1
     assert resumed["train"]["best_step"] == plain["train"]["best_step"]

@@ -14,6 +14,7 @@ from sweeper.records import PREDICTIONS_NAME, atomic_write_text, find_records, r
 from sweeper.runs import LOCK_NAME, make_run_id, run_dir_of
 from sweeper.tasks import get as get_task
 from sweeper.train import Interrupted, run_point
+from sweeper.train.context import PointContext
 
 TINY = (
     "dataset=fortune_computers_vs_rest",
@@ -113,7 +114,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(make_cfg, tmp_path):
     cfg = make_cfg(*TINY, "method.r=2", "train.max_steps=6", "sweeper.name=b", f"sweeper.results_dir={tmp_path}/b")
     calls = iter(range(100))
     with pytest.raises(Interrupted):
-        run_point(cfg, should_stop=lambda: next(calls) == 2)  # stop after the 3rd step
+        run_point(cfg, PointContext(should_stop=lambda: next(calls) == 2))  # stop after the 3rd step
     folder = run_dir_of(cfg) / "checkpoint"
     assert (folder / "weights.safetensors").exists()
     first_segment = json.loads((folder / "loop.json").read_text())
@@ -133,7 +134,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(make_cfg, tmp_path):
 def test_a_stop_on_the_last_step_finishes_the_point(make_cfg, tmp_path):
     cfg = make_cfg(*TINY, "method.r=2", "train.max_steps=3")
     calls = iter(range(100))
-    record = run_point(cfg, should_stop=lambda: next(calls) == 2)  # the stop comes with step 3 of 3
+    record = run_point(cfg, PointContext(should_stop=lambda: next(calls) == 2))  # the stop comes with step 3 of 3
     assert record["status"] == "ok", record.get("error")
     assert record["train"]["steps"] == 3 and record["train"]["resumed_from_step"] == 0
     assert math.isfinite(record["metrics"]["train_loss_final"]) and record["cost"]["examples_per_second"] > 0
@@ -148,7 +149,7 @@ def test_a_kill_between_the_checkpoint_renames_resumes_from_the_last_complete_on
     cfg = make_cfg(*TINY, "method.r=2", "train.max_steps=6", "sweeper.name=b", f"sweeper.results_dir={tmp_path}/b")
     calls = iter(range(100))
     with pytest.raises(Interrupted):
-        run_point(cfg, should_stop=lambda: next(calls) == 2)
+        run_point(cfg, PointContext(should_stop=lambda: next(calls) == 2))
     run_dir = run_dir_of(cfg)
     os.rename(run_dir / "checkpoint", run_dir / ".checkpoint.old-99999")  # the old one, set aside
     (run_dir / ".checkpoint.tmp-88888").mkdir()  # the new one, half written
@@ -169,7 +170,7 @@ def test_the_latest_complete_checkpoint_wins_after_a_kill_between_the_renames(ma
     for stop_at in (2, 1):  # a checkpoint at step 3, then (resumed) at step 5
         calls = iter(range(100))
         with pytest.raises(Interrupted):
-            run_point(cfg, should_stop=lambda stop_at=stop_at, calls=calls: next(calls) == stop_at)
+            run_point(cfg, PointContext(should_stop=lambda stop_at=stop_at, calls=calls: next(calls) == stop_at))
         if stop_at == 2:
             shutil.copytree(run_dir / "checkpoint", tmp_path / "step3")
     os.rename(run_dir / "checkpoint", run_dir / ".checkpoint.tmp-2")  # the new one, complete
