@@ -38,7 +38,7 @@ print(next((e["experiment_id"] for e in experiments if e["name"] != "Default"), 
 PY
 ) || { echo "mlflow server did not answer:"; cat "$log"; exit 1; }
 
-url="http://127.0.0.1:$port/#/experiments/$experiment/runs"
+url="http://127.0.0.1:$port/#/experiments/$experiment/runs?workflowType=machine_learning"
 flags=(--headless --no-sandbox --disable-gpu --disable-background-networking --no-first-run
        --disable-dev-shm-usage --virtual-time-budget=20000 --window-size="$size")
 chromium "${flags[@]}" --dump-dom "$url" >"$dom" 2>/dev/null
