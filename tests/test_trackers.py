@@ -2,6 +2,7 @@
 TensorBoard's EventAccumulator and MlflowClient. Real stores: event files, a SQLite file, a local
 `mlflow server` on 127.0.0.1, and the MLflow UI in headless Chromium."""
 
+import itertools
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import pytest
 from sweeper.records import find_records, read_record, write_record
 from sweeper.runs import run_dir_of
 from sweeper.train import run_point
+from sweeper.train.context import PointContext
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ("model=tiny_llama", "train.eval_size=32", "train.batch_size=8", "train.max_length=32", "train.log_every=2")
@@ -88,6 +90,25 @@ def test_tensorboard_events_equal_metrics_and_hparams_carry_final_metrics(make_c
         assert run_dir_of(plain).name == record["run_id"]
         again = run_point(plain)
         assert again["finished_at"] == record["finished_at"], "a finished point re-ran because a tracker was off"
+
+
+def test_a_killed_and_resumed_point_has_one_event_per_step(make_cfg, tmp_path):
+    """Killed after its step-4 checkpoint with step 5 logged: the resumed point's events, like its
+    metrics.jsonl, hold every step once."""
+    cfg = tiny(make_cfg, tmp_path, "sweeper.trackers=[tensorboard]", "train.log_every=1", "train.checkpoint_every=2")
+    calls = itertools.count()
+
+    def killed_at_step_5() -> bool:
+        if next(calls) == 4:  # asked after step 5 was logged; the last checkpoint is step 4's
+            raise KeyboardInterrupt
+        return False
+
+    with pytest.raises(KeyboardInterrupt):
+        run_point(cfg, PointContext(should_stop=killed_at_step_5))
+    record = run_point(cfg)
+    assert record["train"]["resumed_from_step"] == 4
+    assert [step for step, _ in losses(record)] == [1, 2, 3, 4, 5, 6]
+    assert_tensorboard_matches(record)
 
 
 def test_tensorboard_in_a_packed_job_of_the_local_launcher(tmp_path):

@@ -34,10 +34,14 @@ BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's log_batch limi
 
 
 # ---------------------------------------------------------------- what a run holds
+RESULT_SECTIONS = ("dataset", "model", "method", "train")  # the sweeper section is bookkeeping (tags say the sweep)
+
+
 def params_of(record: dict[str, Any]) -> dict[str, str]:
-    """The point's resolved config, flattened (`method.r`, `train.lr`, ...), values as MLflow keeps them."""
+    """The point's resolved result config, flattened (`method.r`, `train.lr`, ...), as MLflow keeps values."""
+    config = record.get("config") or {}
     out = {}
-    for key, value in flat("", record.get("config") or {}):
+    for key, value in flat("", {k: config[k] for k in RESULT_SECTIONS if k in config}):
         text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
         out[key] = text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 1] + "…"
     return out
