@@ -22,4 +22,6 @@ def summary_line(record: dict[str, Any]) -> str:
     train = record.get("train") or {}
     if train.get("stopped_at_rung") is not None:  # successive halving paused it there
         score += f", halving rung {train['stopped_at_rung']} (step {train.get('steps')})"
-    return f"[ok] {name}: {score}, {record['cost']['train_seconds']:.1f}s train"
+    broken = [name for name, line in (record.get("trackers") or {}).items() if line != "ok"]
+    tracking = f" (tracker error: {', '.join(broken)}; see the record's `trackers`)" if broken else ""
+    return f"[ok] {name}: {score}, {record['cost']['train_seconds']:.1f}s train{tracking}"

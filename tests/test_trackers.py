@@ -16,6 +16,7 @@ import pytest
 
 from sweeper.records import find_records, read_record, write_record
 from sweeper.runs import run_dir_of
+from sweeper.summary import summary_line
 from sweeper.train import run_point
 from sweeper.train.context import PointContext
 
@@ -154,6 +155,28 @@ def run_dir_of_record(record, tmp_path):
     return tmp_path / "results" / "runs" / record["run_id"]
 
 
+def test_a_tracker_that_breaks_mid_run_is_switched_off_with_one_line(tmp_path):
+    from sweeper.trackers import PointInfo, Sinks, Tracker
+
+    class FullDisk(Tracker):
+        name = "full_disk"
+        closed = False
+
+        def log(self, line):
+            if line["step"] >= 2:
+                raise OSError(28, "No space left on device")
+
+        def close(self):
+            FullDisk.closed = True
+
+    sinks = Sinks([FullDisk(PointInfo(tmp_path, {}))])
+    for step in (1, 2, 3):
+        sinks.log({"step": step, "loss": 1.0})
+    sinks.finish({"status": "ok"})
+    assert sinks.report() == {"full_disk": "log: OSError: [Errno 28] No space left on device"}
+    assert FullDisk.closed and not sinks
+
+
 def test_unknown_tracker_stops_the_launch_in_one_line(tmp_path):
     cmd = [sys.executable, "-m", "sweeper", "-m", *SMALL, "hydra/launcher=local", "sweeper.trackers=[tensorbord]"]
     cmd += [f"sweeper.results_dir={tmp_path / 'results'}", f"hydra.sweep.dir={tmp_path / 'jobs'}"]
@@ -289,6 +312,7 @@ def test_unreachable_tracking_server_is_one_line_never_a_failed_point(make_cfg, 
     error = record["trackers"]["mlflow"]
     assert error.startswith("open: ") and "\n" not in error and "127.0.0.1" in error
     assert read_record(record["record_path"])["trackers"] == record["trackers"]
+    assert summary_line(record).endswith("(tracker error: mlflow; see the record's `trackers`)")
 
 
 def test_mlflow_ui_in_headless_chromium_lists_the_exported_runs(small_sweep, tmp_path):

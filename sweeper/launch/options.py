@@ -69,11 +69,8 @@ def check_trackers(sweep: Any) -> None:
     """sweeper.trackers names registered trackers (a typo stops the launch, not each point's tracking)."""
     from ..trackers import TrackerError, check_names
 
-    names = sweep.get("trackers") or []
-    if isinstance(names, str):
-        raise OptionError(f"sweeper.trackers must be a list, e.g. 'sweeper.trackers=[{names}]', got {names!r}")
     try:
-        check_names(names)
+        check_names(sweep.get("trackers"))
     except TrackerError as error:
         raise OptionError(str(error)) from None
 

@@ -63,7 +63,7 @@ class Sinks:
             try:
                 getattr(tracker, method)(*args)
             except Exception as error:  # noqa: BLE001  a tracker never fails a point
-                self.errors[tracker.name] = f"{method}: {one_line(error)}"
+                self.errors[tracker.name] = f"{method}: {error_line(error)}"
                 self.trackers.remove(tracker)
                 try:
                     tracker.close()
@@ -95,6 +95,11 @@ class Sinks:
 
 
 NO_SINKS = Sinks()
+
+
+def error_line(error: BaseException) -> str:
+    """`ConnectionError: ...`: the type says what broke (a refused connection, a full disk) in one line."""
+    return f"{type(error).__name__}: {one_line(error)}"
 
 
 # ---------------------------------------------------------------- what trackers share

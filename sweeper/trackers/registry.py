@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..records import one_line
-from .base import PointInfo, Sinks, Tracker
+from .base import PointInfo, Sinks, Tracker, error_line
 
 TRACKERS: dict[str, type[Tracker]] = {}
 
@@ -22,26 +21,31 @@ def register(cls: type[Tracker]) -> type[Tracker]:
     return cls
 
 
-def check_names(names: Iterable[str]) -> list[str]:
+def tracker_names(names: Iterable[str] | str | None) -> list[str]:
+    """`sweeper.trackers` as a list of names (`sweeper.trackers=tensorboard` is one name, not letters)."""
+    return [str(names)] if isinstance(names, str) else [str(n) for n in names or []]
+
+
+def check_names(names: Iterable[str] | str | None) -> list[str]:
     """The tracker names of `sweeper.trackers`, or TrackerError naming the unknown one."""
-    names = [str(n) for n in names or []]
+    names = tracker_names(names)
     for name in names:
         if name not in TRACKERS:
             raise TrackerError(f"sweeper.trackers: unknown tracker {name!r} (known: {', '.join(sorted(TRACKERS))})")
     return names
 
 
-def open_sinks(names: Iterable[str], point: PointInfo) -> Sinks:
+def open_sinks(names: Iterable[str] | str | None, point: PointInfo) -> Sinks:
     """The point's trackers, opened; an unknown name or a tracker that cannot open is one error line."""
     trackers, errors = [], {}
-    for name in [str(n) for n in names or []]:
+    for name in tracker_names(names):
         if name not in TRACKERS:
             errors[name] = f"unknown tracker (known: {', '.join(sorted(TRACKERS))})"
             continue
         try:
             trackers.append(TRACKERS[name](point))
         except Exception as error:  # noqa: BLE001  a tracker never fails a point
-            errors[name] = f"open: {one_line(error)}"
+            errors[name] = f"open: {error_line(error)}"
     return Sinks(trackers, errors)
 
 

@@ -93,8 +93,8 @@ def claim(cfg: DictConfig, ctx: PointContext, started: float | None = None) -> C
 
 def open_trackers(cfg: DictConfig, record: dict[str, Any], run_dir: Path) -> trackers.Sinks:
     """The trackers of `sweeper.trackers` for this point (none: an empty Sinks)."""
-    names = OmegaConf.select(cfg, "sweeper.trackers", default=None) or []
+    names = OmegaConf.select(cfg, "sweeper.trackers", default=None)
     if not names:
         return trackers.Sinks()
     options = trackers.tracker_options(OmegaConf.select(cfg, "sweeper", default={}))
-    return trackers.open_sinks(list(names), trackers.PointInfo(Path(run_dir), record, options))
+    return trackers.open_sinks(names, trackers.PointInfo(Path(run_dir), record, options))
