@@ -117,7 +117,7 @@ def test_members_hold_the_bases_own_tensors_on_its_device(make_cfg, tmp_path):
     names = ["fortune_computers_vs_rest", "fortune_art_vs_rest"]
     pack = Pack([point(make_cfg, tmp_path, n, 2, 3) for n in names])
     try:
-        pack.runtime, pack.ctx = setup_runtime(pack.members[0].cfg.train), PackContext()
+        pack.runtime, pack.layers = setup_runtime(pack.members[0].cfg.train), PackContext()
         for m in pack.members:
             pack.load_data(m)
         pack.build_base(pack.members[0])

@@ -302,6 +302,14 @@ def test_live_mlflow_run_against_a_local_server(make_cfg, tmp_path, mlflow_serve
     runs = mlflow_runs(mlflow_server)
     assert len(runs) == 1
     assert_run_holds(MlflowClient(tracking_uri=mlflow_server), runs[0], record)
+    # A failed point, retried (sweeper.retry_failed): its FAILED run is replaced, not duplicated.
+    live = ["sweeper.trackers=[mlflow]", f"sweeper.mlflow_uri={mlflow_server}", "train.batch_size=0"]
+    failed = [run_point(tiny(make_cfg, tmp_path, *live, "sweeper.retry_failed=true")) for _ in range(2)]
+    assert [r["status"] for r in failed] == ["failed", "failed"] and failed[1]["trackers"] == {"mlflow": "ok"}
+    runs = {run.info.run_name: run for run in mlflow_runs(mlflow_server)}
+    assert sorted(runs) == sorted([record["run_id"], failed[1]["run_id"]])
+    assert runs[failed[1]["run_id"]].info.status == "FAILED"
+    assert runs[failed[1]["run_id"]].data.tags["error"] == failed[1]["error"]
 
 
 def test_unreachable_tracking_server_is_one_line_never_a_failed_point(make_cfg, tmp_path):
@@ -313,6 +321,14 @@ def test_unreachable_tracking_server_is_one_line_never_a_failed_point(make_cfg, 
     assert error.startswith("open: ") and "\n" not in error and "127.0.0.1" in error
     assert read_record(record["record_path"])["trackers"] == record["trackers"]
     assert summary_line(record).endswith("(tracker error: mlflow; see the record's `trackers`)")
+
+
+def test_a_tracker_setting_of_the_wrong_kind_is_the_trackers_error_not_the_points(make_cfg, tmp_path):
+    cfg = tiny(make_cfg, tmp_path, "sweeper.trackers=5")  # Hydra's basic launcher: no launch check before it
+    record = run_point(cfg)
+    assert record["status"] == "ok", record.get("error")
+    assert record["trackers"] == {"sweeper.trackers": "open: TypeError: 'int' object is not iterable"}
+    assert run_point(cfg)["finished_at"] == record["finished_at"], "the lock or the record was left behind"
 
 
 def test_mlflow_ui_in_headless_chromium_lists_the_exported_runs(small_sweep, tmp_path):

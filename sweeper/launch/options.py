@@ -73,6 +73,8 @@ def check_trackers(sweep: Any) -> None:
         check_names(sweep.get("trackers"))
     except TrackerError as error:
         raise OptionError(str(error)) from None
+    except TypeError:  # sweeper.trackers=5
+        raise OptionError(f"sweeper.trackers must be a list of tracker names, got {sweep.get('trackers')!r}") from None
 
 
 def one_line_os_errors(launch: Callable) -> Callable:

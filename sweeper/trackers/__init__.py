@@ -11,7 +11,7 @@ from __future__ import annotations
 
 # Registration: one import per tracker module (each decorates its class with @register).
 from . import mlflow, tensorboard  # noqa: E402, F401, I001
-from .base import NO_SINKS, PointInfo, Sinks, Tracker
+from .base import NO_SINKS, PointInfo, Sinks, Tracker, error_line
 from .registry import TRACKERS, TrackerError, check_names, open_sinks, register, tracker_options
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "Tracker",
     "TrackerError",
     "check_names",
+    "error_line",
     "open_sinks",
     "register",
     "tracker_options",

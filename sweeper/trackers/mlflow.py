@@ -2,8 +2,10 @@
 
 Two routes (docs/tracking.md):
 - live: with `sweeper.mlflow_uri=http://HOST:PORT` (a tracking server; or MLFLOW_TRACKING_URI), each
-  point logs its step series as it trains and its final metrics when it ends. Never point thousands
-  of jobs at one SQLite file: concurrent writers fail with "database is locked".
+  point logs its step series as it trains (one request per `train.log_every` steps, synchronous) and
+  its final metrics when it ends. A requeued attempt continues its run; a retried failure replaces
+  it. Never point thousands of jobs at one SQLite file: concurrent writers fail with "database is
+  locked".
 - export: `python -m sweeper.export mlflow RESULTS` (`export_records`), one process ingesting every
   record into one store, a SQLite file beside the results by default. Idempotent: runs are found by
   their `run_id` tag, an unchanged record is left alone, a changed one replaces its run.
@@ -158,15 +160,21 @@ class MLflow(Tracker):
         name = point.options.get("mlflow_experiment") or record["sweep"]
         experiment = experiment_id(self.client, str(name))
         existing = runs_by_id(self.client, experiment, record["run_id"]).get(record["run_id"])
-        if existing is not None:
+        self.logged_up_to = 0  # steps a killed attempt of this run already logged (not logged twice)
+        if existing is not None and existing.info.status == "RUNNING":  # a requeued attempt resumes it
             self.run = existing.info.run_id
+            history = self.client.get_metric_history(self.run, "train/loss")
+            self.logged_up_to = max((m.step for m in history), default=0)
         else:
+            if existing is not None:  # an attempt that ended (a retried failure): its run is replaced
+                self.client.delete_run(existing.info.run_id)
             self.run = self.client.create_run(experiment, run_name=record["run_id"], tags=tags_of(record)).info.run_id
             log_batches(self.client, self.run, params=params_of(record).items())
         self.pending: list[tuple[str, float, int, int]] = []
 
     def log(self, line: dict[str, Any]) -> None:
-        self.pending += step_metrics([line], int(datetime.now().timestamp() * 1000))
+        if int(line["step"]) > self.logged_up_to:
+            self.pending += step_metrics([line], int(datetime.now().timestamp() * 1000))
 
     def flush(self) -> None:
         pending, self.pending = self.pending, []

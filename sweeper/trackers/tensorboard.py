@@ -37,8 +37,9 @@ class TensorBoard(Tracker):
     def start(self, step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step: events of an earlier attempt after the checkpoint this one resumes from are dropped.
-        self.writer = SummaryWriter(log_dir=str(self.point.run_dir / FOLDER), purge_step=step + 1 if step else None)
+        # purge_step: events of an earlier attempt after the checkpoint this one resumes from are
+        # dropped (all of them when it starts afresh: a retried failure).
+        self.writer = SummaryWriter(log_dir=str(self.point.run_dir / FOLDER), purge_step=step + 1)
 
     def log(self, line: dict[str, Any]) -> None:
         for tag, value in step_scalars(line):

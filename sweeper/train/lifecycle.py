@@ -47,12 +47,14 @@ class Claim:
     sinks: trackers.Sinks = field(default_factory=trackers.Sinks)
 
     def settle(self, **fields: Any) -> dict[str, Any]:
-        """The outcome into the record, the record to the trackers, then to disk."""
+        """The outcome into the record, the stamped record to the trackers, then to disk."""
         self.record.update(fields)
+        return finish_record(self.record, self.run_dir, self.started, self.ctx, before_write=self._to_trackers)
+
+    def _to_trackers(self, record: dict[str, Any]) -> None:
         if self.sinks or self.sinks.errors:
-            self.sinks.finish(self.record)
-            self.record["trackers"] = self.sinks.report()
-        return finish_record(self.record, self.run_dir, self.started, self.ctx)
+            self.sinks.finish(record)
+            record["trackers"] = self.sinks.report()
 
     def fail(self, error: BaseException) -> dict[str, Any]:
         """A failed record with one line (a transient failure counted on: runs.failure_fields)."""
@@ -80,21 +82,29 @@ def claim(cfg: DictConfig, ctx: PointContext, started: float | None = None) -> C
             return busy_record(record, run_dir)
     except (OSError, UnsafePath) as error:  # the folder cannot be made, or is a planted link
         return unusable_folder(record, run_dir, started, error, ctx)
-    previous = previous_record(cfg, run_dir)  # the lock's last holder may have just finished it
-    if previous is not None:
+    try:
+        previous = previous_record(cfg, run_dir)  # the lock's last holder may have just finished it
+        if previous is not None:
+            lock.release()
+            return previous
+        claimed = Claim(cfg, record, run_dir, started, lock, ctx, previous=read_existing(run_dir))
+        mark_started(run_dir, ctx.job_id)  # status: which job runs it
+    except BaseException:
         lock.release()
-        return previous
-    claimed = Claim(cfg, record, run_dir, started, lock, ctx, previous=read_existing(run_dir))
-    mark_started(run_dir, ctx.job_id)  # status: which job runs it
+        raise
     record["started_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     claimed.sinks = open_trackers(cfg, record, run_dir)
     return claimed
 
 
 def open_trackers(cfg: DictConfig, record: dict[str, Any], run_dir: Path) -> trackers.Sinks:
-    """The trackers of `sweeper.trackers` for this point (none: an empty Sinks)."""
-    names = OmegaConf.select(cfg, "sweeper.trackers", default=None)
-    if not names:
-        return trackers.Sinks()
-    options = trackers.tracker_options(OmegaConf.select(cfg, "sweeper", default={}))
-    return trackers.open_sinks(names, trackers.PointInfo(Path(run_dir), record, options))
+    """The trackers of `sweeper.trackers` for this point (none: an empty Sinks). Never raises: a
+    tracker setting that does not even resolve is the trackers' error line, not the point's."""
+    try:
+        names = OmegaConf.select(cfg, "sweeper.trackers", default=None)
+        if not names:
+            return trackers.Sinks()
+        options = trackers.tracker_options(OmegaConf.select(cfg, "sweeper", default={}))
+        return trackers.open_sinks(names, trackers.PointInfo(Path(run_dir), record, options))
+    except Exception as error:  # noqa: BLE001  a tracker never fails a point
+        return trackers.Sinks(errors={"sweeper.trackers": f"open: {trackers.error_line(error)}"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -143,14 +144,21 @@ def worker_context(started: float, ctx: PointContext | None = None) -> dict[str,
 
 
 def finish_record(
-    record: dict[str, Any], run_dir: Path, started: float, ctx: PointContext | None = None
+    record: dict[str, Any],
+    run_dir: Path,
+    started: float,
+    ctx: PointContext | None = None,
+    before_write: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Stamp times and worker, write the record atomically, drop the checkpoint of a finished run."""
+    """Stamp times and worker, write the record atomically, drop the checkpoint of a finished run.
+    `before_write` sees the stamped record last (the trackers: lifecycle.Claim.settle)."""
     record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record["wall_seconds"] = round(time.time() - started, 3)
     record["worker"] = {**worker_context(started, ctx), "world_size": 1, "backend": None, **record.get("worker", {})}
     if record["status"] == Status.OK:  # rows of the input the splits left out (empty text, blank label)
         record["data"] = {"dropped": dropped_rows(record["config"]["dataset"])}
+    if before_write is not None:
+        before_write(record)
     try:
         write_record(run_dir, record)
         if record["status"] == Status.OK:
