@@ -25,7 +25,7 @@ from .. import tasks
 from ..records import Status
 from . import collect
 from .collect import MISSING
-from .significance import ALPHA, MIN_SEEDS, TOLERANCE, UNREADABLE, Side, compare_points
+from .significance import ALPHA, MIN_SEEDS, TOLERANCE, UNREADABLE, Side, compare_many
 
 OK, FAILED = Status.OK.value, Status.FAILED.value
 TIE_TOL = 0.005  # the tolerance rule, for comparisons without predictions or seeds (lm, schema 1)
@@ -159,34 +159,33 @@ def _seed_cell(mean: float, std: float, n: int, failed: int, digits: int) -> str
 # ---------------------------------------------------------------- selection on validation
 
 
-def selection_key(points: pd.DataFrame) -> tuple[str, str]:
-    """("val_mean", "validation") when every scored point has a validation score, else the test
-    mean: a schema-1 sweep can only be selected on test, and the tables say so."""
-    scored = points.dropna(subset=["mean"])
-    if len(scored) and scored["val_mean"].notna().all():
-        return "val_mean", "validation"
-    return "mean", "test"
-
-
-def ranked(points: pd.DataFrame, task: str) -> pd.DataFrame:
-    """Points of one group, best first on the selection score (ties: fewer trainable params, then
-    canonical config order, which summarize already applied)."""
-    column, _ = selection_key(points)
-    scored = points.dropna(subset=["mean", column])
-    sign = -1 if higher_is_better(task) else 1
-    keys = scored.assign(_s=scored[column] * sign, _p=scored["trainable_params"].fillna(float("inf")))
-    return keys.sort_values(["_s", "_p"], kind="stable").drop(columns=["_s", "_p"])
+def ranked(points: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Every group of `by` with its points best first on the selection score: the validation mean
+    when every scored point of the group has one, else the test mean (a schema-1 sweep can only be
+    selected on test, and `selected_on` says so). Ties: fewer trainable params, then canonical
+    config order, which summarize applied.
+    Groups keep the order they first appear in.
+    One sort over the whole table: a report of 300 datasets x 20 configurations selects thousands
+    of groups, and a groupby loop took minutes there."""
+    group = points.groupby(by, sort=False, dropna=False).ngroup()
+    scored = points.assign(_g=group, _o=np.arange(len(points))).dropna(subset=["mean"])
+    on_validation = scored["val_mean"].notna().groupby(scored["_g"]).transform("all")
+    sign = np.where(scored["task"].map(higher_is_better), -1.0, 1.0)
+    score = np.where(on_validation, scored["val_mean"], scored["mean"]) * sign
+    scored = scored.assign(
+        _s=score,
+        _p=scored["trainable_params"].astype(float).fillna(float("inf")),
+        selected_on=np.where(on_validation, "validation", "test"),
+        _column=np.where(on_validation, "val_mean", "mean"),
+    ).dropna(subset=["_s"])
+    return scored.sort_values(["_g", "_s", "_p", "_o"], kind="stable")
 
 
 def select(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """The validation-selected point of every group of `by` (e.g. task, dataset, model, method),
     with a `selected_on` column."""
-    rows = []
-    for _, sub in summary.groupby(by, sort=False, dropna=False):
-        best = ranked(sub, sub["task"].iloc[0])
-        if len(best):
-            rows.append(best.iloc[0].to_dict() | {"selected_on": selection_key(sub)[1]})
-    return pd.DataFrame(rows, columns=list(summary.columns) + ["selected_on"])
+    best = ranked(summary, by).drop_duplicates("_g", keep="first")
+    return best[list(summary.columns) + ["selected_on"]].reset_index(drop=True)
 
 
 BEST_COLUMNS = ["task", "dataset", "best_config", "selected_on", "metric", "val_mean", "mean", "std", "n_seeds",
@@ -196,30 +195,25 @@ BEST_COLUMNS = ["task", "dataset", "best_config", "selected_on", "metric", "val_
 def best_configs(summary: pd.DataFrame) -> pd.DataFrame:
     """Per dataset: the configuration with the best validation score, its test score (`mean`,
     `std` over seeds), the runner-up on validation and the validation margin."""
-    rows = []
-    for (task, dataset), sub in summary.groupby(["task", "dataset"], sort=True):
-        order = ranked(sub, task)
-        if order.empty:
-            continue
-        column, split = selection_key(sub)
-        best, runner = order.iloc[0], (order.iloc[1] if len(order) > 1 else None)
-        rows.append(
-            {
-                "task": task,
-                "dataset": dataset,
-                "best_config": best["config"],
-                "selected_on": split,
-                "metric": best["metric"],
-                "val_mean": best["val_mean"],
-                "mean": best["mean"],
-                "std": best["std"],
-                "n_seeds": best["n_seeds"],
-                "runner_up": None if runner is None else runner["config"],
-                "val_margin": np.nan if runner is None else abs(best[column] - runner[column]),
-                "n_configs": len(sub),
-            }
-        )
-    return pd.DataFrame(rows, columns=BEST_COLUMNS)
+    points = summary.sort_values(["task", "dataset"], kind="stable")
+    order = ranked(points, ["task", "dataset"])
+    if order.empty:
+        return pd.DataFrame(columns=BEST_COLUMNS)
+    position = order.groupby("_g").cumcount()
+    best = order[position == 0].set_index("_g")
+    runner = order[position == 1].set_index("_g").reindex(best.index)
+
+    def selection_score(rows: pd.DataFrame) -> np.ndarray:
+        return np.where(best["_column"] == "val_mean", rows["val_mean"], rows["mean"]).astype(float)
+
+    sizes = points.groupby(["task", "dataset"], sort=False).size()
+    out = best.assign(
+        best_config=best["config"],
+        runner_up=runner["config"].where(runner["config"].notna(), None),
+        val_margin=np.abs(selection_score(best) - selection_score(runner)),
+        n_configs=[int(sizes[(t, d)]) for t, d in zip(best["task"], best["dataset"])],
+    )
+    return out[BEST_COLUMNS].reset_index(drop=True)
 
 
 def mean_ranks(points: pd.DataFrame, unit: str = "config") -> pd.DataFrame:
@@ -271,18 +265,23 @@ def comparisons(points: pd.DataFrame, summary: pd.DataFrame, against: str, tol: 
     """One row per point x baseline: outcome (win/tie/loss/n/a), p-value, test used. Points of the
     baseline's own method are not compared with it."""
     find = baseline_finder(summary, against)
-    rows = []
+    keys, pairs, unmatched = [], [], []
     for point in points.itertuples(index=False):
         if point.method == against or not compared_with(point.task, against):
             continue
         if against == "full" and point.model == "none":
             continue  # a method without a model (tfidf) has no full fine-tuning of its own
         baseline = find(point)
-        if pd.isna(point.mean) or baseline is None or pd.isna(baseline.mean):
-            rows.append((point.task, point.dataset, point.config, "n/a", np.nan, ""))
-            continue
-        result = compare_points(side(point), baseline, higher_is_better(point.task), tol)
-        rows.append((point.task, point.dataset, point.config, result.outcome, result.p_value, result.test))
+        keys.append((point.task, point.dataset, point.config))
+        matched = not pd.isna(point.mean) and baseline is not None and not pd.isna(baseline.mean)
+        unmatched.append(not matched)
+        if matched:
+            pairs.append((side(point), baseline, higher_is_better(point.task)))
+    results = iter(compare_many(pairs, tol))
+    rows = []
+    for key, missing in zip(keys, unmatched):
+        result = None if missing else next(results)
+        rows.append(key + (("n/a", np.nan, "") if result is None else (result.outcome, result.p_value, result.test)))
     return pd.DataFrame(rows, columns=["task", "dataset", "config", "outcome", "p_value", "test"])
 
 
