@@ -1,130 +1,27 @@
-"""PNG plots of a sweep. Figures are built with the object API on an Agg canvas: no pyplot state,
-no display needed (cluster nodes, tests), and notebooks show the written PNGs.
+"""PNG plots of a sweep. Figures are built with the object API on an Agg canvas (sweeper.results.figure):
+no pyplot state, no display needed (cluster nodes, tests), and notebooks show the written PNGs.
 
 Every function takes the tables of sweeper.report / sweeper.collect, writes one PNG and returns
 its path. When there is nothing to draw (no ReLoRA run, no metrics.jsonl yet) the PNG says so
-instead of being absent, so a report always has the same files.
+instead of being absent, so a report always has the same files. The dataset x method views
+(heatmaps, critical-difference diagrams) are in sweeper.results.matrix_plots.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from .. import tasks
 from ..records import METRICS_NAME, Status
-from . import tables
+from .figure import color_map, marker_map, new_figure, placeholder, save, tasks_in
+from .matrix_plots import cd_diagram, cd_file, family_heatmaps, heatmap
 
-_COLORS = [
-    "tab:blue",
-    "tab:orange",
-    "tab:green",
-    "tab:red",
-    "tab:purple",
-    "tab:brown",
-    "tab:pink",
-    "tab:gray",
-    "tab:olive",
-    "tab:cyan",
-]
-_MARKERS = "os^*DvP<>Xhp8d"  # one per method, in name order (a method declares no marker of its own)
-
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
-
-
-def placeholder(path: str | os.PathLike, message: str) -> Path:
-    fig = _figure(6, 1.5)
-    fig.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
-    return _save(fig, path)
-
-
-def tasks_in(frame: pd.DataFrame) -> list:
-    """The tasks (sweeper.tasks) with rows in `frame`, in the order tables show them."""
-    present = set(frame["task"])
-    return [task for task in tasks.all_tasks() if task.name in present]
-
-
-def _color_map(values) -> dict:
-    return {v: _COLORS[i % len(_COLORS)] for i, v in enumerate(sorted(set(values)))}
-
-
-def _marker_map(values) -> dict:
-    return {v: _MARKERS[i % len(_MARKERS)] for i, v in enumerate(sorted(set(values)))}
-
-
-# ---------------------------------------------------------------- heatmap
-
-
-def heatmap(summary: pd.DataFrame, path: str | os.PathLike, task: str = tasks.DEFAULT) -> Path:
-    """datasets x configurations, colour = seed-mean score; failed points hatched red, missing blank."""
-    scores = tables.score_matrix(summary, task)
-    if scores.empty:
-        return placeholder(path, f"no {task} results yet")
-    status = summary[summary["task"] == task].pivot(index="dataset", columns="config", values="status")
-    status = status.reindex(index=scores.index, columns=scores.columns)
-    n_rows, n_cols = scores.shape
-    fig = _figure(min(4 + 0.55 * n_cols, 40), min(2.5 + 0.28 * n_rows, 120))
-    ax = fig.add_subplot()
-    found = tasks.get(task)
-    metric, higher = found.primary, found.higher_is_better
-    values = scores.to_numpy(dtype=float)
-    if not higher:  # perplexities span orders of magnitude
-        values = np.log10(values)
-    image = ax.imshow(
-        np.ma.masked_invalid(values), aspect="auto", cmap="viridis" if higher else "viridis_r", interpolation="nearest"
-    )
-    fig.colorbar(image, ax=ax, label=metric if higher else f"log10 {metric}", shrink=0.8)
-    failed = status.to_numpy() == Status.FAILED.value
-    for i, j in zip(*np.nonzero(failed)):
-        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#f4c4c4", hatch="xx", edgecolor="red", lw=0))
-    if n_rows * n_cols <= 600:  # numbers only where they stay legible
-        _annotate(ax, image, scores.to_numpy(dtype=float), failed, status.isna().to_numpy(), higher)
-    ax.set_xticks(range(n_cols), scores.columns, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(n_rows), scores.index, fontsize=7 if n_rows > 40 else 9)
-    ax.set_title(f"{task}: test {metric} (seed mean); red hatched = all seeds failed, blank = missing")
-    return _save(fig, path)
-
-
-def _annotate(ax, image, values: np.ndarray, failed: np.ndarray, missing: np.ndarray, higher: bool) -> None:
-    shown = image.get_array()
-    for i in range(values.shape[0]):
-        for j in range(values.shape[1]):
-            color = "black"
-            if failed[i, j]:
-                text = "FAIL"
-            elif missing[i, j]:
-                text, color = "missing", "gray"
-            elif math.isnan(values[i, j]):
-                text, color = "n/a", "gray"
-            else:
-                text = f"{values[i, j]:.2f}" if higher else f"{values[i, j]:.3g}"
-                color = _text_color(image.cmap(image.norm(shown[i, j])))
-            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
-
-
-def _text_color(rgba) -> str:
-    luminance = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
-    return "black" if luminance > 0.5 else "white"
-
+__all__ = ["cd_diagram", "heatmap", "write_plots"]
 
 # ---------------------------------------------------------------- score vs rank
 
@@ -141,23 +38,31 @@ def score_vs_rank(summary: pd.DataFrame, path: str | os.PathLike, dataset: str |
     shown = tasks_in(sub)
     if not shown:
         return placeholder(path, "no successful runs to plot")
-    fig = _figure(6.5 * len(shown), 4.5)
-    colors, markers = _color_map(sub["model"]), _marker_map(sub["method"])
+    fig = new_figure(6.5 * len(shown), 4.5)
+    colors, markers = color_map(sub["model"]), marker_map(sub["method"])
     for k, task in enumerate(shown):
         ax = fig.add_subplot(1, len(shown), k + 1)
-        _rank_panel(ax, sub[sub["task"] == task.name], colors, markers, per_dataset=dataset is not None)
+        _rank_panel(ax, sub[sub["task"] == task.name], colors, markers, dataset is not None, task.higher_is_better)
         metric, higher, task = task.primary, task.higher_is_better, task.name
         ax.set_title(f"{task}" + (f" – {dataset}" if dataset else " – mean over datasets ± s.e."))
         ax.set_xlabel("LoRA rank r")
         ax.set_ylabel(f"test {metric} ({'higher' if higher else 'lower'} is better)")
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def _rank_panel(ax, sub: pd.DataFrame, colors: dict, markers: dict, per_dataset: bool) -> None:
+MAX_PANEL_LINES = 12  # model/method lines per rank panel: more are a tangle
+
+
+def _rank_panel(ax, sub: pd.DataFrame, colors: dict, markers: dict, per_dataset: bool, higher: bool) -> None:
     line = [c.replace(f"/r{int(r)}", "") if not pd.isna(r) else c for c, r in zip(sub["config"], sub["r"])]
     sub = sub.assign(line=line)
-    for name, group in sub.groupby("line"):
+    best_first = sub.groupby("line")["mean"].mean().sort_values(ascending=not higher)
+    shown, rest = _capped(best_first, MAX_PANEL_LINES)
+    if rest:
+        ax.text(0.01, 0.01, f"the {MAX_PANEL_LINES} best lines shown, {rest} more in configs.csv", fontsize=7,
+                transform=ax.transAxes)  # fmt: skip
+    for name, group in sub[sub["line"].isin(shown.index)].groupby("line"):
         points = group.groupby("r" if group["r"].notna().any() else "config").agg(
             y=("mean", "mean"), sd=("mean", "std"), n=("mean", "size"), seed_sd=("std", "mean")
         )
@@ -219,7 +124,7 @@ def default_curve_runs(df: pd.DataFrame, max_runs: int = 8) -> list[str]:
 def loss_curves(df: pd.DataFrame, path: str | os.PathLike, run_ids: list[str] | None = None) -> Path:
     """Training loss against step for the chosen runs (default: default_curve_runs)."""
     run_ids = run_ids or default_curve_runs(df)
-    fig = _figure(8, 4.5)
+    fig = new_figure(8, 4.5)
     ax = fig.add_subplot()
     drawn = 0
     for row in df[df["run_id"].isin(run_ids)].itertuples(index=False):
@@ -235,7 +140,7 @@ def loss_curves(df: pd.DataFrame, path: str | os.PathLike, run_ids: list[str] | 
     ax.set_ylabel("training loss")
     ax.set_title("training loss")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def relora_timeline(df: pd.DataFrame, path: str | os.PathLike, run_id: str | None = None) -> Path:
@@ -253,7 +158,7 @@ def relora_timeline(df: pd.DataFrame, path: str | os.PathLike, run_id: str | Non
 
 
 def _timeline(metrics: pd.DataFrame, label: str, path) -> Path:
-    fig = _figure(8, 5)
+    fig = new_figure(8, 5)
     ax_lr, ax_loss = fig.subplots(2, 1, sharex=True)
     lr = metrics.dropna(subset=["lr"])
     ax_lr.plot(lr["step"], lr["lr"], color="tab:blue")
@@ -270,7 +175,7 @@ def _timeline(metrics: pd.DataFrame, label: str, path) -> Path:
     if len(merges):
         ax_lr.legend(fontsize=8)
     ax_lr.set_title(f"ReLoRA schedule: {label} ({len(merges)} merges)")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 # ---------------------------------------------------------------- score vs cost
@@ -295,16 +200,25 @@ def score_vs_cost(summary: pd.DataFrame, path: str | os.PathLike) -> Path:
     shown = tasks_in(per)
     if not shown:
         return placeholder(path, "no successful runs to plot")
-    fig = _figure(12, 4.2 * len(shown))
-    colors, markers = _color_map(per["model"]), _marker_map(per["method"])
+    fig = new_figure(12, 4.2 * len(shown))
+    colors, markers = color_map(per["model"]), marker_map(per["method"])
     for k, task in enumerate(shown):
         rows = per[per["task"] == task.name]
+        rows, rest = _capped(rows.sort_values("y", ascending=not task.higher_is_better), MAX_PANEL_POINTS)
         for j, (column, label) in enumerate([("params", "trainable parameters"), ("step_seconds", "seconds per step")]):
             ax = fig.add_subplot(len(shown), 2, 2 * k + j + 1)
             _cost_panel(ax, rows, column, colors, markers)
-            ax.set_xlabel(f"{label} (log)")
+            more = f"; the {MAX_PANEL_POINTS} best shown, {rest} more in configs.csv" if rest else ""
+            ax.set_xlabel(f"{label} (log){more}")
             ax.set_ylabel(f"{task.name}: test {task.primary}")
-    return _save(fig, path)
+    return save(fig, path)
+
+
+MAX_PANEL_POINTS = 40  # configurations per cost panel; the rest are counted, and listed in configs.csv
+
+
+def _capped(rows: pd.DataFrame, limit: int) -> tuple[pd.DataFrame, int]:
+    return rows.head(limit), max(0, len(rows) - limit)
 
 
 def _cost_panel(ax, rows: pd.DataFrame, column: str, colors: dict, markers: dict) -> None:
@@ -324,23 +238,41 @@ def _cost_panel(ax, rows: pd.DataFrame, column: str, colors: dict, markers: dict
         for x, y, r in zip(group[column], group["y"], group["r"]):
             if not pd.isna(r):
                 ax.annotate(f"r{int(r)}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xscale("log")
+    readable_log_x(ax)
     ax.legend(fontsize=7)
+
+
+def readable_log_x(ax) -> None:
+    """A log x axis with a few labelled ticks: over a narrow range matplotlib labels every minor
+    tick (2x10^3, 3x10^3, ...) and the labels run into one unreadable band."""
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=6))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 # ---------------------------------------------------------------- all at once
 
 
 def write_plots(
-    df: pd.DataFrame, summary: pd.DataFrame, out_dir: str | os.PathLike, run_ids: list[str] | None = None
+    df: pd.DataFrame,
+    summary: pd.DataFrame,
+    out_dir: str | os.PathLike,
+    run_ids: list[str] | None = None,
+    studies: list = (),
 ) -> dict[str, Path]:
-    """Every plot into `out_dir`; returns file name -> path."""
+    """Every plot into `out_dir` (a CD diagram per study of sweeper.results.across); returns file
+    name -> path."""
     out = Path(out_dir)
     default = tasks.get(tasks.DEFAULT)  # its heatmap is drawn (a placeholder) even before any result
     written = {default.heatmap_file: heatmap(summary, out / default.heatmap_file, default.name)}
     for task in tasks_in(summary):
         if task is not default:
             written[task.heatmap_file] = heatmap(summary, out / task.heatmap_file, task.name)
+        written.update(family_heatmaps(summary, out / task.heatmap_file, task.name))
+    for study in studies:
+        written[cd_file(study)] = cd_diagram(study, out / cd_file(study))
     written["score_vs_rank.png"] = score_vs_rank(summary, out / "score_vs_rank.png")
     written["score_vs_cost.png"] = score_vs_cost(summary, out / "score_vs_cost.png")
     written["loss_curves.png"] = loss_curves(df, out / "loss_curves.png", run_ids)

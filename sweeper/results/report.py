@@ -2,28 +2,30 @@
 
     python -m sweeper.report results/my_sweep [more sweep folders] [--out DIR] [--tie 0.005]
 
-The numbers are sweeper.results.tables; this module renders them (markdown, HTML, CSV) with the plots.
+The numbers are sweeper.results.tables (per dataset) and sweeper.results.across (across datasets);
+this module orders them into Blocks, reader first, and renders those as markdown and as one HTML
+page (sweeper.results.page), with the plots and CSVs beside them.
 """
 
 from __future__ import annotations
 
 import argparse
-import html
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from .. import tasks
 from ..records import Status
-from . import collect
-from .collect import MISSING
+from . import across, collect, page
 from .markdown import markdown_table
 from .tables import (
     TIE_TOL,
     best_configs,
     config_table,
+    method_points,
     method_table,
     rule_text,
     seed_table,
@@ -54,39 +56,146 @@ def display_best(best: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+@dataclass
+class Block:
+    """One section of the report, rendered alike to markdown and to the HTML page."""
+
+    title: str
+    level: int = 2
+    text: str = ""
+    table: pd.DataFrame | None = None
+    images: list[str] = field(default_factory=list)  # file names in the report folder
+
+    @property
+    def index(self) -> bool:
+        return self.table is not None and not isinstance(self.table.index, pd.RangeIndex)
+
+
+PER_DATASET_PREFIX = "Scores per dataset"
+
+
 def named_tables(
     df: pd.DataFrame, tol: float = TIE_TOL, summary: pd.DataFrame | None = None
 ) -> dict[str, pd.DataFrame]:
     """Every table of the report, display-ready, keyed by a title."""
+    return {b.title: b.table for b in report_blocks(df, tol, summary) if b.table is not None}
+
+
+def report_blocks(
+    df: pd.DataFrame, tol: float = TIE_TOL, summary: pd.DataFrame | None = None, studies: list | None = None
+) -> list[Block]:
+    """The report, reader first: per task the methods across datasets (tests, diagram), families,
+    pairwise tests; then per-dataset comparisons, configurations and scores grouped by family."""
     summary = summarize(df) if summary is None else summary
-    out = {}
+    methods = method_points(summary)
+    studies = across.studies(methods, dataset_families(summary)) if studies is None else studies
+    blocks = overview_blocks(summary, methods, studies, tol)
+    blocks.append(Block("Per-dataset comparisons (win / tie / loss)", text=rule_text(tol) + "\n\n" +
+                        significance_summary(summary, tol, methods)))  # fmt: skip
+    blocks.append(Block("Configurations: test score, mean rank, W/T/L vs validation-selected baselines, cost",
+                        table=display_configs(config_table(summary, tol))))  # fmt: skip
+    best = best_configs(summary).merge(summary[["task", "dataset", "family"]].drop_duplicates(["task", "dataset"]))
+    best = best.sort_values(["task", "family", "dataset"], kind="stable")
+    blocks.append(Block("Best configuration per dataset (selected on validation, test score reported)",
+                        table=display_best(best)))  # fmt: skip
+    blocks += per_dataset_blocks(summary)
+    blocks.append(Block("Failed runs", table=collect.failures(df)))
+    return blocks
+
+
+def overview_blocks(summary, methods, studies, tol: float) -> list[Block]:
+    """Per task: the methods table with the tests across datasets and the CD diagram; then the
+    families; then every pair."""
+    from .plots import cd_file
+
+    blocks = []
+    wtl = method_table(summary, tol, methods)
+    for study in studies:
+        if study.scope != across.ALL:
+            continue
+        table = methods_overview(study, wtl)
+        text = study.verdict() + "\n\n" + METHODS_LEGEND
+        blocks.append(Block(f"{study.task}: methods across datasets", text=text, table=table, images=[cd_file(study)]))
+        families = [s for s in studies if s.task == study.task and s.scope != across.ALL]
+        if families:
+            blocks.append(Block(f"{study.task}: by dataset family", level=3, table=family_table(study, families),
+                                text=FAMILY_LEGEND))  # fmt: skip
+        if len(study.pairwise):
+            blocks.append(Block(f"{study.task}: every pair of methods (Wilcoxon signed-rank, Holm)", level=3,
+                                table=display_pairs(study.pairwise)))  # fmt: skip
+    return blocks
+
+
+METHODS_LEGEND = (
+    "Each method is scored, on each dataset, by its configuration selected on validation (test score). "
+    "mean_rank: 1 = best on a dataset, averaged over the datasets every method has; p_vs_best / "
+    "p_vs_full / p_vs_tfidf: Wilcoxon signed-rank over those datasets against the best-ranked method, "
+    "full fine-tuning of the same model and the tfidf baseline, Holm-adjusted within each column; "
+    "W/T/L: per dataset, significant differences only (rule below)."
+)
+FAMILY_LEGEND = (
+    "Mean rank of each method within a family's datasets (1 = best); N datasets; Friedman p over the methods."
+)
+
+
+def methods_overview(study, wtl: pd.DataFrame) -> pd.DataFrame:
+    """The at-a-glance table: the study's ranks and p-values beside the W/T/L counts."""
+    table = study.table.copy()
+    extra = wtl[wtl["task"] == study.task].drop(columns=["task", "mean_score", "mean_rank", "n_datasets"],
+                                                errors="ignore")  # fmt: skip
+    table = table.merge(extra, on="unit", how="left")
+    for column in [c for c in table if c.startswith("p_vs_")]:
+        table[column] = table[column].map(across.format_p)
+    table["mean_score"] = table["mean_score"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+    table["mean_rank"] = table["mean_rank"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
+    return table.rename(columns={"unit": "method"})
+
+
+def family_table(overall, families: list) -> pd.DataFrame:
+    """family x method mean ranks, with N and Friedman's p per family."""
+    rows = []
+    for study in families:
+        row = {"family": study.scope.removeprefix("family "), "N": study.n_datasets}
+        row["friedman_p"] = across.format_p(study.friedman[1]) if study.friedman else ""
+        row |= {unit: f"{rank:.2f}" for unit, rank in study.ranks.items()}
+        rows.append(row)
+    columns = ["family", "N", "friedman_p"] + list(overall.ranks.index)
+    frame = pd.DataFrame(rows)
+    return frame.reindex(columns=[c for c in columns if c in frame] + [c for c in frame if c not in columns])
+
+
+def display_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
+    out = pairs.sort_values("p_holm", kind="stable").copy()
+    out["median_diff"] = out["median_diff"].map(lambda v: f"{v:+.4f}")
+    out["p"] = out["p"].map(across.format_p)
+    out["p_holm"] = out["p_holm"].map(across.format_p)
+    return out[["a", "b", "n", "median_diff", "better", "p", "p_holm"]].reset_index(drop=True)
+
+
+def per_dataset_blocks(summary: pd.DataFrame) -> list[Block]:
+    """Per task, the dataset x configuration score table (mean ± std (n)), rows grouped by family."""
+    blocks = []
+    families = dataset_families(summary)
     for task in tasks.all_tasks():
         table = seed_table(summary, task.name)
-        if not table.empty:
-            better = "higher" if task.higher_is_better else "lower"
-            out[f"{task.name}: test {task.primary}, mean ± std (number of seeds), {better} is better"] = table
-    out["Methods: each one's configuration selected on validation per dataset, scored on test"] = display_configs(
-        method_table(summary, tol)
-    )
-    out["Best configuration per dataset (selected on validation, test score reported)"] = display_best(
-        best_configs(summary)
-    )
-    out["Configurations: test score, mean rank, W/T/L vs validation-selected baselines, cost"] = display_configs(
-        config_table(summary, tol)
-    )
-    out["Failed runs"] = collect.failures(df)
-    return out
+        if table.empty:
+            continue
+        table.insert(0, "family", table.index.map(families))
+        table = table.sort_values("family", kind="stable")
+        better = "higher" if task.higher_is_better else "lower"
+        title = f"{task.name}: test {task.primary}, mean ± std (number of seeds), {better} is better"
+        blocks.append(Block(title, text=f"{PER_DATASET_PREFIX}, grouped by family.", table=table))
+    return blocks
+
+
+def dataset_families(summary: pd.DataFrame) -> pd.Series:
+    """dataset -> family."""
+    return summary.drop_duplicates("dataset").set_index("dataset")["family"]
 
 
 def intro_text(df: pd.DataFrame, tol: float = TIE_TOL, summary: pd.DataFrame | None = None) -> str:
-    """The paragraph above the tables: counts, the W/T/L rule, how many comparisons were significant."""
-    parts = [
-        overview(df),
-        df.attrs.get("repeated_seeds"),
-        rule_text(tol),
-        significance_summary(summarize(df) if summary is None else summary, tol),
-    ]
-    return "\n\n".join(p for p in parts if p)
+    """The paragraph above the tables: counts and the warnings a reader must see first."""
+    return "\n\n".join(p for p in [overview(df), df.attrs.get("repeated_seeds")] if p)
 
 
 def overview(df: pd.DataFrame) -> str:
@@ -97,32 +206,36 @@ def overview(df: pd.DataFrame) -> str:
     return text + ("".join(f"\n- `{path}`: {reason}" for path, reason in skipped) if skipped else ".")
 
 
-def render_markdown(named: dict[str, pd.DataFrame], title: str = "Sweep report", intro: str = "") -> str:
+def render_markdown(blocks, title: str = "Sweep report", intro: str = "") -> str:
+    """summary.md: the blocks in order; per-dataset tables split into one table per family."""
+    blocks = _as_blocks(blocks)
     parts = [f"# {title}\n"] + ([intro + "\n"] if intro else [])
-    for name, table in named.items():
-        parts += [f"## {name}\n", markdown_table(table, index=not isinstance(table.index, pd.RangeIndex))]
+    for block in blocks:
+        parts.append(f"{'#' * block.level} {block.title}\n")
+        if block.text:
+            parts.append(block.text + "\n")
+        parts += [f"![{name}]({name})\n" for name in block.images]
+        if block.table is None:
+            continue
+        table = block.table
+        if "family" in table and block.text.startswith(PER_DATASET_PREFIX) and table["family"].nunique() > 1:
+            for family, rows in table.groupby("family", sort=False):
+                parts += [f"{'#' * (block.level + 1)} family {family}\n", markdown_table(rows, index=block.index)]
+        else:
+            parts.append(markdown_table(table, index=block.index))
     return "\n".join(parts)
 
 
-_CSS = (
-    "body{font-family:sans-serif} table{border-collapse:collapse;font-size:13px}"
-    "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} td.failed{background:#f8d0d0}"
-    "td.missing{color:#999}"
-)
+def render_html(blocks, title: str = "Sweep report", intro: str = "", images: dict[str, Path] | None = None) -> str:
+    """summary.html: one self-contained page (sweeper.results.page)."""
+    return page.render(_as_blocks(blocks), title, intro, images or {})
 
 
-def render_html(named: dict[str, pd.DataFrame], title: str = "Sweep report", intro: str = "") -> str:
-    body = [f"<h1>{html.escape(title)}</h1>"] + [f"<p>{html.escape(line)}</p>" for line in intro.splitlines() if line]
-    for name, table in named.items():
-        frame = table if not table.empty else pd.DataFrame({"": ["(none)"]})
-        rendered = frame.to_html(na_rep="", border=0, index=not isinstance(frame.index, pd.RangeIndex))
-        rendered = rendered.replace("<td>FAILED</td>", '<td class="failed">FAILED</td>')
-        rendered = rendered.replace(f"<td>{MISSING}</td>", f'<td class="missing">{MISSING}</td>')
-        body += [f"<h2>{html.escape(name)}</h2>", rendered]
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n"
-    )
+def _as_blocks(blocks) -> list[Block]:
+    """Blocks, or the {title: table} of named_tables (older callers)."""
+    if isinstance(blocks, dict):
+        return [Block(name, table=table) for name, table in blocks.items()]
+    return list(blocks)
 
 
 STOPPED_TITLE = "Stopped at a halving rung (trained to the rung's budget only; not in the tables above)"
@@ -148,27 +261,34 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     df, stopped = split_stopped(df)
     summary = summarize(df)  # once: every table and the intro read it
-    named = named_tables(df, tol, summary)
+    methods = method_points(summary)
+    studies = across.studies(methods, dataset_families(summary))
+    blocks = report_blocks(df, tol, summary, studies)
     if not stopped.empty:
-        named[STOPPED_TITLE] = stopped
+        blocks.append(Block(STOPPED_TITLE, table=stopped))
     title = "Sweep report: " + (", ".join(sorted(df["sweep"].dropna().astype(str).unique())) or "?")
+    figures = plots.write_plots(df, summary, out, run_ids=run_ids, studies=studies)
+    blocks.append(Block("Plots", text="Every plot of the report folder.", images=[n for n in figures if
+                        not any(n in b.images for b in blocks)]))  # fmt: skip
     written = {"summary.md": out / "summary.md", "summary.html": out / "summary.html"}
     intro = intro_text(df, tol, summary)
     if not stopped.empty:
         intro += f"\n\nSuccessive halving stopped {len(stopped)} run(s) at a rung: listed apart, at the end."
-    written["summary.md"].write_text(render_markdown(named, title, intro), encoding="utf-8")
-    written["summary.html"].write_text(render_html(named, title, intro), encoding="utf-8")
+    written["summary.md"].write_text(render_markdown(blocks, title, intro), encoding="utf-8")
+    written["summary.html"].write_text(render_html(blocks, title, intro, figures), encoding="utf-8")
+    pairs = [s.pairwise.assign(task=s.task, scope=s.scope) for s in studies if len(s.pairwise)]
     for name, frame in [
         ("points.csv", summary),
         ("best.csv", best_configs(summary)),
         ("configs.csv", config_table(summary, tol)),
-        ("methods.csv", method_table(summary, tol)),
+        ("methods.csv", method_table(summary, tol, methods)),
+        ("pairwise.csv", pd.concat(pairs) if pairs else pd.DataFrame(columns=["task", "scope", "a", "b", "p"])),
         ("failed.csv", collect.failures(df)),
         ("stopped.csv", stopped),
     ]:
         frame.to_csv(out / name, index=False)
         written[name] = out / name
-    written.update(plots.write_plots(df, summary, out, run_ids=run_ids))
+    written.update(figures)
     return written
 
 

@@ -34,6 +34,7 @@ _KEY = ["task", "dataset", "config"]
 COST_COLUMNS = ["trainable_params", "total_params", "train_seconds", "seconds_per_step", "peak_memory_mb"]
 SUMMARY_COLUMNS = _KEY + [
     "metric",
+    "family",
     "model",
     "method",
     "r",
@@ -67,10 +68,11 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     ok = df["status"] == OK
-    work = df.assign(_ok=ok, _bad=~ok)
+    work = df.assign(_ok=ok, _bad=~ok, family=family_of(df))
     # Cost from successful runs only: a run that died at step 3 would drag the means down.
     work = work.assign(**{f"_{c}": work[c].where(ok) if c in work else float("nan") for c in COST_COLUMNS})
     agg = work.groupby(_KEY, sort=False).agg(
+        family=("family", "first"),
         model=("model", "first"),
         method=("method", "first"),
         r=("r", "first"),
@@ -100,6 +102,13 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     order = {c: i for i, c in enumerate(collect.config_order(df))}
     agg = agg.assign(_o=agg["config"].map(order)).sort_values(["task", "dataset", "_o"])
     return agg.drop(columns="_o").reset_index(drop=True)
+
+
+def family_of(df: pd.DataFrame) -> pd.Series:
+    """Each run's dataset family: the record's, else the dataset name's first word (names start
+    with their family: fortune_computers -> fortune)."""
+    from_name = df["dataset"].astype(str).str.split("_").str[0]
+    return df["family"].fillna(from_name) if "family" in df else from_name
 
 
 def _first_error(errors: pd.Series) -> str | None:
@@ -311,9 +320,9 @@ def baselines_in(summary: pd.DataFrame) -> list[str]:
     return [b for b in BASELINES if present[b]]
 
 
-def significance_summary(summary: pd.DataFrame, tol: float = TIE_TOL) -> str:
+def significance_summary(summary: pd.DataFrame, tol: float = TIE_TOL, methods: pd.DataFrame | None = None) -> str:
     """One line per baseline: how many comparisons (validation-selected method points) were significant."""
-    methods = method_points(summary)
+    methods = method_points(summary) if methods is None else methods
     lines = []
     for against in baselines_in(summary):
         table = comparisons(methods, summary, against, tol)
@@ -371,10 +380,11 @@ def method_points(summary: pd.DataFrame) -> pd.DataFrame:
     return chosen
 
 
-def method_table(summary: pd.DataFrame, tol: float = TIE_TOL) -> pd.DataFrame:
+def method_table(summary: pd.DataFrame, tol: float = TIE_TOL, points: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per model/method: the mean test score of its validation-selected configuration per dataset,
-    mean rank among methods, W/T/L vs full / tfidf / majority (significant differences only)."""
-    points = method_points(summary)
+    mean rank among methods, W/T/L vs full / tfidf / majority (significant differences only).
+    `points`: method_points(summary), when the caller has them."""
+    points = method_points(summary) if points is None else points
     if points.empty:
         return pd.DataFrame()
     per = (
