@@ -21,7 +21,9 @@ def known_scores(seed: int = 0) -> dict[str, np.ndarray]:
     mean is not needed: equal means equal); d is b with symmetric noise (no real difference)."""
     rng = np.random.default_rng(seed)
     b = rng.uniform(0.6, 0.8, N_DATASETS)
-    a = b + np.where(np.arange(N_DATASETS) < 48, rng.uniform(0.01, 0.05, N_DATASETS), -rng.uniform(0.0, 0.01, N_DATASETS))
+    a = b + np.where(
+        np.arange(N_DATASETS) < 48, rng.uniform(0.01, 0.05, N_DATASETS), -rng.uniform(0.0, 0.01, N_DATASETS)
+    )
     d = b + rng.normal(0, 0.01, N_DATASETS)
     return {"m/a": a, "m/b": b, "m/c": b.copy(), "m/d": d}
 
