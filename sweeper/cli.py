@@ -64,6 +64,12 @@ def _load_yaml(path: Path) -> dict | str:
     return body if isinstance(body, dict) else ({} if body is None else f"{path.name} is not a mapping")
 
 
+def option_body(group: str, option: str) -> dict | None:
+    """conf/<group>/<option>.yaml as a mapping, None when it does not parse."""
+    body = _load_yaml(CONF_DIR / group / f"{option}.yaml")
+    return body if isinstance(body, dict) else None
+
+
 def broken_option(group: str, option: str) -> str | None:
     """Why conf/<group>/<option>.yaml cannot be used, or None."""
     body = _load_yaml(CONF_DIR / group / f"{option}.yaml")

@@ -81,13 +81,14 @@ class Decision(str, Enum):
     SKIP_OK = "skip-ok"
     SKIP_FAILED = "skip-failed"
     DUPLICATE = "duplicate"  # the same run id as an earlier point of this grid (tfidf ignores `model`)
+    NOT_APPLICABLE = "not-applicable"  # the model cannot do the dataset's task: planned apart, no record
 
     def __str__(self) -> str:
         return self.value
 
     @property
     def runs(self) -> bool:
-        return self not in (Decision.SKIP_OK, Decision.SKIP_FAILED, Decision.DUPLICATE)
+        return self not in (Decision.SKIP_OK, Decision.SKIP_FAILED, Decision.DUPLICATE, Decision.NOT_APPLICABLE)
 
 
 # ---------------------------------------------------------------- identity

@@ -27,6 +27,32 @@ class GridSweeper(BasicSweeper):
             return  # the launcher's planner composes (and so validates) every point itself
         super().validate_batch_is_legal(batch)
 
+    def get_job_batch(self) -> Sequence[Sequence[str]]:
+        """The next batch, minus the points whose model cannot do their task, said in one line.
+        With sweeper's own launchers the planner sets them apart (and the ledger counts them)."""
+        batch = super().get_job_batch()
+        if isinstance(self.launcher, SweeperLauncher):
+            return batch
+        from sweeper.launch.grid import GridComposer
+        from sweeper.launch.planner import Point, model_mismatch, not_applicable_message
+        from sweeper.runs import Decision
+
+        composer = GridComposer(self.hydra_context.config_loader, self.config)
+        points = []
+        for idx, overrides in enumerate(batch):
+            try:
+                config = composer.compose(list(overrides)).config
+            except Exception:  # noqa: BLE001  a point that does not compose fails in its job, with its record
+                config = None
+            point = Point(idx, list(overrides), config=config)
+            if config is not None and model_mismatch(config):
+                point.decision = Decision.NOT_APPLICABLE
+            points.append(point)
+        message = not_applicable_message(points)
+        if message:
+            print(message, flush=True)
+        return [p.overrides for p in points if p.decision != Decision.NOT_APPLICABLE]
+
     def setup(self, *, hydra_context, task_function, config) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         if config.sweeper.get("dry_run") and not isinstance(self.launcher, SweeperLauncher):

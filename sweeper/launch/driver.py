@@ -44,7 +44,15 @@ from .grid import GridComposer
 from .job import JobContext, PointsJob
 from .monitor import Running, log_jobs, save_launch, watch
 from .options import OptionError, check_options, check_ranks, one_line_os_errors
-from .planner import Point, chunked, iter_plan, median_point_seconds, plan_message, summarize
+from .planner import (
+    Point,
+    chunked,
+    iter_plan,
+    median_point_seconds,
+    not_applicable_message,
+    plan_message,
+    summarize,
+)
 
 
 @one_line_os_errors  # a results folder that cannot be written (read-only, full): one line, exit 2
@@ -94,6 +102,9 @@ def launch(
     entry["results_dirs"] = sorted({*entry["results_dirs"], *(str(p.results_dir) for p in points if p.results_dir)})
     entry["results_dirs"] = entry["results_dirs"] or [str(Path(str(sweep_cfg.results_dir)).absolute())]
     results_dir = Path(entry["results_dirs"][0])
+    not_applicable = not_applicable_message(points)
+    if not_applicable:
+        print(not_applicable, flush=True)
     print(f"sweep {results_dir}: {plan_message(summarize(points))}", flush=True)
 
     finals: dict[int, str] = {p.idx: ("skipped" if not p.runs else "submitted") for p in points}
@@ -380,12 +391,15 @@ def new_launch(launcher: str, sweep_cfg: Any, hydra_sweep_dir: str, chunk: int) 
 
 
 def launch_points(points: Sequence[Point]) -> dict[str, Any]:
-    """The decisions: counts, and one entry per run folder (a duplicate is its first point's folder)."""
+    """The decisions: counts, and one entry per run folder (a duplicate is its first point's folder;
+    a not-applicable point has none: it is listed apart, for status to count apart)."""
+    apart = (Decision.DUPLICATE, Decision.NOT_APPLICABLE)
     return {
         "counts": summarize(points),
         "points": {
             p.run_id: {"overrides": p.label, "decision": str(p.decision)}
             for p in points
-            if p.run_id and p.decision != Decision.DUPLICATE
+            if p.run_id and p.decision not in apart
         },
+        "not_applicable": {p.run_id: p.label for p in points if p.decision == Decision.NOT_APPLICABLE},
     }

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import tasks
 from ..ledger import now_iso
 from ..records import Status, read_existing, record_signature, write_record_once
 from ..runs import LOST_ERROR, Decision, base_record, decide, run_dir_of, target_steps
@@ -67,6 +69,11 @@ def iter_plan(items: Iterable[tuple[int, list[str], Any]], retry_failed: bool) -
             point.error = " ".join(str(error).split())[:300]
         else:
             point.run_id, point.run_dir, point.results_dir = run_dir.name, run_dir, run_dir.parent.parent
+            mismatch = model_mismatch(point.config)
+            if mismatch:  # known before anything runs: no job, no record, one line for them all
+                point.decision, point.error = Decision.NOT_APPLICABLE, mismatch
+                yield point
+                continue
             want = target_steps(point.config["train"])
             point.decision, point.error = decide(run_dir, retry_failed, want, point.config)
             point.prior = record_signature(run_dir)
@@ -74,6 +81,46 @@ def iter_plan(items: Iterable[tuple[int, list[str], Any]], retry_failed: bool) -
                 point.decision = Decision.DUPLICATE
             seen.add(point.run_id)
         yield point
+
+
+def model_mismatch(config: dict[str, Any]) -> str | None:
+    """Why a point's model cannot do its dataset's task (sweeper.tasks: Task.model_mismatch), or
+    None; a method that uses no model (tfidf) fits any."""
+    if (config.get("method") or {}).get("uses_model") is False:
+        return None
+    task = tasks.find((config.get("dataset") or {}).get("task"))
+    return None if task is None else task.model_mismatch(config.get("model") or {})
+
+
+def not_applicable_message(points: Sequence[Point]) -> str | None:
+    """One line for the points whose model cannot do their task: how many, which, and the fix."""
+    skipped = [p for p in points if p.decision == Decision.NOT_APPLICABLE]
+    if not skipped:
+        return None
+    pairs = Counter((p.config["model"].get("name"), p.config["dataset"].get("task")) for p in skipped)
+    what = ", ".join(f"{model} x {task}: {n}" for (model, task), n in sorted(pairs.items()))
+    needed = sorted({task for _, task in pairs})
+    fitting = models_for(needed)
+    asked = ",".join(sorted({str(model) for model, _ in pairs}))
+    example = f", e.g. model={asked},{fitting[0]}" if fitting else ""
+    return (
+        f"{len(skipped)} point(s) not applicable, not run and not recorded ({what}): "
+        f"{'/'.join(needed)} datasets need another model{example} "
+        f"(models that can: {', '.join(fitting) or 'none in conf/model'})"
+    )
+
+
+def models_for(task_names: list[str]) -> list[str]:
+    """The conf/model options that can do every one of these tasks."""
+    from ..cli import group_options, option_body
+
+    found = [tasks.find(name) for name in task_names]
+    return [
+        option
+        for option in group_options("model")
+        if (body := option_body("model", option)) is not None
+        and not any(task is not None and task.model_mismatch(body) for task in found)
+    ]
 
 
 def median_point_seconds(results_dir: Path, sample: int = 200) -> float | None:
@@ -108,6 +155,8 @@ def plan_message(counts: dict[str, int]) -> str:
         parts.append(f"skipping {counts[Decision.SKIP_OK]} already ok")
     if counts.get(Decision.DUPLICATE):
         parts.append(f"{counts[Decision.DUPLICATE]} identical to another point (e.g. method=tfidf ignores model)")
+    if counts.get(Decision.NOT_APPLICABLE):
+        parts.append(f"{counts[Decision.NOT_APPLICABLE]} not applicable (model x task)")
     if counts.get(Decision.SKIP_FAILED):
         n = counts[Decision.SKIP_FAILED]
         parts.append(f"{n} failed earlier (sweeper.retry_failed=true re-runs {'it' if n == 1 else 'them'})")

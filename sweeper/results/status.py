@@ -5,7 +5,8 @@
     failed:
       fortune_law_vs_rest-lstm-lora-r0-s0-1a2b3c4d5e: method.r must be a positive integer, got 0
 
-The grid is every point any launch into this folder planned (`sweep.json`). A point is
+The grid is every point any launch into this folder planned (`sweep.json`); points whose model
+cannot do their dataset's task are counted apart ("not applicable": never run, no record). A point is
   done / failed   its record.json says so;
   running         no record yet, its job runs (SLURM: sacct; local: the queue's process lives)
                   and the job has started it (<run_dir>/job.json);
@@ -78,9 +79,11 @@ def sweep_status(results_dir: Path | str) -> dict[str, Any]:
     launches = sweep.get("launches", [])
     points: dict[str, str] = {}
     job_of: dict[str, tuple[str, dict]] = {}  # run id -> (job id, its launch): the latest launch wins
+    not_applicable: set[str] = set()  # model x task combinations the planner set apart: never run
     for launch in launches:
         for run_id, info in launch.get("points", {}).items():
             points[run_id] = info.get("overrides", "")
+        not_applicable.update(launch.get("not_applicable", {}))
         for job in launch.get("jobs", []):
             for run_id in job.get("run_ids", []):
                 job_of[run_id] = (str(job["job_id"]), launch)
@@ -131,6 +134,7 @@ def sweep_status(results_dir: Path | str) -> dict[str, Any]:
         "results_dir": str(results_dir.absolute()),
         "total": total,
         **counts,
+        "not_applicable": len(not_applicable - set(points)),
         "failed_points": failed,
         "tracker_errors": tracking,  # a tracker's error never fails a point; it is shown here
         "unreadable_records": unreadable,
@@ -184,6 +188,11 @@ def render(status: dict[str, Any], width: int = 30, max_failed: int = 20) -> str
         f"[{'#' * filled}{'-' * (width - filled)}] {finished:>4}/{total}  {pct:3.0f}%  done {status['done']}  "
         f"failed {status['failed']}  running {status['running']}  pending {status['pending']}  {eta}"
     )
+    if status.get("not_applicable"):
+        lines.append(
+            f"not applicable: {status['not_applicable']} point(s) whose model cannot do the dataset's task "
+            "(planned apart, never run; not in the counts above)"
+        )
     if status.get("rungs"):
         lines.append(
             "halving: ok points "

@@ -71,8 +71,19 @@ class Task:
         return 0
 
     # ------------------------------------------------------------ model
+    def model_mismatch(self, model_cfg) -> str | None:
+        """Why this model cannot do this task (one line), or None. Torch-free and read from the
+        model's config alone: the planner asks it of every point ("not applicable"), the worker
+        of an explicit point (check_model)."""
+        return None
+
     def check_model(self, model_cfg) -> None:
         """A one-line ModelError when the model cannot do this task (before anything loads)."""
+        reason = self.model_mismatch(model_cfg)
+        if reason:
+            from ..train.errors import ModelError
+
+            raise ModelError(reason)
 
     def auto_class(self, model_cfg):
         """transformers' AutoModelFor<Task> for this model."""

@@ -73,14 +73,13 @@ class Generation(Task):
         return {"source": datasets.Value("string"), "target": datasets.Value("string")}
 
     # ------------------------------------------------------------ model
-    def check_model(self, model_cfg) -> None:
-        from ..train.errors import ModelError
-
-        if model_cfg.arch in NON_GENERATING_ARCHS:
-            raise ModelError(
-                f"model '{model_cfg.name}' (arch {model_cfg.arch}) cannot do task generation: it produces no text; "
-                "use a T5 (tiny_t5) or a causal LM (smollm2, tiny_llama, tiny_mistral)"
+    def model_mismatch(self, model_cfg) -> str | None:
+        if model_cfg.get("arch") in NON_GENERATING_ARCHS:
+            return (
+                f"model '{model_cfg.get('name')}' (arch {model_cfg.get('arch')}) cannot do task generation: it produces "
+                "no text; use a T5 (tiny_t5) or a causal LM (smollm2, tiny_llama, tiny_mistral)"
             )
+        return None
 
     def auto_class(self, model_cfg):
         from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM

@@ -30,13 +30,10 @@ class LanguageModelling(Task):
         return frames, {"dropped": dropped_rows(given)}
 
     # ------------------------------------------------------------ model
-    def check_model(self, model_cfg) -> None:
-        from ..train.errors import ModelError
-
-        if model_cfg.arch in ("bert", "t5"):
-            raise ModelError(
-                f"model '{model_cfg.name}': arch '{model_cfg.arch}' has no causal-LM head; use a llama/mistral/lstm model"
-            )
+    def model_mismatch(self, model_cfg) -> str | None:
+        if model_cfg.get("arch") in ("bert", "t5"):
+            return f"model '{model_cfg.get('name')}': arch '{model_cfg.get('arch')}' has no causal-LM head; use a llama/mistral/lstm model"
+        return None
 
     def auto_class(self, model_cfg):
         from transformers import AutoModelForCausalLM

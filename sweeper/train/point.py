@@ -266,8 +266,10 @@ def run_point(cfg: DictConfig, ctx: PointContext = SOLO) -> dict[str, Any]:
 def point_task(cfg: DictConfig, ctx: PointContext = SOLO) -> str:
     """Hydra's task function for one point (`python -m sweeper`, and each solo point of a job):
     train it, print its one-line summary, return its status."""
+    from ..console import route_library_output
     from ..summary import summary_line
 
+    route_library_output(bool(OmegaConf.select(cfg, "sweeper.verbose", default=False)))
     record = run_point(cfg, ctx)
     print(("[skipped: recorded before] " if record.get("skipped") else "") + summary_line(record), flush=True)
     return str(record["status"])
