@@ -39,7 +39,7 @@ def run_sweep(datasets: list[str], results: Path, extra: list[str]) -> tuple[lis
 
 
 def comparison_rows(results: Path):
-    from sweeper.results import collect, significance, tables
+    from sweeper.results import baselines, collect, significance, tables
 
     df = collect.load_records(results)
     summary = tables.summarize(df)
@@ -52,7 +52,7 @@ def comparison_rows(results: Path):
         if a.n_seeds == 0 or b.n_seeds == 0:
             rows.append((a.dataset, None, b.mean, a.mean, float("nan"), "failed", ""))
             continue
-        result = significance.compare_points(tables.side(a), tables.side(b), True, tables.TIE_TOL)
+        result = significance.compare_points(baselines.side(a), baselines.side(b), True, tables.TIE_TOL)
         rows.append((a.dataset, a.train_seconds, b.mean, a.mean, result.p_value, result.outcome, result.test))
     summary.attrs["wall_seconds"] = df.groupby("method")["wall_seconds"].sum().to_dict()
     return rows, summary

@@ -115,11 +115,11 @@ def test_a_sweep_point_per_method_scores_micro_f1_and_saves_row_scores(make_cfg)
         assert predictions["f1"].between(0, 1).all() and len(predictions) == record["metrics"]["n_test"]
     assert records["tfidf"]["model"] == "none"
 
-    from sweeper.results import collect, tables
+    from sweeper.results import baselines, collect, tables
 
     summary = tables.summarize(collect.load_records(Path(records["lora"]["record_path"]).parents[2]))
     assert set(summary["metric"]) == {"micro_f1"} and set(summary["task"]) == {"multilabel"}
-    table = tables.comparisons(tables.method_points(summary), summary, "tfidf")
+    table = baselines.comparisons(tables.method_points(summary), summary, "tfidf")
     assert len(table) == 2 and set(table["test"]) == {"paired-t"}  # tfidf is their baseline; row F1s pair up
     assert set(table["outcome"]) <= {"win", "tie", "loss"}
 

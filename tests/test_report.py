@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from sweeper.records import write_record
-from sweeper.results import collect, plots, report, significance, tables
+from sweeper.results import baselines, collect, plots, report, significance, tables
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -197,7 +197,7 @@ def test_mean_rank(summary):
 
 
 def test_win_tie_loss_vs_full(summary):
-    wtl = tables.win_tie_loss(summary, "full")
+    wtl = baselines.win_tie_loss(summary, "full")
     lm = wtl[wtl["task"] == "lm"].set_index("config")
     wtl = wtl[wtl["task"] == "classification"].set_index("config")
     # r4: d1 0.72 < 0.81 loss, d2 0.70 > 0.61 win, d3 no full run -> unmatched
@@ -211,7 +211,7 @@ def test_win_tie_loss_vs_full(summary):
 
 
 def test_win_tie_loss_vs_majority(summary):
-    wtl = tables.win_tie_loss(summary, "majority").set_index("config")
+    wtl = baselines.win_tie_loss(summary, "majority").set_index("config")
     assert wtl.loc["m/full", ["win", "tie", "loss"]].tolist() == [1, 0, 1]  # 0.81>0.6, 0.61<0.65
     assert wtl.loc["m/lora/r4", ["win", "tie", "loss"]].tolist() == [2, 1, 0]  # 0.50 vs 0.503 ties
     assert wtl.loc["m/lora/r8", ["win", "tie", "loss", "n_unmatched"]].tolist() == [2, 0, 0, 1]
@@ -228,7 +228,7 @@ def test_tie_rule():
 
 
 def test_config_table_has_cost_and_wtl(summary):
-    configs = tables.config_table(summary).set_index(["task", "config"])
+    configs = baselines.config_table(summary).set_index(["task", "config"])
     row = configs.loc[("classification", "m/lora/r4")]
     assert row["vs_full W/T/L"] == "1/0/1 (1 n/a)" and row["vs_majority W/T/L"] == "2/1/0"
     assert row["trainable_params"] == 4000 and row["train_seconds"] == pytest.approx(5.0)

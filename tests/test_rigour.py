@@ -14,7 +14,7 @@ import pytest
 
 from sweeper.launch.planner import plan
 from sweeper.records import PREDICTIONS_NAME, find_records, read_record, write_record
-from sweeper.results import collect, report, significance, tables
+from sweeper.results import baselines, collect, report, significance, tables
 from sweeper.runs import Decision, make_run_id, run_dir_of
 from sweeper.train.context import PointContext
 from sweeper.train.evaluate import classification_metrics
@@ -86,7 +86,7 @@ def test_report_selects_on_validation_and_reports_test(tmp_path):
     assert best.loc["d1", "best_config"] == "m/lora/r4" and best.loc["d1", "selected_on"] == "validation"
     assert best.loc["d1", "mean"] == pytest.approx(0.70)  # its test score, not the test-best 0.85
 
-    methods = tables.method_table(summary).set_index("unit")
+    methods = baselines.method_table(summary).set_index("unit")
     assert methods.loc["m/lora", "mean_score"] == pytest.approx(0.70)  # lora's pick: r4, on validation
     # vs tfidf (0.60, 120 of 200 right): lora's 140 rights overlap tfidf's 120 -> 20 discordant, p < 0.05
     assert methods.loc["m/lora", "vs_tfidf W/T/L"] == "1/0/0"
@@ -125,9 +125,9 @@ def test_a_truncated_predictions_file_is_said_not_silently_tolerated(tmp_path):
     predictions.write_bytes(predictions.read_bytes()[:300])  # a copy cut short
 
     summary = tables.summarize(collect.load_records(tmp_path))
-    comparison = tables.comparisons(tables.method_points(summary), summary, "full")
+    comparison = baselines.comparisons(tables.method_points(summary), summary, "full")
     assert comparison["test"].tolist() == [significance.UNREADABLE]
-    text = tables.significance_summary(summary)
+    text = baselines.significance_summary(summary)
     assert "paired test was skipped for 1 comparison(s)" in text and "0 of 0 tested" in text
 
 

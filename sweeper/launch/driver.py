@@ -44,15 +44,7 @@ from .grid import GridComposer
 from .job import JobContext, PointsJob
 from .monitor import Running, log_jobs, save_launch, watch
 from .options import OptionError, check_options, check_ranks, one_line_os_errors
-from .planner import (
-    Point,
-    chunked,
-    iter_plan,
-    median_point_seconds,
-    not_applicable_message,
-    plan_message,
-    summarize,
-)
+from .planner import Point, chunked, iter_plan, median_point_seconds, not_applicable_message, plan_message, summarize
 
 
 @one_line_os_errors  # a results folder that cannot be written (read-only, full): one line, exit 2

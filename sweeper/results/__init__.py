@@ -9,7 +9,8 @@ plots     heatmap, score vs rank, loss curves, ReLoRA timeline, cost   (matplotl
 status    counts, progress, failures, ETA of a running sweep           python -m sweeper.status
 """
 
+from .baselines import config_table, method_table
 from .collect import load_records, pivot
-from .tables import best_configs, config_table, method_table, summarize
+from .tables import best_configs, summarize
 
 __all__ = ["best_configs", "config_table", "load_records", "method_table", "pivot", "summarize"]

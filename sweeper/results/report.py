@@ -20,18 +20,9 @@ import pandas as pd
 from .. import tasks
 from ..records import Status
 from . import across, collect, page
+from .baselines import config_table, method_table, rule_text, significance_summary
 from .markdown import markdown_table
-from .tables import (
-    TIE_TOL,
-    best_configs,
-    config_table,
-    method_points,
-    method_table,
-    rule_text,
-    seed_table,
-    significance_summary,
-    summarize,
-)
+from .tables import TIE_TOL, best_configs, method_points, seed_table, summarize
 
 # ---------------------------------------------------------------- renderings
 
