@@ -27,6 +27,7 @@ BENCHMARKS = {  # name -> script, or [script, its arguments] (in the order they 
     "generation": "bench_generation.py",  # ~30 min: SmolLM2 / tiny_t5 x LoRA / full on 3 generation datasets
     "halving": "bench_halving.py",  # ~35 min: halving vs the full grid, 48 MiniLM points
     "collect": "bench_collect.py",
+    "report": "bench_report.py",  # ~1 min: the report over 30,000 records next to collect
     "slurm_submit": "bench_slurm_submit.py",
     "planner": "bench_planner.py",
     "recipe": "bench_recipe.py",  # ~1 h on 2 CPU cores: the default recipe vs tfidf on 40 datasets

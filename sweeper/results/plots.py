@@ -238,18 +238,33 @@ def _cost_panel(ax, rows: pd.DataFrame, column: str, colors: dict, markers: dict
         for x, y, r in zip(group[column], group["y"], group["r"]):
             if not pd.isna(r):
                 ax.annotate(f"r{int(r)}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    readable_log_x(ax)
+    readable_log_x(ax, rows[column])
     ax.legend(fontsize=7)
 
 
-def readable_log_x(ax) -> None:
-    """A log x axis with a few labelled ticks: over a narrow range matplotlib labels every minor
-    tick (2x10^3, 3x10^3, ...) and the labels run into one unreadable band."""
-    from matplotlib.ticker import LogLocator, NullFormatter
+def readable_log_x(ax, values) -> None:
+    """A log x axis with at most ~6 short labels. Left to itself, matplotlib labels every minor tick
+    of a range narrower than a decade in scientific notation (1.08x10^-1, 1.09x10^-1, ...) and the
+    labels run into one unreadable band: there, a few evenly spaced ticks written as plain numbers."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=6))
+    low, high = float(np.min(values)), float(np.max(values))
+    if high < 10 * low:
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+    else:  # decades only once the range spans more than two
+        subs = (1.0,) if high > 100 * low else (1.0, 2.0, 5.0)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=6))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _short_number(v)))
     ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _short_number(value: float) -> str:
+    """1500 -> 1.5k, 2e6 -> 2M, 0.1083 -> 0.108: tick labels that fit side by side."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
 
 
 # ---------------------------------------------------------------- all at once
