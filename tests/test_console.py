@@ -95,3 +95,13 @@ def test_the_terminal_shows_one_line_per_point(tmp_path):
                    cwd=tmp_path)  # fmt: skip
     assert loud.returncode == 0, loud.stdout[-3000:]
     assert "LOAD REPORT" in loud.stdout and "#0 : dataset=fortune_computers_vs_rest" in loud.stdout
+
+
+def test_halving_leaves_not_applicable_points_out_of_its_groups(tmp_path):
+    out = sweeper("-m", "dataset=fortune_computers_vs_rest,austen_lm", "model=minilm", "method.lr=1e-3,2e-3",
+                  "sweeper.search=halving", "sweeper.dry_run=true", f"sweeper.results_dir={tmp_path / 'r'}",
+                  cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:]
+    lines = shown_lines(out.stdout)
+    assert lines[0].startswith("2 point(s) not applicable, not run and not recorded (minilm x lm: 2)")
+    assert "halving: 2 point(s)" in lines[1]  # an lm group of MiniLM points would wait for records forever
