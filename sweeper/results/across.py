@@ -51,6 +51,12 @@ class Study:
         return len(self.scores)
 
     @property
+    def diagram_file(self) -> str:
+        """Its critical-difference diagram: cd_<task>.png, or cd_<task>_<family>.png."""
+        family = self.scope.removeprefix("family ") if self.scope != ALL else None
+        return f"cd_{self.task}" + (f"_{family}" if family else "") + ".png"
+
+    @property
     def ranks(self) -> pd.Series:
         """Mean rank per unit, best first."""
         return self.table.set_index("unit")["mean_rank"].sort_values() if len(self.table) else pd.Series(dtype=float)

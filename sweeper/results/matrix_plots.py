@@ -125,9 +125,3 @@ def cd_diagram(study, path: str | os.PathLike) -> Path:
     ax.set_title(f"{study.task}, {study.scope}: mean rank over {study.n_datasets} datasets (1 = best); "
                  "bars join methods not significantly different (Wilcoxon-Holm, alpha 0.05)", fontsize=8)  # fmt: skip
     return save(fig, path)
-
-
-def cd_file(study) -> str:
-    """cd_<task>.png for a task's study over all datasets; cd_<task>_<family>.png for a family's."""
-    family = study.scope.removeprefix("family ") if study.scope.startswith("family ") else None
-    return f"cd_{study.task}" + (f"_{family}" if family else "") + ".png"

@@ -19,7 +19,7 @@ import pandas as pd
 from .. import tasks
 from ..records import METRICS_NAME, Status
 from .figure import color_map, marker_map, new_figure, placeholder, save, tasks_in
-from .matrix_plots import cd_diagram, cd_file, family_heatmaps, heatmap
+from .matrix_plots import cd_diagram, family_heatmaps, heatmap
 
 __all__ = ["cd_diagram", "heatmap", "write_plots"]
 
@@ -287,7 +287,7 @@ def write_plots(
             written[task.heatmap_file] = heatmap(summary, out / task.heatmap_file, task.name)
         written.update(family_heatmaps(summary, out / task.heatmap_file, task.name))
     for study in studies:
-        written[cd_file(study)] = cd_diagram(study, out / cd_file(study))
+        written[study.diagram_file] = cd_diagram(study, out / study.diagram_file)
     written["score_vs_rank.png"] = score_vs_rank(summary, out / "score_vs_rank.png")
     written["score_vs_cost.png"] = score_vs_cost(summary, out / "score_vs_cost.png")
     written["loss_curves.png"] = loss_curves(df, out / "loss_curves.png", run_ids)

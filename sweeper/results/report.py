@@ -56,13 +56,11 @@ class Block:
     text: str = ""
     table: pd.DataFrame | None = None
     images: list[str] = field(default_factory=list)  # file names in the report folder
+    split_by: str | None = None  # markdown: one table per value of this column (HTML filters instead)
 
     @property
     def index(self) -> bool:
         return self.table is not None and not isinstance(self.table.index, pd.RangeIndex)
-
-
-PER_DATASET_PREFIX = "Scores per dataset"
 
 
 def named_tables(
@@ -97,8 +95,6 @@ def report_blocks(
 def overview_blocks(summary, methods, studies, tol: float) -> list[Block]:
     """Per task: the methods table with the tests across datasets and the CD diagram; then the
     families; then every pair."""
-    from .plots import cd_file
-
     blocks = []
     wtl = method_table(summary, tol, methods)
     for study in studies:
@@ -106,7 +102,9 @@ def overview_blocks(summary, methods, studies, tol: float) -> list[Block]:
             continue
         table = methods_overview(study, wtl)
         text = study.verdict() + "\n\n" + METHODS_LEGEND
-        blocks.append(Block(f"{study.task}: methods across datasets", text=text, table=table, images=[cd_file(study)]))
+        blocks.append(
+            Block(f"{study.task}: methods across datasets", text=text, table=table, images=[study.diagram_file])
+        )
         families = [s for s in studies if s.task == study.task and s.scope != across.ALL]
         if families:
             blocks.append(Block(f"{study.task}: by dataset family", level=3, table=family_table(study, families),
@@ -175,7 +173,7 @@ def per_dataset_blocks(summary: pd.DataFrame) -> list[Block]:
         table = table.sort_values("family", kind="stable")
         better = "higher" if task.higher_is_better else "lower"
         title = f"{task.name}: test {task.primary}, mean ± std (number of seeds), {better} is better"
-        blocks.append(Block(title, text=f"{PER_DATASET_PREFIX}, grouped by family.", table=table))
+        blocks.append(Block(title, text="Scores per dataset, grouped by family.", table=table, split_by="family"))
     return blocks
 
 
@@ -184,7 +182,7 @@ def dataset_families(summary: pd.DataFrame) -> pd.Series:
     return summary.drop_duplicates("dataset").set_index("dataset")["family"]
 
 
-def intro_text(df: pd.DataFrame, tol: float = TIE_TOL, summary: pd.DataFrame | None = None) -> str:
+def intro_text(df: pd.DataFrame) -> str:
     """The paragraph above the tables: counts and the warnings a reader must see first."""
     return "\n\n".join(p for p in [overview(df), df.attrs.get("repeated_seeds")] if p)
 
@@ -209,9 +207,10 @@ def render_markdown(blocks, title: str = "Sweep report", intro: str = "") -> str
         if block.table is None:
             continue
         table = block.table
-        if "family" in table and block.text.startswith(PER_DATASET_PREFIX) and table["family"].nunique() > 1:
-            for family, rows in table.groupby("family", sort=False):
-                parts += [f"{'#' * (block.level + 1)} family {family}\n", markdown_table(rows, index=block.index)]
+        if block.split_by and table[block.split_by].nunique() > 1:
+            for value, rows in table.groupby(block.split_by, sort=False):
+                heading = f"{'#' * (block.level + 1)} {block.split_by} {value}\n"
+                parts += [heading, markdown_table(rows, index=block.index)]
         else:
             parts.append(markdown_table(table, index=block.index))
     return "\n".join(parts)
@@ -262,7 +261,7 @@ def write_report(
     blocks.append(Block("Plots", text="Every plot of the report folder.", images=[n for n in figures if
                         not any(n in b.images for b in blocks)]))  # fmt: skip
     written = {"summary.md": out / "summary.md", "summary.html": out / "summary.html"}
-    intro = intro_text(df, tol, summary)
+    intro = intro_text(df)
     if not stopped.empty:
         intro += f"\n\nSuccessive halving stopped {len(stopped)} run(s) at a rung: listed apart, at the end."
     written["summary.md"].write_text(render_markdown(blocks, title, intro), encoding="utf-8")
