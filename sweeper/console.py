@@ -1,5 +1,5 @@
 """What reaches the terminal: one line per point (its result), the planning lines, progress bars on
-long work, warnings. The rest - Hydra's per-job lines ("#3 : dataset=..."), transformers' weight
+long work, warnings (transformers': errors). The rest - Hydra's per-job lines ("#3 : dataset=..."), transformers' weight
 loading bars and LOAD REPORT tables (a new classifier head is reported as MISSING, as it must be) -
 goes to the job's log file. `sweeper.verbose=true` brings it all back to the terminal.
 
@@ -23,24 +23,32 @@ class TerminalFilter(logging.Filter):
         return self.verbose or record.levelno >= logging.WARNING
 
 
+class _TerminalErrors(logging.StreamHandler):
+    """transformers' errors, which still reach the terminal when its other lines go to the log file."""
+
+
 def route_library_output(verbose: bool) -> None:
     """transformers' log lines into the job's log files (the root logger's file handlers, which
-    Hydra's job logging sets up), its progress bars off; as it was when verbose or without a file."""
+    Hydra's job logging sets up), its errors also on the terminal, its progress bars off. Its
+    warnings stay in the file: the LOAD REPORT of every classifier head is one. As it was when
+    verbose or without a log file."""
     import transformers.utils.logging as hf_logging
 
-    if verbose:
+    library = hf_logging.get_logger("transformers")
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    for handler in list(library.handlers):  # what an earlier point of this process added
+        if isinstance(handler, _TerminalErrors) or (isinstance(handler, logging.FileHandler) and handler not in files):
+            hf_logging.remove_handler(handler)
+    if verbose or not files:  # verbose, or nowhere else to keep them: the terminal, as transformers does
         hf_logging.enable_default_handler()
         hf_logging.enable_progress_bar()
         return
-    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
-    if not files:
-        return  # nowhere else to keep them: leave them on the terminal
     hf_logging.disable_progress_bar()
     hf_logging.disable_default_handler()
-    library = hf_logging.get_logger("transformers")
-    for handler in list(library.handlers):  # the previous job's file (Hydra's basic launcher: one process)
-        if isinstance(handler, logging.FileHandler) and handler not in files:
-            hf_logging.remove_handler(handler)
+    hf_logging.disable_propagation()  # under CI=true transformers hands its lines to the root logger too
+    errors = _TerminalErrors()
+    errors.setLevel(logging.ERROR)
+    hf_logging.add_handler(errors)
     for handler in files:
         if handler not in library.handlers:
             hf_logging.add_handler(handler)

@@ -89,6 +89,27 @@ def test_few_datasets_or_a_sparse_method_are_said():
     sparse = sparse[~((sparse["unit"] == "m/d") & (sparse["dataset"] > "fam0_ds05"))]  # d on a few datasets only
     study = across.across_datasets(sparse, "classification")
     assert study.left_out == ["m/d"] and study.n_datasets == N_DATASETS
+    assert "m/d" not in study.ranks.index  # no rank, so no place on the CD diagram
+
+
+def test_a_verdict_says_when_no_pair_can_reach_significance():
+    five = as_points(known_scores())
+    five = five[five["dataset"].isin(sorted(five["dataset"].unique())[:5])]
+    study = across.across_datasets(five, "classification")
+    # exact Wilcoxon on 5 differences: p >= 2/32; Holm over 6 pairs: >= 0.375
+    assert across.smallest_pair_p(5, 6) == pytest.approx(0.375)
+    assert "with 5 datasets no pair can" in study.verdict() and (study.pairwise["p_holm"] >= 0.05).all()
+    assert "no pair can" not in across.across_datasets(as_points(known_scores()), "classification").verdict()
+
+
+def test_constant_seed_scores_are_no_welch_test(tmp_path):
+    from sweeper.results import significance
+
+    # np.std of three 0.7s is 1.4e-16, not 0: Welch's t would call 0.71 vs 0.70 a certain difference
+    runs = (str(tmp_path / "s0"), str(tmp_path / "s1"), str(tmp_path / "s2"))  # no predictions: tolerance rule
+    a = significance.Side(0.71, (0.71,) * 3, (0, 1, 2), runs)
+    b = significance.Side(0.70, (0.70,) * 3, (0, 1, 2), runs)
+    assert significance.compare_points(a, b, True, 0.005).test == significance.TOLERANCE
 
 
 def test_cd_diagram_and_families(tmp_path):

@@ -23,7 +23,8 @@ FORTUNES = "fortune_computers_vs_rest,fortune_art_vs_rest,fortune_law_vs_rest"
 
 def sweeper(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """`python -m sweeper ...` as a user runs it, stdout and stderr together as a terminal shows them."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    # CI=true as on CI, where transformers also hands its log lines to the root logger (Hydra's console)
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "CI": "true"}
     out = subprocess.run(
         [sys.executable, "-m", "sweeper", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         timeout=600,

@@ -20,7 +20,7 @@ from typing import Any
 from .. import tasks
 from ..ledger import now_iso
 from ..records import Status, read_existing, record_signature, write_record_once
-from ..runs import LOST_ERROR, Decision, base_record, decide, run_dir_of, target_steps
+from ..runs import LOST_ERROR, Decision, base_record, decide, run_dir_of, target_steps, uses_model
 
 
 @dataclass
@@ -86,7 +86,7 @@ def iter_plan(items: Iterable[tuple[int, list[str], Any]], retry_failed: bool) -
 def model_mismatch(config: dict[str, Any]) -> str | None:
     """Why a point's model cannot do its dataset's task (sweeper.tasks: Task.model_mismatch), or
     None; a method that uses no model (tfidf) fits any."""
-    if (config.get("method") or {}).get("uses_model") is False:
+    if not uses_model(config):
         return None
     task = tasks.find((config.get("dataset") or {}).get("task"))
     return None if task is None else task.model_mismatch(config.get("model") or {})

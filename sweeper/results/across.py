@@ -30,7 +30,7 @@ from .. import tasks
 from .significance import ALPHA
 
 ALL = "all datasets"  # the scope of a task's study over every dataset (the others: "family <name>")
-MIN_DATASETS = 5  # below this no rank test can reach significance at 0.05: say so, test nothing
+MIN_DATASETS = 5  # below this the report tests nothing and says so (Friedman's chi-square needs blocks)
 REFERENCES = ("best", "full", "tfidf")  # each method is also compared with these (one Holm family each)
 
 
@@ -59,7 +59,9 @@ class Study:
     @property
     def ranks(self) -> pd.Series:
         """Mean rank per unit, best first."""
-        return self.table.set_index("unit")["mean_rank"].sort_values() if len(self.table) else pd.Series(dtype=float)
+        if not len(self.table):
+            return pd.Series(dtype=float)
+        return self.table.set_index("unit")["mean_rank"].dropna().sort_values()  # left-out units have none
 
     def p_matrix(self) -> pd.DataFrame:
         """unit x unit Holm-adjusted pairwise p-values (1 on the diagonal): the CD diagram's input."""
@@ -79,13 +81,27 @@ class Study:
         text = f"{self.task}, {self.scope}: N = {self.n_datasets} datasets, k = {self.scores.shape[1]} methods"
         if self.friedman is not None:
             chi2, p = self.friedman
-            verdict = "the methods differ" if p < ALPHA else "no difference detected"
-            text += f"; Friedman chi2 = {chi2:.2f}, p = {format_p(p)} ({verdict} at alpha={ALPHA:g})"
+            if math.isnan(p):
+                text += "; Friedman: every dataset ranks the methods alike (all tied)"
+            else:
+                verdict = "the methods differ" if p < ALPHA else "no difference detected"
+                text += f"; Friedman chi2 = {chi2:.2f}, p = {format_p(p)} ({verdict} at alpha={ALPHA:g})"
         significant = self.pairwise[self.pairwise["p_holm"] < ALPHA] if len(self.pairwise) else self.pairwise
         text += f"; {len(significant)} of {len(self.pairwise)} pairs differ (Wilcoxon signed-rank, Holm)"
+        floor = smallest_pair_p(self.n_datasets, len(self.pairwise))
+        if len(self.pairwise) and floor >= ALPHA:
+            text += (f" - with {self.n_datasets} datasets no pair can: the smallest Wilcoxon p after Holm is "
+                     f"{format_p(floor)}; more datasets are needed")  # fmt: skip
         if self.left_out:
             text += f"; left out (too few datasets to pair): {', '.join(self.left_out)}"
         return text + "."
+
+
+def smallest_pair_p(n_datasets: int, n_pairs: int) -> float:
+    """The smallest Holm-adjusted p any pair can get: the exact two-sided Wilcoxon signed-rank test
+    on N untied differences is at least 2 / 2^N, and Holm multiplies the smallest p by the number
+    of pairs."""
+    return min(1.0, 2.0 / 2**n_datasets * max(n_pairs, 1))
 
 
 def format_p(p: float) -> str:

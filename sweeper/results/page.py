@@ -36,15 +36,15 @@ _SCRIPT = """
 (function () {
   function value(cell) {
     var text = cell.textContent.trim();
-    var number = parseFloat(text);
-    return {empty: text === "", number: isNaN(number) || !/^[-+]?\\.?\\d/.test(text) ? null : number, text: text};
+    var plain = text.replace(/,/g, "");  // 1,234,567 trainable parameters
+    var number = /^[-+]?\\.?\\d[\\d.e+-]*( |$)/.test(plain) ? parseFloat(plain) : NaN;
+    return {empty: text === "", number: isNaN(number) ? null : number, text: text};
   }
   function compare(a, b) {
-    if (a.empty || b.empty) { return a.empty === b.empty ? 0 : (a.empty ? 1 : -1); }
     if (a.number !== null && b.number !== null) { return a.number - b.number; }
     if (a.number !== null) { return -1; }
     if (b.number !== null) { return 1; }
-    return a.text.localeCompare(b.text);
+    return a.text.localeCompare(b.text, undefined, {numeric: true});  // 4/287/9 before 15/283/2
   }
   function sortBy(table, column, header) {
     var ascending = !header.classList.contains("asc");
@@ -53,7 +53,9 @@ _SCRIPT = """
     var body = table.tBodies[0];
     var rows = Array.prototype.slice.call(body.rows);
     rows.sort(function (r1, r2) {
-      var order = compare(value(r1.cells[column]), value(r2.cells[column]));
+      var a = value(r1.cells[column]), b = value(r2.cells[column]);
+      if (a.empty || b.empty) { return a.empty === b.empty ? 0 : (a.empty ? 1 : -1); }  // last either way
+      var order = compare(a, b);
       return ascending ? order : -order;
     });
     rows.forEach(function (row) { body.appendChild(row); });
@@ -66,7 +68,8 @@ _SCRIPT = """
     var column = menu ? parseInt(menu.dataset.column, 10) : -1;
     var shown = 0;
     Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
-      var ok = row.textContent.toLowerCase().indexOf(query) >= 0;
+      var text = Array.prototype.map.call(row.cells, function (c) { return c.textContent; }).join("\\t");
+      var ok = text.toLowerCase().indexOf(query) >= 0;  // within a cell, never across two
       if (ok && family) { ok = row.cells[column].textContent.trim() === family; }
       row.style.display = ok ? "" : "none";
       if (ok) { shown += 1; }

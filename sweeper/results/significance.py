@@ -103,7 +103,7 @@ def _decide(diff: float, p: float, alpha: float, higher_is_better: bool, test: s
 
 
 def welch_p(a, b) -> float:
-    """Two-sided Welch t-test p-value; NaN when neither side varies (the test is undefined)."""
+    """Two-sided Welch t-test p-value; NaN below MIN_SEEDS a side and when neither side varies."""
     return welch_many([(a, b)])[0]
 
 
@@ -118,7 +118,8 @@ def welch_many(pairs: list[tuple]) -> np.ndarray:
         return out
     a_stats = np.array([_moments(pairs[i][0]) for i in tested])
     b_stats = np.array([_moments(pairs[i][1]) for i in tested])
-    varies = (a_stats[:, 1] > 0) | (b_stats[:, 1] > 0)
+    varies = np.array([np.ptp(pairs[i][0]) > 0 or np.ptp(pairs[i][1]) > 0 for i in tested])  # std of equal
+    # values can come out 1e-16, not 0: Welch would then call any difference between constants significant
     with np.errstate(divide="ignore", invalid="ignore"):
         p = stats.ttest_ind_from_stats(*a_stats.T, *b_stats.T, equal_var=False).pvalue
     out[tested] = np.where(varies, p, np.nan)

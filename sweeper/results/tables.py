@@ -201,7 +201,7 @@ def best_configs(summary: pd.DataFrame) -> pd.DataFrame:
     def selection_score(rows: pd.DataFrame) -> np.ndarray:
         return np.where(best["_column"] == "val_mean", rows["val_mean"], rows["mean"]).astype(float)
 
-    sizes = points.groupby(["task", "dataset"], sort=False).size()
+    sizes = points.groupby(["task", "dataset"], sort=False, dropna=False).size()
     out = best.assign(
         best_config=best["config"],
         runner_up=runner["config"].where(runner["config"].notna(), None),
