@@ -15,20 +15,13 @@ import platform
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_collect import write_sweep  # noqa: E402
+from bench_collect import timed, write_sweep  # noqa: E402
 
 from sweeper.results import collect, report  # noqa: E402
-
-
-def timed(fn):
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> None:

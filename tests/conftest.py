@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import pytest
 
@@ -15,3 +16,15 @@ def make_cfg(tmp_path):
         return compose(f"sweeper.results_dir={tmp_path / 'results'}", "train.threads=1", *overrides)
 
     return make
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's chromium for the browser tests. Without it they skip on a workstation (stated:
+    install it) and fail under CI=true, where .ci/run installs it (scripts/chromium-local.sh)."""
+    path = shutil.which("chromium")
+    if path is None and os.environ.get("CI"):
+        pytest.fail("CI needs Debian's chromium (.ci/run installs it: scripts/chromium-local.sh)")
+    if path is None:
+        pytest.skip("no chromium: apt-get install chromium (or bash scripts/chromium-local.sh)")
+    return path

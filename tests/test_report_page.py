@@ -9,12 +9,8 @@ writes what it saw into the DOM, which `chromium --dump-dom` returns."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
-
-import pytest
 
 from sweeper.results import collect, report
 from tests.test_across import write_known_sweep
@@ -68,17 +64,7 @@ PROBE = """<script>
 </script>"""
 
 
-def chromium_or_skip() -> str:
-    chromium = shutil.which("chromium")
-    if chromium is None and os.environ.get("CI"):
-        pytest.fail("CI needs Debian's chromium (.ci/run installs it: scripts/chromium-local.sh)")
-    if chromium is None:
-        pytest.skip("no chromium: apt-get install chromium (or bash scripts/chromium-local.sh)")
-    return chromium
-
-
-def test_report_page_sorts_and_filters_in_headless_chromium(tmp_path):
-    chromium = chromium_or_skip()
+def test_report_page_sorts_and_filters_in_headless_chromium(tmp_path, chromium):
     write_known_sweep(tmp_path / "runs")
     written = report.write_report(collect.load_records(tmp_path), tmp_path / "report")
     page = written["summary.html"].read_text()
