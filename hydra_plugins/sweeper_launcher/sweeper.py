@@ -34,24 +34,11 @@ class GridSweeper(BasicSweeper):
         if isinstance(self.launcher, SweeperLauncher):
             return batch
         from sweeper.launch.grid import GridComposer
-        from sweeper.launch.planner import Point, model_mismatch, not_applicable_message
-        from sweeper.runs import Decision
+        from sweeper.launch.planner import set_apart_not_applicable
 
         composer = GridComposer(self.hydra_context.config_loader, self.config)
-        points = []
-        for idx, overrides in enumerate(batch):
-            try:
-                config = composer.compose(list(overrides)).config
-            except Exception:  # noqa: BLE001  a point that does not compose fails in its job, with its record
-                config = None
-            point = Point(idx, list(overrides), config=config)
-            if config is not None and model_mismatch(config):
-                point.decision = Decision.NOT_APPLICABLE
-            points.append(point)
-        message = not_applicable_message(points)
-        if message:
-            print(message, flush=True)
-        return [p.overrides for p in points if p.decision != Decision.NOT_APPLICABLE]
+        configs = [_composed(composer, overrides) for overrides in batch]
+        return [batch[i] for i in set_apart_not_applicable(batch, configs)]
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
@@ -82,3 +69,10 @@ class GridSweeper(BasicSweeper):
             return run_halving(self, jobs)
         except HalvingError as error:
             raise SystemExit(f"error: {error}") from None
+
+
+def _composed(composer, overrides) -> dict | None:
+    try:
+        return composer.compose(list(overrides)).config
+    except Exception:  # noqa: BLE001  a point that does not compose fails in its job, with its record
+        return None

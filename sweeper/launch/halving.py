@@ -28,8 +28,8 @@ from typing import Any
 
 from .. import tasks
 from ..records import Status, read_existing, read_rungs
-from ..runs import TRANSIENT_ATTEMPTS, Decision, result_config, run_dir_of, transient_failures
-from .planner import Point, model_mismatch, not_applicable_message
+from ..runs import TRANSIENT_ATTEMPTS, result_config, run_dir_of, transient_failures
+from .planner import set_apart_not_applicable
 
 
 class HalvingError(ValueError):
@@ -161,20 +161,6 @@ def rung_overrides(entry: Entry, rung: int, budget: int) -> list[str]:
     ]
 
 
-def without_not_applicable(jobs: Sequence[Sequence[str]], configs: list) -> tuple[list, list]:
-    """The points whose model can do their task; the others said in one line (the planner's): in a
-    rung they would leave their group waiting for records that never come."""
-    points = [Point(i, list(o), config=c) for i, (o, c) in enumerate(zip(jobs, configs))]
-    for point in points:
-        if model_mismatch(point.config):
-            point.decision = Decision.NOT_APPLICABLE
-    message = not_applicable_message(points)
-    if message:
-        print(message, flush=True)
-    kept = [p for p in points if p.decision != Decision.NOT_APPLICABLE]
-    return [p.overrides for p in kept], [p.config for p in kept]
-
-
 def run_halving(sweeper, jobs: Sequence[Sequence[str]]) -> list:
     """Drive the rungs through `sweeper.launcher` (one launch per rung); returns the launches' JobReturns."""
     from .grid import GridComposer
@@ -182,7 +168,8 @@ def run_halving(sweeper, jobs: Sequence[Sequence[str]]) -> list:
     config = sweeper.config
     composer = GridComposer(sweeper.hydra_context.config_loader, config)
     configs = [composer.compose(list(overrides)).config for overrides in jobs]
-    jobs, configs = without_not_applicable(jobs, configs)
+    kept = set_apart_not_applicable(jobs, configs)  # in a rung they would leave their group waiting
+    jobs, configs = [jobs[i] for i in kept], [configs[i] for i in kept]
     halving = config.sweeper.halving
     entries = [make_entry(list(o), c, list(halving.group_by)) for o, c in zip(jobs, configs)]
     if not entries:

@@ -92,6 +92,20 @@ def model_mismatch(config: dict[str, Any]) -> str | None:
     return None if task is None else task.model_mismatch(config.get("model") or {})
 
 
+def set_apart_not_applicable(jobs: Sequence[Sequence[str]], configs: Sequence[dict | None]) -> list[int]:
+    """For a launch that plans without the planner (Hydra's own launcher, halving's groups): print
+    the one not-applicable line and return the indices of the other points (a None config, one
+    that did not compose, stays: its job records why)."""
+    points = [Point(i, list(o), config=c) for i, (o, c) in enumerate(zip(jobs, configs))]
+    for point in points:
+        if point.config is not None and model_mismatch(point.config):
+            point.decision = Decision.NOT_APPLICABLE
+    message = not_applicable_message(points)
+    if message:
+        print(message, flush=True)
+    return [p.idx for p in points if p.decision != Decision.NOT_APPLICABLE]
+
+
 def not_applicable_message(points: Sequence[Point]) -> str | None:
     """One line for the points whose model cannot do their task: how many, which, and the fix."""
     skipped = [p for p in points if p.decision == Decision.NOT_APPLICABLE]

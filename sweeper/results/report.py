@@ -63,27 +63,46 @@ class Block:
         return self.table is not None and not isinstance(self.table.index, pd.RangeIndex)
 
 
-def named_tables(
-    df: pd.DataFrame, tol: float = TIE_TOL, summary: pd.DataFrame | None = None
-) -> dict[str, pd.DataFrame]:
+@dataclass
+class Numbers:
+    """Every table the report shows and writes, computed once from the long table."""
+
+    summary: pd.DataFrame  # one row per point (tables.summarize)
+    methods: pd.DataFrame  # each method's validation-selected point per dataset (tables.method_points)
+    studies: list  # across.Study per task and family
+    configs: pd.DataFrame  # baselines.config_table
+    method_wtl: pd.DataFrame  # baselines.method_table
+    best: pd.DataFrame  # tables.best_configs
+
+    @classmethod
+    def of(cls, df: pd.DataFrame, tol: float = TIE_TOL) -> Numbers:
+        summary = summarize(df)
+        methods = method_points(summary)
+        return cls(
+            summary=summary,
+            methods=methods,
+            studies=across.studies(methods, dataset_families(summary)),
+            configs=config_table(summary, tol),
+            method_wtl=method_table(summary, tol, methods),
+            best=best_configs(summary),
+        )
+
+
+def named_tables(df: pd.DataFrame, tol: float = TIE_TOL) -> dict[str, pd.DataFrame]:
     """Every table of the report, display-ready, keyed by a title."""
-    return {b.title: b.table for b in report_blocks(df, tol, summary) if b.table is not None}
+    return {b.title: b.table for b in report_blocks(df, Numbers.of(df, tol), tol) if b.table is not None}
 
 
-def report_blocks(
-    df: pd.DataFrame, tol: float = TIE_TOL, summary: pd.DataFrame | None = None, studies: list | None = None
-) -> list[Block]:
+def report_blocks(df: pd.DataFrame, numbers: Numbers, tol: float = TIE_TOL) -> list[Block]:
     """The report, reader first: per task the methods across datasets (tests, diagram), families,
     pairwise tests; then per-dataset comparisons, configurations and scores grouped by family."""
-    summary = summarize(df) if summary is None else summary
-    methods = method_points(summary)
-    studies = across.studies(methods, dataset_families(summary)) if studies is None else studies
-    blocks = overview_blocks(summary, methods, studies, tol)
+    summary = numbers.summary
+    blocks = overview_blocks(numbers)
     blocks.append(Block("Per-dataset comparisons (win / tie / loss)", text=rule_text(tol) + "\n\n" +
-                        significance_summary(summary, tol, methods)))  # fmt: skip
+                        significance_summary(summary, tol, numbers.methods)))  # fmt: skip
     blocks.append(Block("Configurations: test score, mean rank, W/T/L vs validation-selected baselines, cost",
-                        table=display_configs(config_table(summary, tol))))  # fmt: skip
-    best = best_configs(summary).merge(summary[["task", "dataset", "family"]].drop_duplicates(["task", "dataset"]))
+                        table=display_configs(numbers.configs)))  # fmt: skip
+    best = numbers.best.merge(summary[["task", "dataset", "family"]].drop_duplicates(["task", "dataset"]))
     best = best.sort_values(["task", "family", "dataset"], kind="stable")
     blocks.append(Block("Best configuration per dataset (selected on validation, test score reported)",
                         table=display_best(best)))  # fmt: skip
@@ -92,15 +111,14 @@ def report_blocks(
     return blocks
 
 
-def overview_blocks(summary, methods, studies, tol: float) -> list[Block]:
+def overview_blocks(numbers: Numbers) -> list[Block]:
     """Per task: the methods table with the tests across datasets and the CD diagram; then the
     families; then every pair."""
-    blocks = []
-    wtl = method_table(summary, tol, methods)
+    blocks, studies = [], numbers.studies
     for study in studies:
         if study.scope != across.ALL:
             continue
-        table = methods_overview(study, wtl)
+        table = methods_overview(study, numbers.method_wtl)
         text = study.verdict() + "\n\n" + METHODS_LEGEND
         blocks.append(
             Block(f"{study.task}: methods across datasets", text=text, table=table, images=[study.diagram_file])
@@ -250,14 +268,12 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df, stopped = split_stopped(df)
-    summary = summarize(df)  # once: every table and the intro read it
-    methods = method_points(summary)
-    studies = across.studies(methods, dataset_families(summary))
-    blocks = report_blocks(df, tol, summary, studies)
+    numbers = Numbers.of(df, tol)  # once: every block, plot and CSV reads it
+    blocks = report_blocks(df, numbers, tol)
     if not stopped.empty:
         blocks.append(Block(STOPPED_TITLE, table=stopped))
     title = "Sweep report: " + (", ".join(sorted(df["sweep"].dropna().astype(str).unique())) or "?")
-    figures = plots.write_plots(df, summary, out, run_ids=run_ids, studies=studies)
+    figures = plots.write_plots(df, numbers.summary, out, run_ids=run_ids, studies=numbers.studies)
     blocks.append(Block("Plots", text="Every plot of the report folder.", images=[n for n in figures if
                         not any(n in b.images for b in blocks)]))  # fmt: skip
     written = {"summary.md": out / "summary.md", "summary.html": out / "summary.html"}
@@ -266,12 +282,12 @@ def write_report(
         intro += f"\n\nSuccessive halving stopped {len(stopped)} run(s) at a rung: listed apart, at the end."
     written["summary.md"].write_text(render_markdown(blocks, title, intro), encoding="utf-8")
     written["summary.html"].write_text(render_html(blocks, title, intro, figures), encoding="utf-8")
-    pairs = [s.pairwise.assign(task=s.task, scope=s.scope) for s in studies if len(s.pairwise)]
+    pairs = [s.pairwise.assign(task=s.task, scope=s.scope) for s in numbers.studies if len(s.pairwise)]
     for name, frame in [
-        ("points.csv", summary),
-        ("best.csv", best_configs(summary)),
-        ("configs.csv", config_table(summary, tol)),
-        ("methods.csv", method_table(summary, tol, methods)),
+        ("points.csv", numbers.summary),
+        ("best.csv", numbers.best),
+        ("configs.csv", numbers.configs),
+        ("methods.csv", numbers.method_wtl),
         ("pairwise.csv", pd.concat(pairs) if pairs else pd.DataFrame(columns=["task", "scope", "a", "b", "p"])),
         ("failed.csv", collect.failures(df)),
         ("stopped.csv", stopped),
