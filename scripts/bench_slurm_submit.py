@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--ranks", default="4,40", help="grid sizes: every dataset x R ranks, for each R")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    from sweeper.launch.backends import max_array_size
+    from sweeper.launch.backends.slurm import max_array_size
 
     array_size = max_array_size()
     rows = []

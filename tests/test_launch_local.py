@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sweeper.config import compose
-from sweeper.launch.backends import local_slots, visible_gpus
+from sweeper.launch.backends.local import local_slots, visible_gpus
 from sweeper.ledger import read_sweep
 from sweeper.records import find_records, read_record
 
@@ -106,7 +106,7 @@ def slurm_backend(tmp_path, **params):
     """The backend as the plugin builds it: conf/hydra/launcher/slurm.yaml, then `params` on top."""
     from omegaconf import OmegaConf
 
-    from sweeper.launch.backends import SlurmArrays
+    from sweeper.launch.backends.slurm import SlurmArrays
 
     launcher = OmegaConf.to_container(compose("hydra/launcher=slurm", hydra=True).hydra.launcher, resolve=True)
     defaults = {k: v for k, v in launcher.items() if k not in ("_target_", "kind")}
@@ -155,7 +155,7 @@ def test_array_parallelism_caps_the_whole_sweep_across_arrays(tmp_path, monkeypa
             self.job_id = f"{array}_0"
 
     backend = slurm_backend(tmp_path, array_parallelism=3)
-    backend.expect_jobs(18)  # 18 jobs / 4 per array = 5 arrays (+ an early one): 3 lanes
+    backend.prepare(nproc=1, jobs=18)  # 18 jobs / 4 per array = 5 arrays (+ an early one): 3 lanes
     sbatch = []
 
     def submit_array(fns):
@@ -165,7 +165,7 @@ def test_array_parallelism_caps_the_whole_sweep_across_arrays(tmp_path, monkeypa
 
     monkeypatch.setattr(backend.executor, "submit_array", submit_array)
     for n in (4, 4, 4, 4, 2):
-        backend.submit_array(list(range(n)))
+        backend.submit(list(range(n)))
     assert sbatch == [
         (4, 1, None),
         (4, 1, None),
@@ -179,20 +179,20 @@ def test_array_parallelism_caps_the_whole_sweep_across_arrays(tmp_path, monkeypa
 def test_array_parallelism_is_shared_out_again_over_the_lanes_in_use(tmp_path, monkeypatch):
     """Planned for 3 arrays (2 + an early one) under a cap of 10; only 2 were needed: once the last
     is submitted, each gets 5 (scontrol update ArrayTaskThrottle)."""
-    from sweeper.launch import backends
+    from sweeper.launch.backends import slurm
 
     class Job:
         def __init__(self, array):
             self.job_id = f"{array}_0"
 
     backend = slurm_backend(tmp_path, array_parallelism=10)
-    backend.expect_jobs(6)
+    backend.prepare(nproc=1, jobs=6)
     assert backend.shares == [4, 3, 3]
     monkeypatch.setattr(backend.executor, "submit_array", lambda fns: [Job(200 + len(backend.array_ids))])
     calls = []
-    monkeypatch.setattr(backends.shell, "output", lambda cmd, timeout=None: calls.append(cmd) or "")
-    backend.submit_array([0, 1, 2, 3])
-    backend.submit_array([4, 5])
+    monkeypatch.setattr(slurm.shell, "output", lambda cmd, timeout=None: calls.append(cmd) or "")
+    backend.submit([0, 1, 2, 3])
+    backend.submit([4, 5])
     backend.finish()
     assert calls == [
         ["scontrol", "update", "JobId=200", "ArrayTaskThrottle=5"],
@@ -204,29 +204,29 @@ def test_array_parallelism_is_shared_out_again_over_the_lanes_in_use(tmp_path, m
 def test_chunk_auto_fits_one_array_and_bounds_job_time(monkeypatch):
     from omegaconf import OmegaConf
 
-    from sweeper.launch import backends
+    from sweeper.launch.backends import local, slurm
 
-    monkeypatch.setattr(backends, "submit_limit", lambda: None)
+    monkeypatch.setattr(slurm, "submit_limit", lambda: None)
     params = OmegaConf.create({"max_array_size": 1001, "timeout_min": 60})
-    assert backends.auto_chunk("slurm", params, 100, None) == 1
-    assert backends.auto_chunk("slurm", params, 10_000, None) == 10  # 1,000 jobs: one array
-    assert backends.auto_chunk("slurm", params, 100, 30.0) == 20  # 10 minutes of work per job
-    assert backends.auto_chunk("slurm", params, 100, 600.0) == 1  # a point is work enough
-    assert backends.auto_chunk("slurm", params, 10_000, 600.0) == 3  # at most half the hour: 4 arrays
-    monkeypatch.setattr(backends, "submit_limit", lambda: 50)
-    assert backends.auto_chunk("slurm", params, 1_000, None) == 20  # the submit limit
-    assert backends.auto_chunk("local", params, 1_000, None) == 1
-    assert backends.auto_chunk("local", params, 1_000, 2.0) == 30  # a minute of work per process
+    assert slurm.SlurmArrays.auto_chunk(params, 100, None) == 1
+    assert slurm.SlurmArrays.auto_chunk(params, 10_000, None) == 10  # 1,000 jobs: one array
+    assert slurm.SlurmArrays.auto_chunk(params, 100, 30.0) == 20  # 10 minutes of work per job
+    assert slurm.SlurmArrays.auto_chunk(params, 100, 600.0) == 1  # a point is work enough
+    assert slurm.SlurmArrays.auto_chunk(params, 10_000, 600.0) == 3  # at most half the hour: 4 arrays
+    monkeypatch.setattr(slurm, "submit_limit", lambda: 50)
+    assert slurm.SlurmArrays.auto_chunk(params, 1_000, None) == 20  # the submit limit
+    assert local.LocalQueue.auto_chunk(params, 1_000, None) == 1
+    assert local.LocalQueue.auto_chunk(params, 1_000, 2.0) == 30  # a minute of work per process
 
 
 def test_max_array_size_comes_from_scontrol(monkeypatch):
     from sweeper import shell
-    from sweeper.launch import backends
+    from sweeper.launch.backends import slurm
 
     fake = subprocess.CompletedProcess([], 0, stdout="KillWait = 5 sec\nMaxArraySize            = 1001\n")
     monkeypatch.setattr(shell.subprocess, "run", lambda *a, **k: fake)
-    assert backends.max_array_size() == 1001
-    assert backends.max_array_size(50) == 50
+    assert slurm.max_array_size() == 1001
+    assert slurm.max_array_size(50) == 50
 
 
 def test_pack_trains_points_of_one_job_on_one_base(tmp_path):

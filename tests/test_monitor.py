@@ -41,13 +41,21 @@ class EndedJob:
         return [self.outcome]
 
 
+def ended_backend():
+    """A backend whose every job has ended (its result as submitit's file holds it)."""
+    from sweeper.launch.backends.base import submitit_result
+
+    methods = {"ended": lambda self, job: True, "result": lambda self, job: submitit_result(job)}
+    return type("Backend", (), {**methods, "lost_reason": lambda self, job: "gone", "result_grace_s": 10.0})()
+
+
 def test_a_record_that_shows_late_is_never_overwritten_by_the_monitor(make_cfg, tmp_path, capsys):
     """The job returned ok, its record is not visible yet (NFS): the monitor reports it from the
     job's outcome and writes no lost record; the record then appears, intact."""
     from sweeper.launch.monitor import Monitor, Running
 
     point = planned_point(make_cfg)
-    backend = type("Backend", (), {"ended": lambda self, job: True, "lost_reason": lambda self, job: "gone"})()
+    backend = ended_backend()
     monitor = Monitor(total=1, backend=backend)
     assert monitor.settle(Running(EndedJob(tmp_path, {"idx": point.idx, "status": "ok"}), [point]))
     assert read_existing(point.run_dir) is None, "a lost record was written for a job that returned ok"
@@ -61,7 +69,7 @@ def test_a_job_that_died_gets_one_lost_record(make_cfg, tmp_path):
     from sweeper.launch.monitor import Monitor, Running
 
     point = planned_point(make_cfg)
-    backend = type("Backend", (), {"ended": lambda self, job: True})()
+    backend = ended_backend()
     monitor = Monitor(total=1, backend=backend)
     outcome = {"idx": point.idx, "status": "failed", "error": "RuntimeError: killed"}
     assert monitor.settle(Running(EndedJob(tmp_path, outcome), [point]))

@@ -291,13 +291,14 @@ def test_bad_launcher_settings_are_one_line(tmp_path, setting, message):
 def test_a_control_character_cannot_reach_an_sbatch_line():
     from omegaconf import OmegaConf
 
+    from sweeper.launch.backends import backend_class
     from sweeper.launch.options import OptionError, check_options
 
     params = OmegaConf.create({"timeout_min": 5, "cpus_per_task": 1, "array_parallelism": 4, "poll_s": 1,
                                "max_array_size": None, "mem_gb": None, "gpus_per_task": None, "gpus_per_node": None,
                                "name": "x", "comment": "ok\n#SBATCH --qos=high", "additional_parameters": {}})  # fmt: skip
     with pytest.raises(OptionError, match="hydra.launcher.comment holds a control character"):
-        check_options("slurm", params, OmegaConf.create({"chunk": 1, "pack": 1}))
+        check_options(backend_class("slurm"), params, OmegaConf.create({"chunk": 1, "pack": 1}))
 
 
 # ---------------------------------------------------------------- two launches of one grid

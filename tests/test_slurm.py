@@ -189,7 +189,7 @@ def test_cancelled_task_is_reported_failed_in_bounded_time(disrupted):
 def test_pending_array_task_cancelled_alone_is_named_cancelled():
     """SLURM keeps no record of a pending array task cancelled on its own: not in squeue, scontrol
     or sacct. The launcher must still say what happened, not 'state unknown'."""
-    from sweeper.launch.backends import unaccounted_reason
+    from sweeper.launch.backends.slurm import unaccounted_reason
 
     array = subprocess.run(
         [
@@ -226,7 +226,7 @@ FIVE = "dataset=fortune_computers_vs_rest,fortune_art_vs_rest,fortune_law_vs_res
 def test_arrays_split_at_max_array_size_run_under_one_sweep_wide_cap(tmp_path):
     """5 points, 2 tasks per array, at most 2 tasks of the sweep at once: arrays 1 and 2 run, array 3
     waits for array 1 (lanes); every array completes and every point is recorded once."""
-    from sweeper.launch.backends import max_array_size
+    from sweeper.launch.backends.slurm import max_array_size
 
     assert max_array_size() == 1001  # the cluster's own (scripts/slurm-local.sh), read from scontrol
     cmd = sweep_cmd(tmp_path, FIVE, "method.r=2", "train.max_steps=5", "hydra.launcher.max_array_size=2")

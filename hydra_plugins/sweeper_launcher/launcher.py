@@ -15,13 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 
 
 class SweeperLauncher(Launcher):
-    """`kind: local`: N worker processes on this machine, one GPU (or a share of the CPU threads) each.
-    `kind: slurm`: one SLURM job array per sweep (split at the cluster's MaxArraySize)."""
+    """`kind`: the backend that runs the jobs (sweeper.launch.backends: local, slurm, ray); the
+    rest of conf/hydra/launcher/<kind>.yaml are its options. The launch checks both."""
 
     def __init__(self, kind: str, **params: Any) -> None:
-        if kind not in ("local", "slurm"):
-            raise ValueError(f"hydra.launcher.kind must be local or slurm, got {kind!r}")
-        # The rest of conf/hydra/launcher/<kind>.yaml.
         self.kind, self.params = kind, OmegaConf.create(params)
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None

@@ -1,8 +1,9 @@
-"""Run a planned sweep as submitit jobs (a SLURM job array, or a local queue of worker processes),
-watch it, and report each point as it finishes.
+"""Run a planned sweep as jobs on a backend (a local queue of worker processes, SLURM job arrays,
+Ray tasks: sweeper.launch.backends), watch it, and report each point as it finishes.
 
     python -m sweeper -m hydra/launcher=slurm  'dataset=glob(fortune_*)' method.r=4,8
     python -m sweeper -m hydra/launcher=local  hydra.launcher.workers=2 ...
+    python -m sweeper -m hydra/launcher=ray    hydra.launcher.address=auto ...
     ... sweeper.detach=true      submit and return; `python -m sweeper.status <results_dir>`
     ... sweeper.chunk=10         10 grid points per job (one torch import per job)
 
@@ -11,14 +12,14 @@ How one grid point flows (the Hydra plugin in hydra_plugins/sweeper_launcher is 
   1. `launch()` composes each point's config, computes its run folder and decides (planner, sweeper.runs):
      skip (ok record; failed record unless sweeper.retry_failed), resume (checkpoint), run.
   2. The points to run are cut into jobs of `sweeper.chunk` points; each job is a `PointsJob`
-     (a submitit Checkpointable) submitted as one task of a SLURM array, or started by the local
-     queue on a free slot (its own GPU, or its share of the CPU threads).
+     (a submitit Checkpointable) submitted as one task of a SLURM array, started by the local
+     queue on a free slot (its own GPU, or its share of the CPU threads), or sent as a Ray task.
   3. In the job (job.py), each point goes through Hydra's `run_job` -> `sweeper.train.point.point_task`
      -> `run_point(cfg, ctx)` (ctx: the job's PointContext), which writes record.json.
   4. SLURM's USR2 (time limit or preemption) checkpoints and requeues; the next attempt resumes (job.py).
   5. The launcher watches record files and job states (monitor.py): it prints each point as it finishes (failures
      at once) and writes a `failed` record ("job <id> CANCELLED by 0") for a point whose job died
-     without one, as soon as SLURM accounting (or the local process) says the job is gone.
+     without one, as soon as the backend (SLURM accounting, the local process, Ray) says the job is gone.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from .. import shell
 from ..ledger import now_iso
 from ..records import Status
 from ..runs import Decision
-from .backends import LocalQueue, SlotError, SlurmArrays, SubmitError, auto_chunk, max_array_size
+from .backends import Backend, SubmitError, backend_class
 from .grid import GridComposer
 from .job import JobContext, PointsJob
 from .monitor import Running, log_jobs, save_launch, watch
@@ -62,34 +63,33 @@ def launch(
 
     setup_globals()
     sweep_cfg = config.sweeper
-    try:
-        check_options(kind, params, sweep_cfg)
-    except OptionError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
     sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    backend = None
-    if not sweep_cfg.dry_run:
-        backend = (SlurmArrays if kind == "slurm" else LocalQueue)(sweep_dir / ".submitit" / "%j", params)
-    chunk = job_size(kind, params, sweep_cfg, len(job_overrides))
-    if isinstance(backend, SlurmArrays):
-        backend.expect_jobs(-(-len(job_overrides) // chunk))
+    try:
+        engine = backend_class(kind)
+        check_options(engine, params, sweep_cfg)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        # the engine is reached before planning: no cluster at the address stops the launch at once
+        backend = None if sweep_cfg.dry_run else engine(sweep_dir / ".submitit" / "%j", params)
+    except OptionError as error:
+        _stop(error)
+    chunk = job_size(engine, params, sweep_cfg, len(job_overrides))
     entry = new_launch(kind, sweep_cfg, str(sweep_dir), chunk)
     context = None if backend is None else JobContext.save(sweep_dir, hydra_context, task_function, config)
 
     def make_job(pts: list[Point]) -> PointsJob:
         return PointsJob(context, pts)
 
-    stream = Stream(backend, make_job, chunk, entry) if kind == "slurm" and backend is not None else None
+    stream = None
+    if backend is not None and backend.streams:  # its jobs go out while planning: sized for the grid
+        backend.prepare(nproc=1, jobs=-(-len(job_overrides) // chunk))
+        stream = Stream(backend, make_job, chunk, entry)
     try:
         points = plan_points(hydra_context, config, job_overrides, initial_job_idx, stream)
         to_run = [p for p in points if p.runs]
-        if isinstance(backend, LocalQueue):
-            backend.give_ranks(max([p.nproc for p in to_run], default=1))
-    except (OptionError, SlotError) as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        if backend is not None and not backend.streams:
+            backend.prepare(nproc=max([p.nproc for p in to_run], default=1), jobs=len(chunked(to_run, chunk)))
+    except OptionError as error:
+        _stop(error)
     entry.update(launch_points(points))
     entry["results_dirs"] = sorted({*entry["results_dirs"], *(str(p.results_dir) for p in points if p.results_dir)})
     entry["results_dirs"] = entry["results_dirs"] or [str(Path(str(sweep_cfg.results_dir)).absolute())]
@@ -101,14 +101,13 @@ def launch(
 
     finals: dict[int, str] = {p.idx: ("skipped" if not p.runs else "submitted") for p in points}
     if backend is None:
-        print(dry_run_message(kind, params, to_run, chunk), flush=True)
+        print(dry_run_message(engine, params, to_run, chunk), flush=True)
         finals.update({p.idx: "planned" for p in to_run})
     elif stream is not None:
         stream.finish()
         finals.update({p.idx: "not submitted" for p in stream.unsubmitted})
         if sweep_cfg.detach:
-            ids = " ".join(backend.array_ids) or "(none)"
-            print(f"detached: SLURM job(s) {ids}; follow with: python -m sweeper.status {results_dir}", flush=True)
+            backend.detach([], make_job, entry, results_dir, len(to_run), sweep_dir)
         elif stream.runs:
             finals.update(_watch(backend, stream.runs, [], make_job, entry, results_dir, params))
     else:
@@ -117,12 +116,12 @@ def launch(
         if jobs:
             print(backend.describe() + f"; {len(to_run)} point(s) in jobs of {chunk}", flush=True)
         if jobs and sweep_cfg.detach:
-            _detach_local(backend, jobs, make_job, entry, results_dir, len(to_run), params, sweep_dir)
+            backend.detach(jobs, make_job, entry, results_dir, len(to_run), sweep_dir)
         elif jobs:
             finals.update(_watch(backend, [], jobs, make_job, entry, results_dir, params))
     if stream is not None and stream.unsubmitted:
         print(
-            f"{len(stream.unsubmitted)} point(s) not submitted (sbatch refused: {stream.error}); "
+            f"{len(stream.unsubmitted)} point(s) not submitted (refused: {stream.error}); "
             "run the same command again to submit them",
             file=sys.stderr,
             flush=True,
@@ -135,6 +134,11 @@ def launch(
         ret.return_value = finals[p.idx]
         returns.append(ret)
     return returns
+
+
+def _stop(error: Exception):
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
 
 
 def _watch(backend, active, queue, make_job, entry, results_dir: Path, params) -> dict[int, str]:
@@ -157,11 +161,12 @@ FLUSH_S = 10.0  # the first array is submitted partly filled once planning has r
 
 
 class Stream:
-    """SLURM: submit each array the moment the planner has filled it, and record it in jobs.jsonl as
-    soon as sbatch returns. After a refused sbatch nothing more is submitted (a submit limit would
-    refuse the rest too); what was submitted is still watched, the rest waits for a relaunch."""
+    """A backend that streams (SLURM): submit each array the moment the planner has filled it, and
+    record it in jobs.jsonl as soon as the engine accepts it. After a refusal nothing more is
+    submitted (a submit limit would refuse the rest too); what was submitted is still watched, the
+    rest waits for a relaunch."""
 
-    def __init__(self, backend: SlurmArrays, make_job, chunk: int, entry: dict):
+    def __init__(self, backend: Backend, make_job, chunk: int, entry: dict):
         self.backend, self.make_job, self.chunk, self.entry = backend, make_job, chunk, entry
         self.buffer: list[Point] = []
         self.runs: list[Running] = []
@@ -221,25 +226,25 @@ class Stream:
             self._logged = True
         jobs = chunked(points, self.chunk)
         try:
-            submitted = self.backend.submit_array([self.make_job(pts) for pts in jobs], nproc=points[0].nproc)
+            submitted = self.backend.submit([self.make_job(pts) for pts in jobs], nproc=points[0].nproc)
         except SubmitError as error:
             self.error = str(error)
             self.unsubmitted += points
             n = len(self.backend.array_ids)
-            print(f"error: sbatch refused array {n + 1} ({len(points)} point(s)): {error}", file=sys.stderr, flush=True)
+            print(f"error: refused array {n + 1} ({len(points)} point(s)): {error}", file=sys.stderr, flush=True)
             return
         runs = [Running(job, pts) for job, pts in zip(submitted, jobs)]
         log_jobs(self.entry, runs)
         self.runs += runs
 
 
-def job_size(kind: str, params: Any, sweep_cfg: Any, grid_points: int) -> int:
+def job_size(engine: type[Backend], params: Any, sweep_cfg: Any, grid_points: int) -> int:
     """Points per job: sweeper.chunk, or the backend's rule for chunk=auto; a pack trains inside one
     job, so sweeper.pack points per job at least."""
     chunk = sweep_cfg.chunk
     if chunk == "auto":
         seconds = median_point_seconds(Path(str(sweep_cfg.results_dir)).absolute())
-        chunk = auto_chunk(kind, params, grid_points, seconds)
+        chunk = engine.auto_chunk(params, grid_points, seconds)
     return max(int(chunk or 1), int(sweep_cfg.pack or 1))
 
 
@@ -278,14 +283,10 @@ def plan_points(
     return points
 
 
-def dry_run_message(kind: str, params: Any, to_run: Sequence[Point], chunk: int) -> str:
+def dry_run_message(engine: type[Backend], params: Any, to_run: Sequence[Point], chunk: int) -> str:
     """sweeper.dry_run=true: what the launch would submit."""
     jobs = len(chunked(to_run, chunk))
-    if kind == "slurm":
-        size = max_array_size(params.max_array_size)
-        where = f"in {-(-jobs // size)} SLURM array(s) of at most {size} task(s)" if jobs else "(no array)"
-    else:
-        where = "on the local queue"
+    where = engine.dry_run_where(params, jobs)
     return f"dry run: would submit {len(to_run)} point(s) as {jobs} job(s) of {chunk} {where}; nothing submitted"
 
 
@@ -294,51 +295,6 @@ def progress(items, total: int, desc: str):
     from tqdm import tqdm
 
     return tqdm(items, total=total, desc=desc, unit="pt", file=sys.stderr, disable=total < 500, mininterval=1.0)
-
-
-def _detach_local(
-    backend, jobs, make_job, launch_entry, results_dir: Path, total: int, params, sweep_dir: Path
-) -> None:
-    """Fork a monitor that runs the local queue to the end, in its own session, logging to a file."""
-    log_path = sweep_dir / "monitor.log"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    ready_r, ready_w = os.pipe()
-    pid = os.fork()
-    if pid:
-        os.close(ready_w)
-        os.read(ready_r, 1)  # the child has recorded itself in sweep.json (or died: EOF)
-        os.close(ready_r)
-        print(
-            f"detached: local queue running in process {pid} (log {log_path}); "
-            f"follow with: python -m sweeper.status {results_dir}",
-            flush=True,
-        )
-        return
-    code = 0
-    try:
-        os.close(ready_r)
-        os.setsid()
-        fd = os.open(str(log_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        launch_entry["monitor"] = {"pid": os.getpid(), "host": socket.gethostname(), "log": str(log_path)}
-        save_launch(launch_entry)
-        os.write(ready_w, b"1")
-        os.close(ready_w)
-        monitor = watch(backend, [], jobs, make_job, launch_entry, results_dir, total, float(params.poll_s))
-        print(f"sweep done: {monitor.ok} ok, {len(monitor.failed)} failed", flush=True)
-    except BaseException:  # noqa: BLE001
-        import traceback
-
-        traceback.print_exc()
-        code = 1
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
 
 
 # ---------------------------------------------------------------- the launch entry of sweep.json
@@ -378,7 +334,7 @@ def new_launch(launcher: str, sweep_cfg: Any, hydra_sweep_dir: str, chunk: int) 
         "points": {},
         "results_dirs": [],
         "jobs": [],  # [{"job_id": ..., "run_ids": [...]}], filled as jobs are submitted
-        "monitor": None,  # local queue: {"pid", "host", "log"} of the process running it
+        "monitor": None,  # who follows a launch: {"pid", "host", "log"} of a process, or the backend's own
     }
 
 

@@ -64,11 +64,16 @@ def _preempt_signal() -> int:
     return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
 
 
-def current_job_id() -> str | None:
+def submitit_job_id() -> str | None:
     try:
         return str(submitit.JobEnvironment().job_id)
     except RuntimeError:  # not inside a submitit job
         return None
+
+
+def current_job_id() -> str | None:
+    """submitit's job id (local queue, SLURM), else the one a backend's task set (Ray: its task id)."""
+    return submitit_job_id() or os.environ.get("SWEEPER_JOB_ID") or None
 
 
 # ---------------------------------------------------------------- the job
@@ -137,7 +142,7 @@ class PointsJob(submitit.helpers.Checkpointable):
         stop = StopRequest().install()
         job_id = current_job_id()
         ctx = PointContext.in_job(job_id, should_stop=stop.requested)
-        tasks = self._join_tasks() if job_id else None
+        tasks = self._join_tasks() if submitit_job_id() else None  # SLURM tasks of one job: their ranks
         if tasks is not None and not tasks.main:
             return self._follow(tasks)
         outcomes: list[dict[str, Any]] = []

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import ledger
-from ..ledger import array_id, log_launch
+from ..ledger import log_launch
 from ..records import Status, read_existing, record_signature
 from ..summary import summary_line
-from .backends import Slot
 from .planner import Point, write_lost_record
 
 
@@ -21,8 +20,7 @@ from .planner import Point, write_lost_record
 class Running:
     job: Any
     points: list[Point]
-    slot: Slot | None = None
-    gone_since: float | None = None  # when SLURM first said the job ended, no result file yet
+    gone_since: float | None = None  # when the engine first said the job ended, no result yet
 
 
 @dataclass
@@ -30,8 +28,7 @@ class Monitor:
     """Reports points as their records appear; settles jobs that ended."""
 
     total: int
-    backend: Any
-    grace_s: float = 10.0  # a job the scheduler says ended gets this long for its result file to show
+    backend: Any  # a backends.Backend
     reported: set = field(default_factory=set)
     ok: int = 0
     busy: int = 0  # points another launch was training (their lock was held): not failures
@@ -65,17 +62,16 @@ class Monitor:
         if not missing:
             return True
         outcomes: dict[int, dict] = {}
-        if job.paths.result_pickle.exists():
-            try:
-                outcomes = {o["idx"]: o for o in job.result()}
-                errors = [o.get("error") for o in outcomes.values() if o.get("error")]
-                reason = f"job {job.job_id}: {errors[0]}" if errors else f"job {job.job_id} finished without a record"
-            except Exception as error:  # noqa: BLE001  the job raised (e.g. not requeued after a timeout)
-                lines = [line for line in str(error).splitlines() if line.strip()]
-                reason = f"job {job.job_id} failed: {lines[-1] if lines else type(error).__name__}"
+        result = self.backend.result(job)
+        if result is not None and result.outcomes is not None:
+            outcomes = {o["idx"]: o for o in result.outcomes}
+            errors = [o.get("error") for o in outcomes.values() if o.get("error")]
+            reason = f"job {job.job_id}: {errors[0]}" if errors else f"job {job.job_id} finished without a record"
+        elif result is not None:
+            reason = str(result.error)
         else:
             run.gone_since = run.gone_since or time.time()
-            if time.time() - run.gone_since < self.grace_s:
+            if time.time() - run.gone_since < self.backend.result_grace_s:
                 return False  # the result file may still be on its way (slow shared filesystem)
             reason = self.backend.lost_reason(job)
         for p in missing:
@@ -110,19 +106,17 @@ def watch(
     total: int,
     poll_s: float,
 ) -> Monitor:
-    """Follow the submitted jobs (`active`) to the end, submitting the local queue's `jobs` as slots
-    free up. Records are read while a job runs where the backend says so (local: a handful at a
-    time), else once the scheduler says the job ended (SLURM: no stat of 100,000 folders a poll)."""
+    """Follow the submitted jobs (`active`) to the end, submitting the queued `jobs` as the backend
+    has room (local: a free slot; Ray: under max_running). Records are read while a job runs where
+    the backend says so, else once it says the job ended (SLURM: no stat of 100,000 folders a poll)."""
     monitor = Monitor(total=total, backend=backend)
     queue, active = list(jobs), list(active)
-    free = [] if backend.capacity is None else list(backend.slots)
     try:
         while queue or active:
             started = []
-            while queue and free:
+            while queue and backend.room() != 0:  # room None: the engine queues every job itself
                 points = queue.pop(0)
-                slot = free.pop(0)
-                started.append(Running(backend.submit(make_fn(points), slot), points, slot))
+                started += [Running(job, points) for job in backend.submit([make_fn(points)], nproc=points[0].nproc)]
             if started:
                 active += started
                 log_jobs(launch, started)
@@ -131,24 +125,11 @@ def watch(
                     monitor.check_records(run.points)
                 if monitor.settle(run):
                     active.remove(run)
-                    if run.slot is not None:
-                        free.append(run.slot)
+                    backend.release(run.job)
             if queue or active:
                 time.sleep(poll_s)
     except KeyboardInterrupt:
-        if backend.kind == "local":
-            for run in active:
-                run.job.cancel(check=False)
-            print(
-                f"\ninterrupted: cancelled {len(active)} local job(s); run the same command again to resume", flush=True
-            )
-        else:
-            ids = sorted({array_id(r.job.job_id) for r in active})
-            print(
-                f"\ninterrupted: the SLURM jobs keep running (scancel {' '.join(ids)} stops them); "
-                f"python -m sweeper.status {results_dir}",
-                flush=True,
-            )
+        print("\n" + backend.interrupt([run.job for run in active], results_dir), flush=True)
         raise SystemExit(130) from None  # no traceback: the message says it all
     return monitor
 

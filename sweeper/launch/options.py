@@ -1,13 +1,12 @@
 """One-line errors for bad launcher and sweeper settings, before anything is planned or submitted.
 
-A `workers: 0` local queue would wait forever, `poll_s: 0` spins a core, and a newline in a job
-name or comment would end its `#SBATCH` line early and inject the rest as a shell line.
+A `workers: 0` local queue would wait forever, `poll_s: 0` spins a core. Each backend names its
+own settings (backends/<name>.py: POSITIVE, check_options); the sweeper's are checked here.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -16,35 +15,14 @@ from omegaconf import OmegaConf
 
 from ..files import UnsafePath
 
-POSITIVE = {  # key -> may it be null?
-    "local": {"workers": True, "threads": True, "timeout_min": False, "poll_s": False},
-    "slurm": {
-        "timeout_min": False,
-        "cpus_per_task": False,
-        "array_parallelism": False,
-        "max_array_size": True,
-        "poll_s": False,
-        "mem_gb": True,
-        "gpus_per_task": True,
-        "gpus_per_node": True,
-    },
-}
-SBATCH_TEXT = ("name", "comment", "partition", "qos", "account", "constraint", "exclude", "nodelist", "gres")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
 
 class OptionError(ValueError):
     pass
 
 
-def check_options(kind: str, params: Any, sweep: Any) -> None:
-    """Raise OptionError naming the first bad setting."""
-    for key, nullable in POSITIVE[kind].items():
-        value = params.get(key)
-        if value is None and nullable:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise OptionError(f"hydra.launcher.{key} must be a positive number, got {value!r}")
+def check_options(backend: Any, params: Any, sweep: Any) -> None:
+    """Raise OptionError naming the first bad setting (`backend`: the launch's Backend class)."""
+    backend.check_options(params)
     if int(params.get("max_num_timeout", 0)) < 0:
         raise OptionError(f"hydra.launcher.max_num_timeout must be >= 0, got {params.max_num_timeout!r}")
     for key in ("chunk", "pack"):
@@ -55,14 +33,16 @@ def check_options(kind: str, params: Any, sweep: Any) -> None:
             also = " or auto" if key == "chunk" else ""
             raise OptionError(f"sweeper.{key} must be a positive integer{also}, got {value!r}")
     check_trackers(sweep)
-    if kind == "slurm":
-        texts = {k: params.get(k) for k in SBATCH_TEXT}
-        texts.update({f"additional_parameters.{k}": v for k, v in (params.get("additional_parameters") or {}).items()})
-        for key, value in texts.items():
-            if value is not None and _CONTROL.search(str(value)):
-                raise OptionError(
-                    f"hydra.launcher.{key} holds a control character (it would break its #SBATCH line): {value!r}"
-                )
+
+
+def check_positive(params: Any, keys: dict[str, bool]) -> None:
+    """Each of `keys` (key -> may it be null?) a positive number."""
+    for key, nullable in keys.items():
+        value = params.get(key)
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise OptionError(f"hydra.launcher.{key} must be a positive number, got {value!r}")
 
 
 def check_trackers(sweep: Any) -> None:

@@ -8,10 +8,10 @@
 The grid is every point any launch into this folder planned (`sweep.json`); points whose model
 cannot do their dataset's task are counted apart ("not applicable": never run, no record). A point is
   done / failed   its record.json says so;
-  running         no record yet, its job runs (SLURM: sacct; local: the queue's process lives)
-                  and the job has started it (<run_dir>/job.json);
+  running         no record yet, its job runs (each backend says: SLURM's sacct, the local queue's
+                  process, Ray's monitor) and the job has started it (<run_dir>/job.json);
   pending         waiting for its job, or for a relaunch when the launch that held it is gone;
-  failed (lost)   its SLURM job ended (CANCELLED, TIMEOUT, OUT_OF_MEMORY, ...) without a record.
+  failed (lost)   its job ended (SLURM: CANCELLED, TIMEOUT, OUT_OF_MEMORY, ...; Ray: its task) without a record.
 ETA: points left x the rate at which points finished since the last launch started.
 Reads only; safe while the sweep runs.
 """
@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import sys
 import time
 from datetime import datetime
@@ -29,9 +27,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ..ledger import SWEEP_FILE, array_id, marker_job, read_sweep
+from ..ledger import SWEEP_FILE, marker_job, read_sweep
 from ..records import RECORD_NAME, Status, read_many
-from ..slurm import SLURM_ALIVE, slurm_states
 
 
 class PointState(str, Enum):
@@ -55,22 +52,6 @@ def _iso_to_unix(text: str | None) -> float | None:
         return None
 
 
-def _alive(monitor: dict | None) -> bool | None:
-    """Is the launch's driving process alive? None when it cannot be told (other host, or none)."""
-    if not monitor or monitor.get("host") != socket.gethostname():
-        return None
-    try:
-        os.kill(int(monitor["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError, TypeError):
-        return None
-    try:  # a zombie (an exited child nobody reaped) is not alive
-        return Path(f"/proc/{int(monitor['pid'])}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
-
-
 def sweep_status(results_dir: Path | str) -> dict[str, Any]:
     results_dir = Path(results_dir)
     if results_dir.name == SWEEP_FILE:
@@ -87,8 +68,7 @@ def sweep_status(results_dir: Path | str) -> dict[str, Any]:
         for job in launch.get("jobs", []):
             for run_id in job.get("run_ids", []):
                 job_of[run_id] = (str(job["job_id"]), launch)
-    slurm_ids = [jid for jid, launch in job_of.values() if launch.get("launcher") == "slurm"]
-    states = slurm_states(slurm_ids)
+    states = _job_states(launches, job_of)
     last = launches[-1] if launches else {}
     last_start = _iso_to_unix(last.get("started_at")) or 0.0
 
@@ -146,22 +126,31 @@ def sweep_status(results_dir: Path | str) -> dict[str, Any]:
     }
 
 
+def _engine(launch: dict):
+    """The backend class of a launch (launches recorded before backends had names ran on a local queue)."""
+    from ..launch.backends import BACKENDS
+
+    return BACKENDS.get(str(launch.get("launcher") or "local"), BACKENDS["local"])
+
+
+def _job_states(launches: list[dict], job_of: dict[str, tuple[str, dict]]) -> dict[str, str]:
+    """Each backend's word on the states of its jobs, asked once per backend for the whole sweep."""
+    by_engine: dict[type, list[str]] = {}
+    for job_id, launch in job_of.values():
+        by_engine.setdefault(_engine(launch), []).append(job_id)
+    states: dict[str, str] = {}
+    for engine, job_ids in by_engine.items():
+        states.update(engine.job_states([x for x in launches if _engine(x) is engine], job_ids))
+    return states
+
+
 def _unfinished_state(run_dir: Path, job: tuple[str, dict] | None, states: dict[str, str]) -> tuple[PointState, str]:
     """(state, reason) of a point without a record: running, pending, stalled, or lost (reason: the job's end)."""
     if job is None:
         return PointState.PENDING, ""
     job_id, launch = job
-    started_by = marker_job(run_dir)  # None until a job started the point
-    if launch.get("launcher") == "slurm":
-        state = states.get(job_id) or states.get(array_id(job_id))
-        if state is None:  # sacct unavailable (or too new for it): trust the marker
-            return (PointState.RUNNING if started_by is not None else PointState.PENDING), ""
-        if state in SLURM_ALIVE:
-            return (PointState.RUNNING if state == "RUNNING" and started_by == job_id else PointState.PENDING), ""
-        return PointState.LOST, f"job {job_id} {state}"
-    if _alive(launch.get("monitor")) is False:
-        return PointState.STALLED, ""
-    return (PointState.RUNNING if started_by == job_id else PointState.PENDING), ""
+    state, reason = _engine(launch).unfinished_state(job_id, marker_job(run_dir), launch, states)
+    return PointState(state), reason
 
 
 def _duration(seconds: float) -> str:

@@ -1,6 +1,5 @@
-"""Where the jobs of a sweep run: a local queue of worker processes (one GPU or a share of the CPU
-threads each) or SLURM job arrays (cut at the cluster's MaxArraySize). Both are submitit executors;
-sweeper.launch.driver plans the points, builds the jobs and watches them through these two classes."""
+"""`hydra/launcher=slurm`: SLURM job arrays (cut at the cluster's MaxArraySize), each submitted as
+soon as the planner has filled it (submitit's SlurmExecutor); the monitor asks squeue / sacct."""
 
 from __future__ import annotations
 
@@ -9,120 +8,19 @@ import getpass
 import io
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import submitit
-from submitit.helpers import environment_variables
 
-from .. import shell
-from ..ledger import array_id
-from ..slurm import SLURM_ALIVE, slurm_states
-
-
-@dataclass
-class Slot:
-    index: int
-    gpus: tuple[int, ...]  # CUDA_VISIBLE_DEVICES of the job (one GPU; N for a point of train.nproc=N)
-    threads: int  # CPU threads of each of the job's processes
-
-
-def visible_gpus(spec: Any) -> list[int]:
-    """`auto`: CUDA_VISIBLE_DEVICES if set, else nvidia-smi's list; or an explicit list / count."""
-    if spec is None or spec == "auto":
-        env = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if env is not None:
-            return [int(x) for x in env.split(",") if x.strip().isdigit()]
-        out = shell.output(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], timeout=20)
-        return [int(x) for x in out.split() if x.isdigit()] if out is not None else []
-    if isinstance(spec, int):
-        return list(range(spec))
-    return [int(x) for x in spec]
-
-
-def local_slots(workers: int | None, gpus: Any, threads: int | None) -> list[Slot]:
-    """One slot per worker: GPU k (one job per GPU; round robin if workers > GPUs), and
-    cores // workers CPU threads (SWEEPER_THREADS / OMP_NUM_THREADS)."""
-    devices = visible_gpus(gpus)
-    cores = len(os.sched_getaffinity(0))
-    n = int(workers) if workers else (len(devices) or max(1, cores // 2))
-    per = int(threads) if threads else max(1, cores // n)
-    return [Slot(k, (devices[k % len(devices)],) if devices else (), per) for k in range(n)]
-
-
-class SlotError(ValueError):
-    """The local queue cannot give a point its train.nproc processes (one line)."""
-
-
-def rank_slots(slots: list[Slot], nproc: int, threads: int | None) -> list[Slot]:
-    """Slots for points of train.nproc=N: N distinct GPUs each (or, on CPU, N processes sharing
-    the cores: `threads` each if given, else cores // (slots x N))."""
-    if nproc <= 1:
-        return slots
-    gpus = list(dict.fromkeys(g for s in slots for g in s.gpus))
-    cores = len(os.sched_getaffinity(0))
-    if gpus:
-        if len(gpus) < nproc:
-            raise SlotError(f"train.nproc={nproc} needs {nproc} GPUs per point; the local queue has {len(gpus)}")
-        n = min(len(slots), len(gpus) // nproc)
-        per = int(threads) if threads else max(1, cores // (n * nproc))
-        return [Slot(k, tuple(gpus[k * nproc : (k + 1) * nproc]), per) for k in range(n)]
-    if cores < nproc:
-        raise SlotError(f"train.nproc={nproc} is more than the {cores} CPU core(s) of this machine")
-    n = max(1, min(len(slots), cores // nproc))
-    per = int(threads) if threads else max(1, cores // (n * nproc))
-    return [Slot(k, (), per) for k in range(n)]
-
-
-class LocalQueue:
-    """N worker processes on this machine (submitit LocalExecutor: USR2 on timeout, requeue)."""
-
-    kind = "local"
-    records_while_running = True  # a few jobs run at once: report each point as its record appears
-
-    def __init__(self, folder: Path, params: Any):
-        self.params = params
-        self.slots = local_slots(params.workers, params.gpus, params.threads)
-        self.executor = submitit.LocalExecutor(folder=str(folder), max_num_timeout=int(params.max_num_timeout))
-        self.executor.update_parameters(
-            timeout_min=float(params.timeout_min), signal_delay_s=int(params.signal_delay_s)
-        )
-
-    @property
-    def capacity(self) -> int:
-        return len(self.slots)
-
-    def give_ranks(self, nproc: int) -> None:
-        """Size the slots for points of train.nproc=nproc (the largest of the sweep); SlotError if none fits."""
-        self.slots = rank_slots(self.slots, nproc, self.params.threads)
-
-    def describe(self) -> str:
-        def one(s: Slot) -> str:
-            return "gpu " + "+".join(map(str, s.gpus)) if s.gpus else f"{s.threads} thread(s)"
-
-        return f"local queue: {len(self.slots)} worker(s) [{', '.join(one(s) for s in self.slots)}]"
-
-    def submit(self, fn: Callable[[], Any], slot: Slot):
-        gpus = list(slot.gpus)
-        self.executor.update_parameters(visible_gpus=gpus, gpus_per_node=len(gpus))  # CUDA_VISIBLE_DEVICES
-        threads = str(slot.threads)
-        with environment_variables(
-            SWEEPER_SLOT=str(slot.index),
-            SWEEPER_THREADS=threads,
-            OMP_NUM_THREADS=threads,
-            MKL_NUM_THREADS=threads,
-            TOKENIZERS_PARALLELISM="false",
-        ):
-            return self.executor.submit(fn)
-
-    def ended(self, job) -> bool:
-        return job.done()
-
-    def lost_reason(self, job) -> str:
-        return f"job {job.job_id} (local) ended without a result; see {job.paths.stderr}"
+from ... import shell
+from ...ledger import array_id
+from ...slurm import SLURM_ALIVE, slurm_states
+from ..options import OptionError
+from .base import MIN_JOB_S, Backend, JobResult, SubmitError, register, submitit_result
 
 
 def max_array_size(override: int | None = None) -> int:
@@ -135,26 +33,6 @@ def max_array_size(override: int | None = None) -> int:
         if key.strip() == "MaxArraySize" and value.strip().isdigit():
             return int(value.strip())
     return 1001  # SLURM's default
-
-
-MIN_JOB_S = 600  # sweeper.chunk=auto: a job this long spends little of its time importing torch
-
-
-def auto_chunk(kind: str, params: Any, points: int, point_seconds: float | None) -> int:
-    """sweeper.chunk=auto, the points per job. SLURM: the fewest such that the grid fits one array
-    (MaxArraySize) and the user's submit limit (MaxSubmitJobs); when earlier records of the folder
-    tell how long a point takes, also at least MIN_JOB_S of work per job and at most half its time
-    limit (the time limit wins: the grid then takes several arrays). Local: one point per job (a
-    process starts in seconds), unless points are short enough for a torch import to dominate."""
-    if kind != "slurm":
-        return max(1, math.ceil(MIN_JOB_S / 10 / point_seconds)) if point_seconds else 1
-    array_size = max_array_size(params.max_array_size)
-    limit = min(array_size, submit_limit() or array_size)
-    chunk = max(1, math.ceil(points / limit))
-    if point_seconds:
-        longest = max(1, int(0.5 * 60 * float(params.timeout_min) / point_seconds))
-        chunk = min(max(chunk, math.ceil(MIN_JOB_S / point_seconds)), longest)
-    return chunk
 
 
 def _user() -> str:
@@ -192,11 +70,12 @@ _SLURM_KEYS = {
 }
 
 
-class SubmitError(RuntimeError):
-    """sbatch refused an array (a QOS submit limit, a bad option): one line, from sbatch's own words."""
+SBATCH_TEXT = ("name", "comment", "partition", "qos", "account", "constraint", "exclude", "nodelist", "gres")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class SlurmArrays:
+@register
+class SlurmArrays(Backend):
     """SLURM job arrays, each submitted as soon as the planner has filled it (MaxArraySize tasks).
 
     `array_parallelism` caps the whole sweep: the arrays run in lanes, each lane a chain of arrays
@@ -204,9 +83,51 @@ class SlurmArrays:
     The monitor's questions go to the scheduler on a timer of its own: `squeue` lists the live
     tasks (one call for the whole sweep), and sacct is asked per array only about tasks that left it."""
 
-    kind = "slurm"
-    capacity = None  # no slots: SLURM does the queueing
+    name = "slurm"
+    POSITIVE = {
+        "timeout_min": False,
+        "cpus_per_task": False,
+        "array_parallelism": False,
+        "max_array_size": True,
+        "poll_s": False,
+        "mem_gb": True,
+        "gpus_per_task": True,
+        "gpus_per_node": True,
+    }
+    streams = True  # each array goes out the moment the planner has filled it
     records_while_running = False  # the monitor reads a job's records once it ended: no 100,000 stats a poll
+
+    @classmethod
+    def check_options(cls, params: Any) -> None:
+        """Positive numbers, and no control character in a text that becomes an #SBATCH line (a newline
+        in a job name or comment would end the line early and inject the rest as a shell line)."""
+        super().check_options(params)
+        texts = {k: params.get(k) for k in SBATCH_TEXT}
+        texts.update({f"additional_parameters.{k}": v for k, v in (params.get("additional_parameters") or {}).items()})
+        for key, value in texts.items():
+            if value is not None and _CONTROL.search(str(value)):
+                raise OptionError(
+                    f"hydra.launcher.{key} holds a control character (it would break its #SBATCH line): {value!r}"
+                )
+
+    @classmethod
+    def auto_chunk(cls, params: Any, points: int, point_seconds: float | None) -> int:
+        """sweeper.chunk=auto: the fewest points per job such that the grid fits one array
+        (MaxArraySize) and the user's submit limit (MaxSubmitJobs); when earlier records of the folder
+        tell how long a point takes, also at least MIN_JOB_S of work per job and at most half its time
+        limit (the time limit wins: the grid then takes several arrays)."""
+        array_size = max_array_size(params.max_array_size)
+        limit = min(array_size, submit_limit() or array_size)
+        chunk = max(1, math.ceil(points / limit))
+        if point_seconds:
+            longest = max(1, int(0.5 * 60 * float(params.timeout_min) / point_seconds))
+            chunk = min(max(chunk, math.ceil(MIN_JOB_S / point_seconds)), longest)
+        return chunk
+
+    @classmethod
+    def dry_run_where(cls, params: Any, jobs: int) -> str:
+        size = max_array_size(params.max_array_size)
+        return f"in {-(-jobs // size)} SLURM array(s) of at most {size} task(s)" if jobs else "(no array)"
 
     def __init__(self, folder: Path, params: Any):
         self.params = params
@@ -244,7 +165,7 @@ class SlurmArrays:
             f"{p.get('cpus_per_task', 1)} cpu(s)/task, at most {self.array_size} tasks per array{cap}"
         )
 
-    def expect_jobs(self, jobs: int) -> None:
+    def prepare(self, nproc: int, jobs: int) -> None:
         """Size the lanes for about `jobs` jobs, counted before skips (finish() shares the cap out
         again over the lanes in use), plus the early first array the launcher may send."""
         arrays = max(1, -(-jobs // self.array_size)) + 1
@@ -253,7 +174,7 @@ class SlurmArrays:
             self.lanes = [[] for _ in range(n)]
             self.shares = _split(self.parallelism, n)
 
-    def submit_array(self, fns: Sequence[Callable[[], Any]], nproc: int = 1) -> list:
+    def submit(self, fns: Sequence[Callable[[], Any]], nproc: int = 1) -> list:
         """Submit one array (len(fns) <= array_size) in the next lane; SubmitError if sbatch refuses.
         Points of train.nproc=N run as N tasks (hydra.launcher.nodes x N/nodes per node; srun starts them)."""
         k = len(self.array_ids) % len(self.lanes)
@@ -317,6 +238,35 @@ class SlurmArrays:
             print(
                 f"warning: squeue failed {QUEUE_FAILURES} times in a row: following the jobs through sacct", flush=True
             )
+
+    def result(self, job) -> JobResult | None:
+        return submitit_result(job)
+
+    def interrupt(self, jobs: Sequence, results_dir: Path) -> str:
+        ids = sorted({array_id(job.job_id) for job in jobs})
+        return (
+            f"interrupted: the SLURM jobs keep running (scancel {' '.join(ids)} stops them); "
+            f"python -m sweeper.status {results_dir}"
+        )
+
+    def detach(self, queue: list, make_job: Callable, entry: dict, results_dir: Path, total: int, sweep_dir: Path):
+        """Every array is submitted already: SLURM runs them; sweeper.status follows them."""
+        ids = " ".join(self.array_ids) or "(none)"
+        print(f"detached: SLURM job(s) {ids}; follow with: python -m sweeper.status {results_dir}", flush=True)
+
+    @classmethod
+    def job_states(cls, launches: Sequence[dict], job_ids: Sequence[str]) -> dict[str, str]:
+        return slurm_states(list(job_ids))
+
+    @classmethod
+    def unfinished_state(cls, job_id: str, started_by: str | None, launch: dict, states: dict) -> tuple[str, str]:
+        """sacct's word: alive (running if this task started the point) or ended without a record (lost)."""
+        state = states.get(job_id) or states.get(array_id(job_id))
+        if state is None:  # sacct unavailable (or too new for it): trust the marker
+            return ("running" if started_by is not None else "pending"), ""
+        if state in SLURM_ALIVE:
+            return ("running" if state == "RUNNING" and started_by == job_id else "pending"), ""
+        return "lost", f"job {job_id} {state}"
 
     def lost_reason(self, job) -> str:
         state = self._final_state(str(job.job_id))
