@@ -1,6 +1,7 @@
 """The package's shape: no import cycle (deferred imports included), torch-free readers, small files."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,21 @@ def test_each_stage_names_its_public_api():
         tree = ast.parse(init.read_text())
         assert ast.get_docstring(tree), stage
         assert any(isinstance(n, ast.Assign) and n.targets[0].id == "__all__" for n in tree.body), stage
+
+
+KIND_COMPARISON = re.compile(r"""(==|!=|\bin\b)\s*\(?\s*["'](local|slurm|ray)["']|["'](local|slurm|ray)["']\s*(==|!=)""")
+
+
+def test_only_the_backends_know_their_names():
+    """No launcher-kind string comparison outside sweeper/launch/backends (the registry answers)."""
+    backends = PACKAGE / "launch" / "backends"
+    files = [p for p in PACKAGE.rglob("*.py") if backends not in p.parents]
+    files += list((PACKAGE.parent / "hydra_plugins").rglob("*.py"))
+    found = [
+        f"{p.relative_to(PACKAGE.parent)}:{n}: {line.strip()}"
+        for p in files
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if KIND_COMPARISON.search(line)
+    ]
+    assert not found, found
+    assert KIND_COMPARISON.search('if kind == "slurm":') and KIND_COMPARISON.search("kind in ('local', 'x')")

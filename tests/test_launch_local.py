@@ -46,7 +46,7 @@ def test_plugin_is_discovered_from_the_installed_package(tmp_path):
     assert "hydra._internal.core_plugins.basic_launcher.BasicLauncher" in proc.stdout.split()
 
 
-@pytest.mark.parametrize("name", ["local", "slurm"])
+@pytest.mark.parametrize("name", ["local", "slurm", "ray"])
 def test_launcher_configs_compose(name):
     cfg = compose(f"hydra/launcher={name}", hydra=True)
     assert cfg.hydra.launcher._target_ == "hydra_plugins.sweeper_launcher.launcher.SweeperLauncher"
