@@ -121,7 +121,7 @@ def launch(
             finals.update(_watch(backend, [], jobs, make_job, entry, results_dir, params))
     if stream is not None and stream.unsubmitted:
         print(
-            f"{len(stream.unsubmitted)} point(s) not submitted (refused: {stream.error}); "
+            f"{len(stream.unsubmitted)} point(s) not submitted ({backend.submitter} refused: {stream.error}); "
             "run the same command again to submit them",
             file=sys.stderr,
             flush=True,
@@ -231,7 +231,8 @@ class Stream:
             self.error = str(error)
             self.unsubmitted += points
             n = len(self.backend.array_ids)
-            print(f"error: refused array {n + 1} ({len(points)} point(s)): {error}", file=sys.stderr, flush=True)
+            refused = f"{self.backend.submitter} refused array {n + 1}"
+            print(f"error: {refused} ({len(points)} point(s)): {error}", file=sys.stderr, flush=True)
             return
         runs = [Running(job, pts) for job, pts in zip(submitted, jobs)]
         log_jobs(self.entry, runs)

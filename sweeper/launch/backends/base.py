@@ -49,6 +49,7 @@ class Backend(ABC):
     streams: ClassVar[bool] = False  # submits while planning (SLURM arrays), else the monitor submits
     records_while_running: ClassVar[bool] = True  # the monitor reads records of jobs still running
     result_grace_s: ClassVar[float] = 10.0  # an ended job without a result gets this long for it to show
+    submitter: ClassVar[str] = "the engine"  # who refuses a submission, in messages (SLURM: sbatch)
 
     # ---------------------------------------------------------------- before anything is submitted
     @classmethod

@@ -151,7 +151,6 @@ class RayTasks(Backend):
             )
         if self.max_running is None:
             self.max_running = max(1, sum(min(int(node.get(k, 0.0) // v) for k, v in need.items()) for node in nodes))
-        self.nproc = nproc
 
     def describe(self) -> str:
         p = self.params

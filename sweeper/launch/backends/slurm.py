@@ -95,6 +95,7 @@ class SlurmArrays(Backend):
         "gpus_per_node": True,
     }
     streams = True  # each array goes out the moment the planner has filled it
+    submitter = "sbatch"
     records_while_running = False  # the monitor reads a job's records once it ended: no 100,000 stats a poll
 
     @classmethod
