@@ -47,8 +47,28 @@ class Namespace:
         return subprocess.Popen(self.command(cmd), text=True, cwd=REPO, env=env, **kwargs)
 
     def close(self) -> None:
-        self.holder.kill()
+        """Stop every process in the namespace (not `ray stop --force`: it kills any process whose
+        command line names one of Ray's scripts, e.g. a `pytest tests/test_monitor.py`)."""
+        mine = os.readlink(f"/proc/{self.holder.pid}/ns/net")
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            for pid in in_namespace(mine):
+                try:
+                    os.kill(pid, signum)
+                except ProcessLookupError:
+                    pass
+            time.sleep(2)
         self.holder.wait()
+
+
+def in_namespace(netns: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.readlink(entry / "ns" / "net") == netns:
+                pids.append(int(entry.name))
+        except OSError:  # gone, or not ours to read
+            continue
+    return pids
 
 
 def namespaces_work() -> None:
@@ -65,15 +85,16 @@ def namespaces_work() -> None:
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
-    """A one-node Ray cluster (2 CPUs) on 127.0.0.1:6379 inside its own namespace."""
+    """A one-node Ray cluster on 127.0.0.1:6379 inside its own namespace: 2 CPUs and one GPU (a
+    logical one: Ray schedules by declared resources; the points still train on the CPU)."""
     namespaces_work()
     temp = tmp_path_factory.mktemp("ray")
     ns = Namespace()
-    start = [RAY, "start", "--head", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"]
+    start = [RAY, "start", "--head", "--num-cpus=2", "--num-gpus=1", "--include-dashboard=false"]
+    start.append("--disable-usage-stats")
     started = ns.run([*start, f"--temp-dir={temp}"], timeout=120)
     assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
     yield ns
-    ns.run([RAY, "stop", "--force"], timeout=120)
     ns.close()
 
 
@@ -111,6 +132,35 @@ def test_a_grid_runs_on_ray_and_a_relaunch_trains_nothing(head, tmp_path):
     assert [launch["launcher"] for launch in launches] == ["ray", "ray"] and launches[1]["jobs"] == []
 
 
+def max_overlap(found: list[dict]) -> int:
+    events = sorted(
+        [(r["worker"]["started_unix"], 1) for r in found]
+        + [(r["worker"]["started_unix"] + r["wall_seconds"], -1) for r in found]
+    )
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def test_fractional_gpus_let_two_points_share_one_gpu(head, tmp_path):
+    both = "dataset=fortune_art_vs_rest,fortune_law_vs_rest"
+    proc = ok(sweep(head, tmp_path, both, "train.max_steps=300", "train.device=cpu", "hydra.launcher.num_gpus=0.5"))
+    assert "1 CPU / 0.5 GPU per task, at most 2 running" in proc.stdout  # the cluster's 1 GPU holds two
+    found = records(tmp_path / "results")
+    assert [r["status"] for r in found] == ["ok", "ok"], [r.get("error") for r in found]
+    assert [r["worker"]["cuda_visible_devices"] for r in found] == ["0", "0"]  # Ray gave both the one GPU
+    assert max_overlap(found) == 2  # at the same time
+
+
+def test_a_point_of_two_ranks_runs_in_one_task_of_two_cpus(head, tmp_path):
+    proc = ok(sweep(head, tmp_path, "dataset=fortune_art_vs_rest", "train.max_steps=3", "train.nproc=2"))
+    assert "at most 1 running" in proc.stdout  # 2 CPUs per task on a node of 2
+    [found] = records(tmp_path / "results")
+    assert found["status"] == "ok" and found["worker"]["world_size"] == 2, found.get("error")
+
+
 def test_a_killed_worker_becomes_a_lost_record_and_a_relaunch_finishes_it(head, tmp_path):
     args = ["dataset=fortune_art_vs_rest,fortune_law_vs_rest", "train.max_steps=400"]
     launch = head.popen(
@@ -132,6 +182,22 @@ def test_a_killed_worker_becomes_a_lost_record_and_a_relaunch_finishes_it(head, 
     assert "1 re-run after their job died" in again.stdout
     found = records(tmp_path / "results")
     assert [r["status"] for r in found] == ["ok", "ok"], [r.get("error") for r in found]
+
+
+def test_ctrl_c_cancels_the_tasks_and_the_same_command_finishes_the_grid(head, tmp_path):
+    args = ["dataset=fortune_art_vs_rest,fortune_law_vs_rest", "train.max_steps=400"]
+    cmd = [sys.executable, "-m", "sweeper", "-m", *POINTS, *args, "hydra/launcher=ray", "hydra.launcher.poll_s=0.5"]
+    cmd += [f"sweeper.results_dir={tmp_path / 'results'}", f"hydra.sweep.dir={tmp_path / 'jobs'}"]
+    launch = head.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # nsenter execs: this is python
+    wait_for(lambda: list((tmp_path / "results" / "runs").glob("*/job.json")), 120)
+    launch.send_signal(signal.SIGINT)
+    out, err = launch.communicate(timeout=120)
+    assert launch.returncode == 130, out[-2000:] + err[-2000:]
+    assert "interrupted: cancelled 2 Ray task(s); run the same command again to resume" in out
+    assert "Traceback" not in err
+    again = ok(head.run(cmd))
+    assert "2 ok, 0 failed" in again.stdout
+    assert [r["status"] for r in records(tmp_path / "results")] == ["ok", "ok"]
 
 
 def test_a_detached_sweep_is_followed_with_status(head, tmp_path):
@@ -181,7 +247,6 @@ def test_a_node_removed_mid_sweep_leaves_lost_records_that_a_relaunch_finishes(t
     try:
         proc = ns.run([sys.executable, str(script)], timeout=600)
     finally:
-        ns.run([RAY, "stop", "--force"], timeout=120)
         ns.close()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])

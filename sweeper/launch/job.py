@@ -72,8 +72,9 @@ def submitit_job_id() -> str | None:
 
 
 def current_job_id() -> str | None:
-    """submitit's job id (local queue, SLURM), else the one a backend's task set (Ray: its task id)."""
-    return submitit_job_id() or os.environ.get("SWEEPER_JOB_ID") or None
+    """The id a backend's task set (Ray: its task id), else submitit's (local queue, SLURM). The
+    task's own first: a Ray cluster started inside a SLURM job hands SLURM's variables to its workers."""
+    return os.environ.get("SWEEPER_JOB_ID") or submitit_job_id()
 
 
 # ---------------------------------------------------------------- the job
@@ -142,7 +143,8 @@ class PointsJob(submitit.helpers.Checkpointable):
         stop = StopRequest().install()
         job_id = current_job_id()
         ctx = PointContext.in_job(job_id, should_stop=stop.requested)
-        tasks = self._join_tasks() if submitit_job_id() else None  # SLURM tasks of one job: their ranks
+        in_submitit = not os.environ.get("SWEEPER_JOB_ID") and submitit_job_id()
+        tasks = self._join_tasks() if in_submitit else None  # SLURM tasks of one job: their ranks
         if tasks is not None and not tasks.main:
             return self._follow(tasks)
         outcomes: list[dict[str, Any]] = []

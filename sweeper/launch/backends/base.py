@@ -50,6 +50,7 @@ class Backend(ABC):
     records_while_running: ClassVar[bool] = True  # the monitor reads records of jobs still running
     result_grace_s: ClassVar[float] = 10.0  # an ended job without a result gets this long for it to show
     submitter: ClassVar[str] = "the engine"  # who refuses a submission, in messages (SLURM: sbatch)
+    array_ids: list[str]  # a streaming backend's batches submitted so far (SLURM: array ids), for messages
 
     # ---------------------------------------------------------------- before anything is submitted
     @classmethod

@@ -28,6 +28,7 @@ from ..options import OptionError
 from .base import Backend, BackendError, JobResult, register
 
 TASK_NAME = "sweeper_job"  # the worker's process title while it runs a job: ray::sweeper_job
+FIT_CHECK_S = 30.0  # how often the monitor asks whether a pending task can still run anywhere
 
 
 def _ray():
@@ -75,8 +76,8 @@ def _probe(address: str, target: str, timeout_s: float = 5.0) -> None:
 class RayJob:
     """A submitted task: its object ref and the task id it is known by (records, jobs.jsonl)."""
 
-    def __init__(self, ref):
-        self.ref = ref
+    def __init__(self, ref, need: dict[str, float]):
+        self.ref, self.need = ref, need
         self.job_id = ref.task_id().hex()
 
 
@@ -97,7 +98,11 @@ def run_job(fn: Callable[[], Any], log_dir: str, threads: int) -> Any:
     with open(Path(log_dir) / f"{task_id}.log", "ab") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
+    try:
         return fn()  # max_calls=1: the worker exits after this task, its descriptors with it
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 @register
@@ -125,6 +130,7 @@ class RayTasks(Backend):
         self.log_dir = Path(folder).parent.parent / ".ray"  # folder: <sweep dir>/.submitit/%j
         self.in_flight: dict[str, RayJob] = {}
         self.lost: dict[str, str] = {}
+        self._fit_checked = time.monotonic()
         self.max_running = int(params.max_running) if params.max_running else None
         self.remote = _ray().remote(max_calls=1)(run_job)
 
@@ -141,16 +147,24 @@ class RayTasks(Backend):
     def prepare(self, nproc: int, jobs: int) -> None:
         """BackendError when no node of the cluster could ever run a job (e.g. 2 GPUs on CPU nodes);
         max_running null: as many jobs as the cluster's nodes hold at once now."""
+        gpus = float(self.params.num_gpus)
+        if nproc > 1 and 0 < gpus < 1:
+            raise BackendError(
+                f"hydra.launcher.num_gpus={gpus:g} with train.nproc={nproc}: each rank needs a GPU of its own; "
+                "use num_gpus: 1 (or 0 for CPU ranks)"
+            )
         need = self.request(nproc)
-        nodes = [n["Resources"] for n in _ray().nodes() if n.get("Alive")]
-        if not any(all(node.get(k, 0.0) >= v for k, v in need.items()) for node in nodes):
+        nodes = _alive_nodes()
+        if not any(_fits(node, need) for node in nodes):
             largest = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)), default={})
             raise BackendError(
                 f"a Ray task here asks for {_words(need)} (train.nproc={nproc}); no node of the cluster at "
                 f"{self.address} has that (largest: {_words({k: largest.get(k, 0.0) for k in need})})"
             )
         if self.max_running is None:
-            self.max_running = max(1, sum(min(int(node.get(k, 0.0) // v) for k, v in need.items()) for node in nodes))
+            self.max_running = max(
+                1, sum(min(int(node.get(k, 0.0) / v + 1e-9) for k, v in need.items()) for node in nodes)
+            )
 
     def describe(self) -> str:
         p = self.params
@@ -165,6 +179,7 @@ class RayTasks(Backend):
 
     def submit(self, fns: Sequence[Callable[[], Any]], nproc: int = 1) -> list:
         need = self.request(nproc)
+        whole = dict(need)
         options = {
             "name": TASK_NAME,
             "num_cpus": need.pop("CPU", 0.0),
@@ -179,7 +194,7 @@ class RayTasks(Backend):
         threads = max(1, int(options["num_cpus"] // max(1, nproc)))
         jobs = []
         for fn in fns:
-            job = RayJob(self.remote.options(**options).remote(fn, str(self.log_dir), threads))
+            job = RayJob(self.remote.options(**options).remote(fn, str(self.log_dir), threads), whole)
             self.in_flight[job.job_id] = job
             jobs.append(job)
         return jobs
@@ -189,17 +204,29 @@ class RayTasks(Backend):
 
     def ended(self, job) -> bool:
         ready, _ = _ray().wait([job.ref], timeout=0, fetch_local=False)
+        if not ready and time.monotonic() - self._fit_checked > FIT_CHECK_S:
+            self._cancel_unrunnable()
         return bool(ready)
+
+    def _cancel_unrunnable(self) -> None:
+        """Ray keeps a task no node can run (its only fitting node was removed) pending for ever:
+        cancel such tasks (their points get lost records, re-run by the next launch)."""
+        self._fit_checked = time.monotonic()
+        nodes = _alive_nodes()
+        for job in self.in_flight.values():
+            if not any(_fits(node, job.need) for node in nodes):
+                self.lost.setdefault(job.job_id, "could not run: no node of the cluster has its resources any more")
+                _ray().cancel(job.ref, force=True)
 
     def result(self, job) -> JobResult | None:
         ray = _ray()
         try:
-            return JobResult(outcomes=list(ray.get(job.ref, timeout=5)))
+            return JobResult(outcomes=list(ray.get(job.ref)))  # ended(): ready, so this returns at once
         except ray.exceptions.RayTaskError as error:  # the job itself raised
             lines = [line for line in str(error.cause or error).splitlines() if line.strip()]
             return JobResult(error=f"job {job.job_id} failed: {lines[-1] if lines else type(error).__name__}")
         except ray.exceptions.RayError as error:  # its worker or node died, it was cancelled, ...
-            self.lost[job.job_id] = _lost_words(error)
+            self.lost.setdefault(job.job_id, _lost_words(error))
             return None
 
     def lost_reason(self, job) -> str:
@@ -259,6 +286,7 @@ class SweepFollower:
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
+        os.close(fd)
         args = (params, Path(sweep_dir), queue, make_job, entry, Path(results_dir), total)
         threading.Thread(target=self._run, args=args, daemon=True).start()
         return True
@@ -286,14 +314,24 @@ def _actor_state(monitor: dict) -> str | None:
     """alive | gone for a detached launch's actor; None when the cluster cannot be asked."""
     ray = _ray()
     try:
-        connect(str(monitor["address"]), str(monitor.get("namespace") or "sweeper"))
+        address = connect(str(monitor["address"]), str(monitor.get("namespace") or "sweeper"))
     except BackendError:
+        return None
+    if address != monitor["address"]:  # this process already joined another launch's cluster
         return None
     try:
         ray.get_actor(monitor["ray_actor"], namespace=monitor.get("namespace"))
         return "alive"
     except ValueError:  # no such actor: it finished, or died with its node
         return "gone"
+
+
+def _alive_nodes() -> list[dict[str, float]]:
+    return [n["Resources"] for n in _ray().nodes() if n.get("Alive")]
+
+
+def _fits(node: dict[str, float], need: dict[str, float]) -> bool:
+    return all(node.get(k, 0.0) >= v for k, v in need.items())
 
 
 def _lost_words(error: Exception) -> str:
