@@ -14,7 +14,7 @@ def main(cfg: DictConfig) -> str:
     from .train.context import PointContext
     from .train.point import point_task
 
-    # Hydra's basic launcher: no job, no stop request. Under hydra/launcher=local|slurm the job
+    # Hydra's basic launcher: no job, no stop request. Under hydra/launcher=local|slurm|ray the job
     # (sweeper.launch.job) calls point_task itself, with its own PointContext.
     return point_task(cfg, PointContext.in_job(None))
 
