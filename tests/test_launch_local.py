@@ -12,6 +12,7 @@ from sweeper.config import compose
 from sweeper.launch.backends.local import local_slots, visible_gpus
 from sweeper.ledger import read_sweep
 from sweeper.records import find_records, read_record
+from tests.waiting import max_overlap
 
 REPO = Path(__file__).resolve().parents[1]
 LSTM = ["model=lstm", "train.max_steps=5", "train.eval_size=50"]
@@ -65,15 +66,6 @@ def test_slots_one_gpu_each_or_a_share_of_the_cores(monkeypatch):
     cpu = local_slots(workers=2, gpus=[], threads=None)
     assert [s.gpus for s in cpu] == [(), ()]
     assert all(s.threads == max(1, cores // 2) for s in cpu)
-
-
-def max_overlap(intervals):
-    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
-    running = peak = 0
-    for _, step in events:
-        running += step
-        peak = max(peak, running)
-    return peak
 
 
 def test_two_workers_get_distinct_slots_and_the_cap_holds(tmp_path):

@@ -18,6 +18,7 @@ import pytest
 
 from sweeper.ledger import read_sweep
 from sweeper.records import find_records, read_record
+from tests.waiting import max_overlap, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
@@ -132,18 +133,6 @@ def test_a_grid_runs_on_ray_and_a_relaunch_trains_nothing(head, tmp_path):
     assert [launch["launcher"] for launch in launches] == ["ray", "ray"] and launches[1]["jobs"] == []
 
 
-def max_overlap(found: list[dict]) -> int:
-    events = sorted(
-        [(r["worker"]["started_unix"], 1) for r in found]
-        + [(r["worker"]["started_unix"] + r["wall_seconds"], -1) for r in found]
-    )
-    running = peak = 0
-    for _, step in events:
-        running += step
-        peak = max(peak, running)
-    return peak
-
-
 def test_fractional_gpus_let_two_points_share_one_gpu(head, tmp_path):
     both = "dataset=fortune_art_vs_rest,fortune_law_vs_rest"
     proc = ok(sweep(head, tmp_path, both, "train.max_steps=300", "train.device=cpu", "hydra.launcher.num_gpus=0.5"))
@@ -151,7 +140,8 @@ def test_fractional_gpus_let_two_points_share_one_gpu(head, tmp_path):
     found = records(tmp_path / "results")
     assert [r["status"] for r in found] == ["ok", "ok"], [r.get("error") for r in found]
     assert [r["worker"]["cuda_visible_devices"] for r in found] == ["0", "0"]  # Ray gave both the one GPU
-    assert max_overlap(found) == 2  # at the same time
+    intervals = [(r["worker"]["started_unix"], r["worker"]["started_unix"] + r["wall_seconds"]) for r in found]
+    assert max_overlap(intervals) == 2  # at the same time
 
 
 def test_a_point_of_two_ranks_runs_in_one_task_of_two_cpus(head, tmp_path):
@@ -168,7 +158,7 @@ def test_a_killed_worker_becomes_a_lost_record_and_a_relaunch_finishes_it(head, 
          f"sweeper.results_dir={tmp_path / 'results'}", f"hydra.sweep.dir={tmp_path / 'jobs'}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    marker = wait_for(lambda: next((tmp_path / "results" / "runs").glob("*/job.json"), None), 120)
+    marker = wait_for(lambda: next((tmp_path / "results" / "runs").glob("*/job.json"), None), 120, "a point to start")
     victim = json.loads(marker.read_text())
     os.kill(int(victim["pid"]), signal.SIGKILL)  # the task's worker process, mid-training
     out, err = launch.communicate(timeout=300)
@@ -189,7 +179,7 @@ def test_ctrl_c_cancels_the_tasks_and_the_same_command_finishes_the_grid(head, t
     cmd = [sys.executable, "-m", "sweeper", "-m", *POINTS, *args, "hydra/launcher=ray", "hydra.launcher.poll_s=0.5"]
     cmd += [f"sweeper.results_dir={tmp_path / 'results'}", f"hydra.sweep.dir={tmp_path / 'jobs'}"]
     launch = head.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # nsenter execs: this is python
-    wait_for(lambda: list((tmp_path / "results" / "runs").glob("*/job.json")), 120)
+    wait_for(lambda: list((tmp_path / "results" / "runs").glob("*/job.json")), 120, "a point to start")
     launch.send_signal(signal.SIGINT)
     out, err = launch.communicate(timeout=120)
     assert launch.returncode == 130, out[-2000:] + err[-2000:]
@@ -210,7 +200,7 @@ def test_a_detached_sweep_is_followed_with_status(head, tmp_path):
         seen.append(json.loads(status.stdout))
         return seen[-1]["done"] == 3 or None
 
-    wait_for(finished, 300, every=2.0)
+    wait_for(finished, 300, "status to count 3 done", poll=2.0)
     assert seen[-1]["last_launch"]["launcher"] == "ray" and "ray_actor" in seen[-1]["last_launch"]["monitor"]
     assert any(s["running"] for s in seen) or len(seen) == 1  # caught running, unless it was that quick
     assert seen[-1]["failed"] == 0 and seen[-1]["stalled"] == 0
@@ -280,13 +270,3 @@ again = subprocess.run(args, cwd="{repo}", capture_output=True, text=True, timeo
 sys.stderr.write(again.stdout[-3000:] + again.stderr[-3000:])
 print(json.dumps({{"first_rc": launch.returncode, "second_rc": again.returncode, "lost": lost}}))
 """
-
-
-def wait_for(probe, timeout: float, every: float = 0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"nothing after {timeout}s")

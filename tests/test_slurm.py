@@ -15,6 +15,7 @@ import pytest
 
 from sweeper.ledger import read_sweep
 from sweeper.records import find_records, read_record
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -64,16 +65,6 @@ def sweep_cmd(root: Path, *overrides: str) -> list[str]:
 
 def records(root: Path) -> dict[str, dict]:
     return {r["dataset"]: r for r in (read_record(p) for p in find_records(root / "results"))}
-
-
-def wait_for(predicate, timeout: float, what: str, poll: float = 0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def jobs_of(root: Path) -> dict[str, str]:
