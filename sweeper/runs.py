@@ -55,7 +55,14 @@ BOOKKEEPING_TRAIN_KEYS = {
     "checkpoint_every",
     "save_adapter",
     "save_weights",
+    "max_memory_gb",  # a limit the planner checks the estimate against (docs/memory.md)
 }
+# Method keys that declare or steer, never change a number: `trains_base` (what the memory estimate
+# reads: full trains every weight), `quantize_at` (where qlora quantises: the same 4-bit codes either way).
+BOOKKEEPING_METHOD_KEYS = {"trains_base", "quantize_at"}
+# Keys added after run ids existed, left out of the id at their default so that finished points keep
+# theirs (a value other than the default is part of it). qlora's ids changed once when this was added.
+LATER_DEFAULTS = {"method": {"gradient_checkpointing": False}}
 # Descriptive dataset fields: editing them changes no number (the data itself enters as its fingerprint).
 DESCRIPTIVE_KEYS = {"description", "comment", "comments", "notes", "generated", "family"}
 IDENTITY_VERSION = 2  # bump when the identity's recipe changes (2: data fingerprint, precision, version)
@@ -109,13 +116,19 @@ def result_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     train = {k: v for k, v in train.items() if k not in BOOKKEEPING_TRAIN_KEYS and (keep is None or k in keep)}
     if keep is None:
         train["dtype"], train["device"] = precision(train.get("device"), train.get("dtype"))
+    method = {k: v for k, v in method.items() if k not in BOOKKEEPING_METHOD_KEYS}
     identity = {
         "dataset": {k: v for k, v in cfg["dataset"].items() if k not in DESCRIPTIVE_KEYS},
         "model": cfg["model"] if uses_model(cfg) else None,
-        "method": with_file_content(method),
-        "train": train,
+        "method": without_later_defaults("method", with_file_content(method)),
+        "train": without_later_defaults("train", train),
     }
     return normalised(identity)
+
+
+def without_later_defaults(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    defaults = LATER_DEFAULTS.get(section, {})
+    return {k: v for k, v in values.items() if k not in defaults or v != defaults[k]}
 
 
 def with_file_content(method: dict[str, Any]) -> dict[str, Any]:

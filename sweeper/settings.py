@@ -91,6 +91,8 @@ def choice(*values, nullable: bool = False) -> Rule:
 POSITIVE = number(0, open_low=True)
 FLAG = choice(True, False)
 NAMES = Rule("names", nullable=True)  # null: the model's defaults
+# The keys every method with a torch model takes (build_method checks them beside the method's own).
+EVERY_METHOD_SETTINGS: dict[str, Rule] = {"gradient_checkpointing": FLAG}
 NGRAMS = Rule("ngrams")
 # The keys every LoRA-based method shares (lora, qlora, relora); each module adds its own.
 LORA_SETTINGS: dict[str, Rule] = {
@@ -121,6 +123,7 @@ TRAIN_SETTINGS: dict[str, Rule] = {
     "seed": integer(0),
     "device": Rule("device"),
     "dtype": choice("float32", "bfloat16"),
+    "max_memory_gb": Rule("number", low=0, open_low=True, nullable=True),
     "threads": integer(1, nullable=True),
     "nproc": integer(1),
     "parallel": choice("ddp", "fsdp"),

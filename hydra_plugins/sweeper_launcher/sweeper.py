@@ -10,6 +10,7 @@ other launcher (Hydra's in-process basic launcher) the check stays as Hydra has 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,9 @@ class GridSweeper(BasicSweeper):
 
         composer = GridComposer(self.hydra_context.config_loader, self.config)
         configs = [_composed(composer, overrides) for overrides in batch]
-        return [batch[i] for i in set_apart_not_applicable(batch, configs)]
+        kept = set_apart_not_applicable(batch, configs)
+        _check_memory([configs[i] for i in kept], [batch[i] for i in kept])
+        return [batch[i] for i in kept]
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
@@ -69,6 +72,21 @@ class GridSweeper(BasicSweeper):
             return run_halving(self, jobs)
         except HalvingError as error:
             raise SystemExit(f"error: {error}") from None
+
+
+def _check_memory(configs: list[dict | None], batch: list[Sequence[str]]) -> None:
+    """Each point's memory estimate within train.max_memory_gb, before Hydra's launcher runs any."""
+    from sweeper.launch.fits import Fits
+    from sweeper.launch.options import OptionError
+
+    fits = Fits()
+    try:
+        for config, overrides in zip(configs, batch):
+            if config is not None:
+                fits.check_config(config, " ".join(o for o in overrides if not o.startswith("hydra.")))
+    except OptionError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def _composed(composer, overrides) -> dict | None:

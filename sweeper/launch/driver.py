@@ -41,6 +41,7 @@ from ..ledger import now_iso
 from ..records import Status
 from ..runs import Decision
 from .backends import Backend, SubmitError, backend_class
+from .fits import Fits
 from .grid import GridComposer
 from .job import JobContext, PointsJob
 from .monitor import Running, log_jobs, save_launch, watch
@@ -72,6 +73,7 @@ def launch(
         backend = None if sweep_cfg.dry_run else engine(sweep_dir / ".submitit" / "%j", params)
     except OptionError as error:
         _stop(error)
+    fits = Fits(*engine.memory_limit(params))
     chunk = job_size(engine, params, sweep_cfg, len(job_overrides))
     entry = new_launch(kind, sweep_cfg, str(sweep_dir), chunk)
     context = None if backend is None else JobContext.save(sweep_dir, hydra_context, task_function, config)
@@ -84,7 +86,7 @@ def launch(
         backend.prepare(nproc=1, jobs=-(-len(job_overrides) // chunk))
         stream = Stream(backend, make_job, chunk, entry)
     try:
-        points = plan_points(hydra_context, config, job_overrides, initial_job_idx, stream)
+        points = plan_points(hydra_context, config, job_overrides, initial_job_idx, stream, fits)
         to_run = [p for p in points if p.runs]
         if backend is not None and not backend.streams:
             backend.prepare(nproc=max([p.nproc for p in to_run], default=1), jobs=len(chunked(to_run, chunk)))
@@ -101,6 +103,7 @@ def launch(
 
     finals: dict[int, str] = {p.idx: ("skipped" if not p.runs else "submitted") for p in points}
     if backend is None:
+        print(fits.table(), flush=True)
         print(dry_run_message(engine, params, to_run, chunk), flush=True)
         finals.update({p.idx: "planned" for p in to_run})
     elif stream is not None:
@@ -255,9 +258,11 @@ def plan_points(
     job_overrides: Sequence[Sequence[str]],
     first_idx: int,
     stream: Stream | None = None,
+    fits: Fits | None = None,
 ) -> list:
     """Every point of the batch composed (sweeper.launch.grid) and decided (planner), with a progress
-    bar; each point goes to `stream` as soon as it is decided."""
+    bar; each point goes to `stream` as soon as it is decided, after `fits` found its memory estimate
+    within its limit."""
     t0 = time.perf_counter()
     composer = GridComposer(hydra_context.config_loader, config)
     items = (
@@ -268,6 +273,8 @@ def plan_points(
     try:
         for point in iter_plan(progress(items, len(job_overrides), "planning"), bool(config.sweeper.retry_failed)):
             check_ranks(point, config)
+            if fits is not None:
+                fits.check(point)
             points.append(point)
             if stream is not None:
                 stream.add(point)

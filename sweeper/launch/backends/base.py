@@ -65,6 +65,12 @@ class Backend(ABC):
         return max(1, math.ceil(MIN_JOB_S / 10 / point_seconds)) if point_seconds else 1
 
     @classmethod
+    def memory_limit(cls, params: Any) -> tuple[float | None, str]:
+        """(GB, the setting it comes from): the memory one point's job gets, which the planner checks
+        each point's estimate against when train.max_memory_gb is not set; None: not known here."""
+        return None, "train.max_memory_gb"
+
+    @classmethod
     def dry_run_where(cls, params: Any, jobs: int) -> str:
         """How `jobs` jobs would go out (the end of the dry run's line)."""
         return f"on {cls.name}"

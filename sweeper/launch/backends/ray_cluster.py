@@ -121,6 +121,10 @@ class RayTasks(Backend):
             raise OptionError(f"hydra.launcher.max_retries must be an integer >= 0, got {retries!r}")
 
     @classmethod
+    def memory_limit(cls, params):
+        return (float(params.memory_gb) if params.memory_gb else None), "hydra.launcher.memory_gb"
+
+    @classmethod
     def dry_run_where(cls, params: Any, jobs: int) -> str:
         return f"as Ray tasks ({params.num_cpus} CPU, {params.num_gpus} GPU each) on the cluster at {params.address}"
 

@@ -126,6 +126,10 @@ class SlurmArrays(Backend):
         return chunk
 
     @classmethod
+    def memory_limit(cls, params):
+        return (float(params.mem_gb) if params.mem_gb else None), "hydra.launcher.mem_gb"
+
+    @classmethod
     def dry_run_where(cls, params: Any, jobs: int) -> str:
         size = max_array_size(params.max_array_size)
         return f"in {-(-jobs // size)} SLURM array(s) of at most {size} task(s)" if jobs else "(no array)"

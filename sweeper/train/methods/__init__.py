@@ -26,7 +26,7 @@ import difflib
 
 from omegaconf import OmegaConf
 
-from ...settings import SettingError, check_values
+from ...settings import EVERY_METHOD_SETTINGS, SettingError, check_values
 
 # Each import registers its method (bitsandbytes is imported only when a qlora model is built).
 from . import adapters, full, lora, lora_variants, qlora, relora, tfidf  # noqa: F401
@@ -42,7 +42,7 @@ def build_method(method_cfg, model_cfg, task: str) -> Method:
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(METHODS))}"
         raise MethodError(f"unknown method '{name}'{hint}")
     try:
-        check_values("method", plain(method_cfg), METHODS[name].SETTINGS)
+        check_values("method", plain(method_cfg), {**EVERY_METHOD_SETTINGS, **METHODS[name].SETTINGS})
     except SettingError as error:
         raise MethodSettingError(str(error), error.key) from None
     method = METHODS[name](method_cfg, model_cfg, task)

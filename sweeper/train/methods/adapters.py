@@ -35,6 +35,7 @@ class PeftAdapter(Method):
     RANK_FIELD: str | None = "r"  # the config field method.r sets; None: the method has no rank
     DEFAULT_TARGETS = True  # null target_modules: the model's LoRA targets (False: PEFT's own per-architecture default)
     saves_adapter = True
+    frozen_base = True
 
     def __init__(self, cfg, model_cfg, task):
         super().__init__(cfg, model_cfg, task)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from torch import nn
 
 from ...settings import Rule, SettingError
+from ..models import Loading
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -42,6 +44,7 @@ class Method:
     saves_adapter = False  # its result is a PEFT adapter (adapter_config.json + weights) on a frozen base
     base_in_4bit = False  # the frozen base is bitsandbytes 4-bit: one process per point (no DDP/FSDP)
     changes_frozen_weights = False  # training writes into frozen weights (ReLoRA's merges): checkpoints keep all
+    frozen_base = False  # the base's weights never train nor change: they may load in the training dtype (bf16)
 
     def __init__(self, cfg, model_cfg, task: str):
         self.cfg, self.model_cfg, self.task = cfg, model_cfg, task
@@ -61,7 +64,26 @@ class Method:
         Only plain LoRA is what the packed forward computes (sweeper.train.pack.layers)."""
         return f"method={cls.name} changes the base or trains no LoRA adapter"
 
-    # ------------------------------------------------------------ training hooks
+    # ------------------------------------------------------------ loading and training hooks
+    def loading(self, runtime) -> Loading:
+        """How the base's weights load: bfloat16 when the point computes in it and the base stays
+        frozen (weights that train keep float32 masters); else float32. (QLoRA: 4-bit while loading.)"""
+        return Loading(dtype=torch.bfloat16 if runtime.bf16 and self.frozen_base else torch.float32)
+
+    def prepare_base(self, model: nn.Module) -> nn.Module:
+        """Before `wrap`: method.gradient_checkpointing through transformers' own (its
+        `activation_checkpointing_enable`, non-reentrant: the recomputed forward restores the RNG state
+        and draws the same dropout masks, so the gradients are the same)."""
+        if not self.cfg.get("gradient_checkpointing"):
+            return model
+        if not getattr(model, "supports_gradient_checkpointing", False):
+            raise MethodError(
+                f"method.gradient_checkpointing=true: model '{self.model_cfg.name}' "
+                f"({type(model).__name__}) has no gradient checkpointing; set it to false"
+            )
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        return model
+
     def wrap(self, model: nn.Module) -> nn.Module:
         return model
 

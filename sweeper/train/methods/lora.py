@@ -123,6 +123,7 @@ class LoRA(Method):
         lora_config(cfg, model_cfg, task, self.variant)  # every field checked now, before the data and weights load
         # A warm start changes the base weights: the adapter alone would not reproduce the model.
         self.saves_adapter = self.warm_start_steps == 0
+        self.frozen_base = self.warm_start_steps == 0  # (PiSSA / OLoRA rewrite it once, at init)
         self._lora_params: list[nn.Parameter] = []
         self._base_params: list[nn.Parameter] = []
         self._full_rank = False

@@ -1,13 +1,16 @@
 """QLoRA (Dettmers et al., 2023): the frozen base in 4-bit NF4, LoRA adapters on top in float32.
 
-The models are built in float32 by sweeper.models.build_model; `wrap` then swaps the base's
-nn.Linear layers for bitsandbytes `Linear4bit` (weights packed two 4-bit codes per uint8 byte,
-one absmax per block of 64, `quant_state` on the weight), calls PEFT's
-`prepare_model_for_kbit_training` and attaches LoRA as the `lora` method does. Quantising after the
-build keeps models.py untouched and works for every model family (config-built or pretrained);
-transformers' load-time `BitsAndBytesConfig` peaked higher on CPU when measured (BENCHMARKS.md).
-`is_loaded_in_4bit` is set by hand because PEFT reads it to dispatch its 4-bit LoRA layer (a test
-pins that dispatch, and bitsandbytes' `support_avx512bf16_for_cpu` switch, against upgrades).
+Where the base is quantised (`method.quantize_at`, sweeper.memory.quantizes_while_loading decides
+`auto`): *while loading* a pretrained folder, transformers' `BitsAndBytesConfig` quantises each
+weight as its shard is read, so the float32 model never exists (a 1B base: a fraction of the
+float32 path's peak, BENCHMARKS.md); or *after the build*, `wrap` swaps the float32 model's
+nn.Linear layers for bitsandbytes `Linear4bit` (weights packed two 4-bit codes per uint8 byte, one
+absmax per block of 64, `quant_state` on the weight): every model family (config-built too), and
+the lower peak for small bases, where the quantised loader's fixed cost decides. Both give the same
+4-bit codes (a test). Then PEFT's `prepare_model_for_kbit_training` and LoRA as the `lora` method.
+`is_loaded_in_4bit` is set by hand after the build because PEFT reads it to dispatch its 4-bit
+LoRA layer (a test pins that dispatch, and bitsandbytes' `support_avx512bf16_for_cpu` switch,
+against upgrades).
 
 Which layers: `quantize: all_linear` (default, the QLoRA setup: every Linear of the frozen base)
 or `targets` (only the LoRA target layers). Heads and the full-rank modules that train under LoRA
@@ -24,12 +27,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...memory import quantizes_while_loading
+from ...runs import resolved
 from ...settings import FLAG, LORA_SETTINGS, choice
+from ..models import Loading
 from .base import MethodError, register
 from .lora import LoRA
 
 QUANT_TYPES = ("nf4", "fp4")
 QUANTIZE_SCOPES = ("all_linear", "targets")
+QUANTIZE_AT = ("auto", "load", "build")
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -59,6 +66,13 @@ def linear_layers_to_quantize(model: nn.Module, scope: str, targets, keep_full) 
     return names
 
 
+def without_cpu_bf16_repack(module: nn.Module) -> None:
+    # On CPUs with AVX512-BF16, bnb repacks the weight at the first no-grad eval forward for a bf16 kernel:
+    # irreversible while training goes on, bf16 numerics (eval != train forward), machine-dependent
+    # results, and it asserts out_features % 32 == 0. The dequantise + float32 matmul path avoids all four.
+    module.support_avx512bf16_for_cpu = False
+
+
 def to_linear4bit(linear: nn.Linear, quant_type: str, double_quant: bool, compute_dtype) -> nn.Module:
     """A bitsandbytes Linear4bit holding `linear`'s weight quantised; the bias stays as it is."""
     import bitsandbytes as bnb
@@ -81,10 +95,7 @@ def to_linear4bit(linear: nn.Linear, quant_type: str, double_quant: bool, comput
     )
     if linear.bias is not None:
         q.bias = nn.Parameter(linear.bias.data, requires_grad=False)
-    # On CPUs with AVX512-BF16, bnb repacks the weight at the first no-grad eval forward for a bf16 kernel:
-    # irreversible while training goes on, bf16 numerics (eval != train forward), machine-dependent
-    # results, and it asserts out_features % 32 == 0. The dequantise + float32 matmul path avoids all four.
-    q.support_avx512bf16_for_cpu = False
+    without_cpu_bf16_repack(q)
     q = q.to(device)  # Params4bit quantises on its first move to a device (CPU included)
     if not getattr(q.weight, "bnb_quantized", False):
         raise MethodError(
@@ -118,6 +129,7 @@ class QLoRA(LoRA):
         "quantize": choice(*QUANTIZE_SCOPES),
         "compute_dtype": choice(*COMPUTE_DTYPES),
         "gradient_checkpointing": FLAG,
+        "quantize_at": choice(*QUANTIZE_AT),
     }
 
     base_in_4bit = True
@@ -133,11 +145,36 @@ class QLoRA(LoRA):
         self.double_quant = bool(cfg.double_quant)
         self.quantized_layers: list[str] = []
 
+    def keep_full(self) -> list[str]:
+        """Modules that train (a head, the full-rank modules): never quantised."""
+        return list(self.model_cfg.head_modules or []) + list(self.model_cfg.lm_full_rank_modules or [])
+
+    def loading(self, runtime) -> Loading:
+        """4-bit while loading where that peaks lower (sweeper.memory.quantizes_while_loading), else
+        the float32 build that `wrap` quantises."""
+        config = {"method": resolved(self.cfg), "model": resolved(self.model_cfg), "dataset": {"task": self.task.name}}
+        if not quantizes_while_loading(config):
+            return super().loading(runtime)
+        from transformers import BitsAndBytesConfig
+
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=self.quant_type,
+            bnb_4bit_use_double_quant=self.double_quant,
+            bnb_4bit_compute_dtype=self.compute_dtype,
+            llm_int8_skip_modules=self.keep_full() or None,  # None: transformers' own (the output embeddings)
+        )
+        return Loading(dtype=torch.float32, quantization=quantization, device=str(runtime.device))
+
     def quantize_base(self, model: nn.Module) -> nn.Module:
         """Quantise the frozen base in place (also used alone, e.g. to rebuild the base an adapter reloads onto)."""
+        if getattr(model, "hf_quantizer", None) is not None:  # quantised while loading
+            self.quantized_layers = [name for name, module in model.named_modules() if is_4bit(module)]
+            for name in self.quantized_layers:
+                without_cpu_bf16_repack(model.get_submodule(name))
+            return model
         targets = self.cfg.target_modules or list(self.model_cfg.lora_targets or [])
-        keep_full = list(self.model_cfg.head_modules or []) + list(self.model_cfg.lm_full_rank_modules or [])
-        names = linear_layers_to_quantize(model, self.scope, targets, keep_full)
+        names = linear_layers_to_quantize(model, self.scope, targets, self.keep_full())
         # What transformers itself keeps in float32 when it loads a model in 4-bit: T5's `wo` (its
         # forward casts activations to wo's weight dtype, which a packed 4-bit weight makes uint8).
         keep_fp32 = list(getattr(model, "_keep_in_fp32_modules", None) or [])
@@ -159,12 +196,8 @@ class QLoRA(LoRA):
         from peft import prepare_model_for_kbit_training
 
         model = self.quantize_base(model)
-        # Freezes the base, keeps non-4-bit weights in float32; checkpointing trades compute for activations.
-        model = prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=bool(self.cfg.gradient_checkpointing),
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
+        # Freezes the base, keeps non-4-bit weights in float32 (checkpointing: prepare_base turned it on).
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         return super().wrap(model)
 
     def summary(self):

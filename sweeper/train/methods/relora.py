@@ -196,6 +196,7 @@ class ReLoRA(LoRA):
         self._schedule_args: dict[str, Any] | None = None  # filled on the first lr_scale call
         # A saved PEFT adapter would be wrong for ReLoRA: the merges live in the base weights.
         self.saves_adapter = False
+        self.frozen_base = False  # merges write into it: bfloat16 weights would round every merge
         if self.variant:  # merge_and_reinit merges B @ A by hand: plain LoRA's delta only
             raise MethodError(
                 f"method=relora merges plain LoRA by hand; method.config ({', '.join(sorted(self.variant))}) "

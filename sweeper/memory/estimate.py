@@ -1,0 +1,208 @@
+"""A point's peak memory from its config alone (torch-free: the planner estimates every point).
+
+    estimate = estimate_point(config)      # a resolved point config; None when the model's shape is unknown
+    estimate.total_mb, estimate.parts      # what the record's cost.peak_memory_mb should come to
+
+The parts, in bytes (docs/memory.md derives each):
+  weights      the base in the dtype it loads in (bfloat16 where the point trains a frozen base in it),
+               4-bit where the method quantises it (0.5 byte per weight + its block constants); the
+               modules a PEFT method trains in full are held twice (PEFT keeps the original)
+  optimizer    the trainable parameters' float32 gradients and AdamW's two moments (12 bytes each)
+  activations  what the backward pass needs, per block: batch x length x (hidden, intermediate) and the
+               attention matrices; with gradient checkpointing one input per block plus one block's
+               working set; plus the logits (a vocabulary head: batch x length x vocab, three copies)
+  evaluation   a no-grad forward of train.eval_batch_size rows (its logits, when they span the vocabulary)
+  loading      the transient of reading the weights: a float32 copy before quantising after the build
+               (or quantise-while-loading's one shard), the safetensors pages mapped while reading
+  runtime      on CPU the process itself: Python, torch, transformers, PEFT, datasets (measured)
+The peak is runtime + max(loading, weights + optimizer + max(activations, evaluation)). The
+constants below were fitted to measured peaks on CPU (BENCHMARKS.md "Memory estimate").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .. import tasks
+from ..runs import precision
+from .inventory import ModelShape, Tensor, model_shape
+
+MB = 2**20
+CPU_RUNTIME_BYTES = 560 * MB  # RSS of a worker with torch, transformers, PEFT and datasets imported, data loaded
+ADAM_BYTES = 12  # per trainable parameter: float32 gradient + AdamW's exp_avg and exp_avg_sq
+BLOCK_SIZE_4BIT = 64  # bitsandbytes: one absmax per 64 weights
+# Activation elements stored per block for the backward pass, per (row x token): x hidden, x intermediate;
+# per (row x head x token^2): the attention scores and probabilities.
+PER_HIDDEN, PER_INTERMEDIATE, PER_ATTENTION = 14, 4, 2
+LSTM_PER_HIDDEN = 14  # gates (4), cell and hidden states, their activations
+LOGIT_COPIES = 3  # a vocabulary head's logits, their float32 log-softmax and its gradient
+EVAL_COPIES = 2  # evaluation: the logits and their softmax
+
+
+@dataclass
+class Estimate:
+    parts: dict[str, int]  # bytes
+    trainable: int
+    weights_dtype: str
+
+    @property
+    def total(self) -> int:
+        p = self.parts
+        steady = p["weights"] + p["optimizer"] + max(p["activations"], p["evaluation"])
+        return p["runtime"] + max(p["loading"], steady)
+
+    @property
+    def total_mb(self) -> float:
+        return round(self.total / MB, 1)
+
+    def as_record(self) -> dict[str, Any]:
+        """The record's cost.memory_estimate: the total and each part in MB."""
+        return {
+            "total_mb": self.total_mb,
+            **{f"{name}_mb": round(b / MB, 1) for name, b in self.parts.items()},
+            "trainable": self.trainable,
+            "weights_dtype": self.weights_dtype,
+        }
+
+    def summary(self) -> str:
+        """'1.9 GB (weights 0.5, optimizer 0.0, activations 0.8, runtime 0.5)'."""
+        p = self.parts
+        shown = ["weights", "optimizer", "activations" if p["activations"] >= p["evaluation"] else "evaluation"]
+        if p["loading"] > p["weights"] + p["optimizer"] + max(p["activations"], p["evaluation"]):
+            shown = ["loading"]
+        inner = ", ".join(f"{name} {p[name] / 2**30:.1f}" for name in shown + ["runtime"])
+        return f"{self.total / 2**30:.1f} GB ({inner})"
+
+
+# ---------------------------------------------------------------- what the method does to the model
+def _matches(module: str, patterns) -> bool:
+    return any(module == p or module.endswith("." + p) for p in patterns)
+
+
+def _in_any(module: str, patterns) -> bool:
+    """PEFT's modules_to_save rule: a module path ending with one of the names (at any depth)."""
+    parts = module.split(".")
+    return any(".".join(parts[: i + 1]).endswith(p) for p in patterns for i in range(len(parts)))
+
+
+def _quantized(shape: ModelShape, method: dict, model: dict, targets: list[str]) -> list[Tensor]:
+    """The tensors a 4-bit method (a method with a `quantize` scope: qlora) stores in 4 bits."""
+    if not method.get("quantize"):
+        return []
+    keep = list(model.get("head_modules") or []) + list(model.get("lm_full_rank_modules") or []) + ["lm_head", "wo"]
+    linear = [t for t in shape.tensors if t.is_linear and not _in_any(t.module, keep)]
+    return linear if method["quantize"] == "all_linear" else [t for t in linear if _matches(t.module, targets)]
+
+
+def trains_base(method: dict) -> bool:
+    """Every weight trains: a method that says so (full) or a full-rank warm start (its optimizer covers all)."""
+    return bool(method.get("trains_base")) or bool(method.get("warm_start_steps"))
+
+
+def _adapter_parameters(shape: ModelShape, method: dict, targets: list[str]) -> int:
+    """Trainable adapter parameters: r x (in + out) per target weight (LoRA and its kin), or one
+    vector per target (a method without a rank: IA3-like)."""
+    r = method.get("r")
+    total = 0
+    for t in shape.tensors:
+        if len(t.shape) == 2 and (_matches(t.module, targets) or t.name in targets or _matches(t.name, targets)):
+            total += int(r) * sum(t.shape) if r else t.shape[0]
+    return total
+
+
+def frozen_base_dtype_bytes(config: dict) -> int:
+    """2 when the point trains a frozen base in bfloat16 (its weights load in it), else 4."""
+    dtype, _ = precision(config["train"].get("device"), config["train"].get("dtype"))
+    return 2 if dtype == "bfloat16" and not trains_base(config["method"]) else 4
+
+
+# ---------------------------------------------------------------- activations
+def _activation_elements(shape: ModelShape, rows: int, length: int, checkpointing: bool) -> int:
+    """Elements the backward pass keeps (training)."""
+    tokens = rows * length
+    if shape.recurrent:
+        block = LSTM_PER_HIDDEN * tokens * shape.hidden
+        return tokens * shape.hidden + block * shape.layers
+    block = tokens * (PER_HIDDEN * shape.hidden + PER_INTERMEDIATE * shape.intermediate)
+    block += PER_ATTENTION * rows * shape.heads * length * length
+    if checkpointing:  # each block's input, and one block recomputed at a time
+        return tokens * shape.hidden * (shape.layers + 1) + block
+    return tokens * shape.hidden + block * shape.layers
+
+
+def _logit_elements(shape: ModelShape, rows: int, length: int, token_level: bool, copies: int) -> int:
+    return rows * length * shape.vocab * copies if token_level else 0
+
+
+# ---------------------------------------------------------------- the estimate
+def estimate_point(config: dict) -> Estimate | None:
+    """The peak memory of a point (its resolved config), or None for a method without a model
+    (tfidf), an unknown task, or a model whose shape nothing on this machine says."""
+    method, model, train = config["method"], config.get("model") or {}, config["train"]
+    task = tasks.find((config.get("dataset") or {}).get("task"))
+    if not method.get("uses_model", True) or task is None:
+        return None
+    shape = model_shape(model, task)
+    if shape is None:
+        return None
+    targets = list(method.get("target_modules") or model.get("lora_targets") or [])
+    targets += list(method.get("target_parameters") or model.get("lora_target_parameters") or [])
+    base_bytes = frozen_base_dtype_bytes(config)
+    quantized = {t.name for t in _quantized(shape, method, model, targets)}
+    four_bit = sum(t.numel for t in shape.tensors if t.name in quantized)
+    rest = shape.parameters - four_bit
+    weights = rest * base_bytes + four_bit // 2 + four_bit // BLOCK_SIZE_4BIT * (1 if method.get("double_quant") else 4)
+
+    if trains_base(method):
+        trainable = shape.parameters
+    else:
+        heads = sum(t.numel for t in shape.tensors if _in_any(t.module, shape.head_names))
+        trainable = _adapter_parameters(shape, method, targets) + heads
+        weights += heads * 4  # PEFT's modules_to_save: a float32 trainable copy beside the original
+
+    rows, length = int(train["batch_size"]), int(train["max_length"])
+    act_bytes = 2 if base_bytes == 2 else 4
+    checkpointing = bool(method.get("gradient_checkpointing"))
+    activations = _activation_elements(shape, rows, length, checkpointing) * act_bytes
+    activations += _logit_elements(shape, rows, length, task.token_level, LOGIT_COPIES) * 4
+    eval_rows = int(train.get("eval_batch_size") or rows)
+    evaluation = _activation_elements(shape, eval_rows, length, True) // shape.layers * act_bytes if shape.layers else 0
+    evaluation += _logit_elements(shape, eval_rows, length, task.token_level, EVAL_COPIES) * 4
+
+    float32_weights = shape.parameters * 4
+    if quantized and not quantizes_while_loading(config):
+        loading = float32_weights + weights  # the float32 model, then its 4-bit copy layer by layer
+    else:
+        loading = 2 * weights  # the weights, and the file pages mapped while they are read
+    device_type = str(train.get("device") or "auto").split(":")[0]
+    parts = {
+        "weights": weights,
+        "optimizer": trainable * ADAM_BYTES,
+        "activations": activations,
+        "evaluation": evaluation,
+        "loading": loading,
+        "runtime": 0 if device_type == "cuda" else CPU_RUNTIME_BYTES,
+    }
+    return Estimate(parts, trainable, "bfloat16" if base_bytes == 2 else "float32")
+
+
+# ---------------------------------------------------------------- where QLoRA quantises
+QUANTIZE_WHILE_LOADING_FROM = 500 * MB  # float32 weights from which loading quantised peaks lower (BENCHMARKS.md)
+
+
+def quantizes_while_loading(config: dict) -> bool:
+    """Whether a 4-bit point quantises its base while the weights are read (transformers'
+    BitsAndBytesConfig) instead of after building it in float32. method.quantize_at: load | build |
+    auto: while loading when the model has a weights folder to read, every Linear is quantised
+    (quantize=all_linear: what transformers can skip is a list of names) and the float32 weights reach
+    QUANTIZE_WHILE_LOADING_FROM: below that the fixed cost of the quantised loader decides."""
+    method, model = config["method"], config.get("model") or {}
+    at = method.get("quantize_at", "auto")
+    if at != "auto":
+        return at == "load"
+    if model.get("source") == "config" or method.get("quantize") != "all_linear":
+        return False
+    task = tasks.find((config.get("dataset") or {}).get("task"))
+    shape = model_shape(model, task) if task is not None else None
+    return shape is not None and shape.parameters * 4 >= QUANTIZE_WHILE_LOADING_FROM
