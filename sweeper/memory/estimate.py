@@ -35,6 +35,12 @@ BLOCK_SIZE_4BIT = 64  # bitsandbytes: one absmax per 64 weights
 # Activation elements stored per block for the backward pass, per (row x token): x hidden, x intermediate;
 # per (row x head x token^2): the attention scores and probabilities.
 PER_HIDDEN, PER_INTERMEDIATE, PER_ATTENTION = 14, 4, 2
+# An adapter on a frozen layer keeps, per token, a few elements per input feature of each target (the
+# dropped-out input, its mask, the adapter's own intermediate results); full fine-tuning has none.
+# Fitted: 4.8-5.1 on tiny_llama and MiniLM, 1.8-2.9 on SmolLM2; the middle keeps each within ~15%.
+PER_TARGET_INPUT = 3.5
+PER_4BIT_INPUT = 1  # a 4-bit layer keeps its float32 input for the backward pass (bitsandbytes' MatMul4Bit)
+PER_CHECKPOINT = 4  # x hidden per token a checkpointed block keeps (its input and what torch saves beside it; fitted)
 LSTM_PER_HIDDEN = 14  # gates (4), cell and hidden states, their activations
 LOGIT_COPIES = 3  # a vocabulary head's logits, their float32 log-softmax and its gradient
 EVAL_COPIES = 2  # evaluation: the logits and their softmax
@@ -100,15 +106,20 @@ def trains_base(method: dict) -> bool:
     return bool(method.get("trains_base")) or bool(method.get("warm_start_steps"))
 
 
+def _targets(shape: ModelShape, targets: list[str]) -> list[Tensor]:
+    """The 2-D weights an adapter attaches to: target modules' weights, or target parameters (LSTM)."""
+    return [
+        t
+        for t in shape.tensors
+        if len(t.shape) == 2 and (_matches(t.module, targets) or t.name in targets or _matches(t.name, targets))
+    ]
+
+
 def _adapter_parameters(shape: ModelShape, method: dict, targets: list[str]) -> int:
     """Trainable adapter parameters: r x (in + out) per target weight (LoRA and its kin), or one
     vector per target (a method without a rank: IA3-like)."""
     r = method.get("r")
-    total = 0
-    for t in shape.tensors:
-        if len(t.shape) == 2 and (_matches(t.module, targets) or t.name in targets or _matches(t.name, targets)):
-            total += int(r) * sum(t.shape) if r else t.shape[0]
-    return total
+    return sum(int(r) * sum(t.shape) if r else t.shape[0] for t in _targets(shape, targets))
 
 
 def frozen_base_dtype_bytes(config: dict) -> int:
@@ -118,21 +129,38 @@ def frozen_base_dtype_bytes(config: dict) -> int:
 
 
 # ---------------------------------------------------------------- activations
-def _activation_elements(shape: ModelShape, rows: int, length: int, checkpointing: bool) -> int:
-    """Elements the backward pass keeps (training)."""
+def _activation_elements(
+    shape: ModelShape, rows: int, length: int, checkpointing: bool, target_inputs: int = 0, four_bit_inputs: int = 0
+) -> int:
+    """Elements the backward pass keeps (training); `target_inputs` / `four_bit_inputs`: the input
+    features of every adapter target / 4-bit layer, summed over the model."""
     tokens = rows * length
+    per_token = PER_TARGET_INPUT * target_inputs + PER_4BIT_INPUT * four_bit_inputs
+    adapters = int(tokens * per_token) // max(1, shape.layers)  # per block
     if shape.recurrent:
-        block = LSTM_PER_HIDDEN * tokens * shape.hidden
+        block = LSTM_PER_HIDDEN * tokens * shape.hidden + adapters
         return tokens * shape.hidden + block * shape.layers
-    block = tokens * (PER_HIDDEN * shape.hidden + PER_INTERMEDIATE * shape.intermediate)
+    block = tokens * (PER_HIDDEN * shape.hidden + PER_INTERMEDIATE * shape.intermediate) + adapters
     block += PER_ATTENTION * rows * shape.heads * length * length
-    if checkpointing:  # each block's input, and one block recomputed at a time
-        return tokens * shape.hidden * (shape.layers + 1) + block
+    if checkpointing:  # what each block keeps; one block recomputed, beside its gradients, at a time
+        return tokens * shape.hidden * (PER_CHECKPOINT * shape.layers + 1) + 2 * block
     return tokens * shape.hidden + block * shape.layers
 
 
 def _logit_elements(shape: ModelShape, rows: int, length: int, token_level: bool, copies: int) -> int:
     return rows * length * shape.vocab * copies if token_level else 0
+
+
+def _loading(shape: ModelShape, weights: int, dtype_bytes: int, quantized_at: str | None) -> int:
+    """Reading the weights: a checkpoint already in the load dtype is mapped, not copied (its pages
+    are the weights); another dtype is converted beside the pages it reads; quantising while
+    loading reads every page beside the 4-bit copies; after the build, the float32 model comes first."""
+    if quantized_at == "load":
+        return weights + shape.file_bytes
+    if quantized_at == "build":
+        pages = shape.file_bytes if shape.file_dtype_bytes != 4 else 0
+        return shape.parameters * 4 + pages + weights
+    return weights + (shape.file_bytes if shape.file_dtype_bytes != dtype_bytes else 0)
 
 
 # ---------------------------------------------------------------- the estimate
@@ -154,27 +182,27 @@ def estimate_point(config: dict) -> Estimate | None:
     rest = shape.parameters - four_bit
     weights = rest * base_bytes + four_bit // 2 + four_bit // BLOCK_SIZE_4BIT * (1 if method.get("double_quant") else 4)
 
+    target_inputs = 0
     if trains_base(method):
         trainable = shape.parameters
     else:
-        heads = sum(t.numel for t in shape.tensors if _in_any(t.module, shape.head_names))
+        target_inputs = sum(t.shape[1] for t in _targets(shape, targets))
+        heads = sum(t.numel for t in shape.tensors + shape.aliases if _in_any(t.module, shape.head_names))
         trainable = _adapter_parameters(shape, method, targets) + heads
         weights += heads * 4  # PEFT's modules_to_save: a float32 trainable copy beside the original
 
     rows, length = int(train["batch_size"]), int(train["max_length"])
     act_bytes = 2 if base_bytes == 2 else 4
     checkpointing = bool(method.get("gradient_checkpointing"))
-    activations = _activation_elements(shape, rows, length, checkpointing) * act_bytes
+    four_bit_inputs = sum(t.shape[1] for t in shape.tensors if t.name in quantized)
+    activations = _activation_elements(shape, rows, length, checkpointing, target_inputs, four_bit_inputs) * act_bytes
     activations += _logit_elements(shape, rows, length, task.token_level, LOGIT_COPIES) * 4
     eval_rows = int(train.get("eval_batch_size") or rows)
     evaluation = _activation_elements(shape, eval_rows, length, True) // shape.layers * act_bytes if shape.layers else 0
     evaluation += _logit_elements(shape, eval_rows, length, task.token_level, EVAL_COPIES) * 4
 
-    float32_weights = shape.parameters * 4
-    if quantized and not quantizes_while_loading(config):
-        loading = float32_weights + weights  # the float32 model, then its 4-bit copy layer by layer
-    else:
-        loading = 2 * weights  # the weights, and the file pages mapped while they are read
+    quantized_at = ("load" if quantizes_while_loading(config) else "build") if quantized else None
+    loading = _loading(shape, weights, base_bytes, quantized_at)
     device_type = str(train.get("device") or "auto").split(":")[0]
     parts = {
         "weights": weights,
@@ -188,21 +216,15 @@ def estimate_point(config: dict) -> Estimate | None:
 
 
 # ---------------------------------------------------------------- where QLoRA quantises
-QUANTIZE_WHILE_LOADING_FROM = 500 * MB  # float32 weights from which loading quantised peaks lower (BENCHMARKS.md)
-
-
 def quantizes_while_loading(config: dict) -> bool:
     """Whether a 4-bit point quantises its base while the weights are read (transformers'
     BitsAndBytesConfig) instead of after building it in float32. method.quantize_at: load | build |
-    auto: while loading when the model has a weights folder to read, every Linear is quantised
-    (quantize=all_linear: what transformers can skip is a list of names) and the float32 weights reach
-    QUANTIZE_WHILE_LOADING_FROM: below that the fixed cost of the quantised loader decides."""
+    auto: while loading when the model has a weights folder to read and every Linear is quantised
+    (quantize=all_linear: what transformers skips is a list of names, not a list to keep); it peaked
+    lower for SmolLM2 and the 1.1B Llama alike (BENCHMARKS.md "Memory"). After the build: a model
+    built from a config (nothing to read), quantize=targets."""
     method, model = config["method"], config.get("model") or {}
     at = method.get("quantize_at", "auto")
     if at != "auto":
         return at == "load"
-    if model.get("source") == "config" or method.get("quantize") != "all_linear":
-        return False
-    task = tasks.find((config.get("dataset") or {}).get("task"))
-    shape = model_shape(model, task) if task is not None else None
-    return shape is not None and shape.parameters * 4 >= QUANTIZE_WHILE_LOADING_FROM
+    return model.get("source") != "config" and model.get("arch") != "lstm" and method.get("quantize") == "all_linear"

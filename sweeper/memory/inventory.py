@@ -60,6 +60,9 @@ class ModelShape:
     vocab: int
     recurrent: bool = False  # an LSTM: no attention, gates of 4 x hidden
     head_names: list[str] = field(default_factory=list)  # module names of the task's head (trained in full)
+    aliases: list[Tensor] = field(default_factory=list)  # other names of tied tensors (T5's embeddings, LM head)
+    file_bytes: int = 0  # the checkpoint's safetensors files (0: built from a config)
+    file_dtype_bytes: int = 0  # bytes per weight of the checkpoint's dtype (F32: 4, BF16: 2)
 
     @property
     def parameters(self) -> int:
@@ -67,15 +70,23 @@ class ModelShape:
 
 
 # ---------------------------------------------------------------- pretrained folders
-def safetensors_tensors(folder: Path) -> list[Tensor]:
-    """Every tensor named in the folder's safetensors headers (the first 8 bytes: the header's length)."""
-    tensors = []
+DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "U8": 1, "I8": 1, "BOOL": 1}
+
+
+def safetensors_tensors(folder: Path) -> tuple[list[Tensor], int]:
+    """Every tensor named in the folder's safetensors headers (the first 8 bytes: the header's
+    length), and the bytes per element of the dtype most of the weights are stored in."""
+    tensors, by_dtype = [], {}
     for path in sorted(folder.glob("*.safetensors")):
         with open(path, "rb") as f:
             (length,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(length))
-        tensors += [Tensor(name, tuple(v["shape"])) for name, v in header.items() if name != "__metadata__"]
-    return tensors
+        for name, v in header.items():
+            if name != "__metadata__":
+                tensors.append(Tensor(name, tuple(v["shape"])))
+                by_dtype[v["dtype"]] = by_dtype.get(v["dtype"], 0) + tensors[-1].numel
+    main = max(by_dtype, key=by_dtype.get) if by_dtype else "F32"
+    return tensors, DTYPE_BYTES.get(main, 4)
 
 
 def _first(config: dict, *keys: str, default: int = 0) -> int:
@@ -83,7 +94,7 @@ def _first(config: dict, *keys: str, default: int = 0) -> int:
 
 
 def pretrained_shape(folder: Path, labelled: bool, head_modules: list[str]) -> ModelShape | None:
-    tensors = safetensors_tensors(folder)
+    tensors, dtype_bytes = safetensors_tensors(folder)
     config_file = folder / "config.json"
     if not tensors or not config_file.exists():
         return None
@@ -96,6 +107,8 @@ def pretrained_shape(folder: Path, labelled: bool, head_modules: list[str]) -> M
         heads=_first(config, "num_attention_heads", "num_heads", "n_head", default=1),
         intermediate=_first(config, "intermediate_size", "d_ff", "n_inner", default=4 * hidden),
         vocab=_first(config, "vocab_size"),
+        file_bytes=sum(path.stat().st_size for path in folder.glob("*.safetensors")),
+        file_dtype_bytes=dtype_bytes,
     )
     if labelled:  # a sequence-classification model: the LM head is not loaded, a label head is new
         shape.tensors = [t for t in tensors if not t.name.startswith("lm_head.")]
@@ -174,6 +187,7 @@ def lstm_tensors(m: dict, vocab: int) -> list[Tensor]:
 
 
 BUILT = {"llama": llama_tensors, "mistral": llama_tensors, "t5": t5_tensors, "lstm": lstm_tensors}
+TIED_LM_HEAD = {"t5"}  # transformers ties T5's LM head to `shared` whatever the config says
 
 
 def built_shape(m: dict, labelled: bool, head_modules: list[str]) -> ModelShape | None:
@@ -184,7 +198,12 @@ def built_shape(m: dict, labelled: bool, head_modules: list[str]) -> ModelShape 
     recurrent = m["arch"] == "lstm"
     hidden = int(m.get("hidden_size") or m.get("d_model"))
     head = (head_modules[0] if head_modules else "score") if labelled else ("head" if recurrent else "lm_head")
-    tensors.append(Tensor(f"{head}.weight", (LABEL_HEAD_ROWS if labelled else vocab, hidden)))
+    aliases = []
+    if labelled or m["arch"] not in TIED_LM_HEAD:
+        tensors.append(Tensor(f"{head}.weight", (LABEL_HEAD_ROWS if labelled else vocab, hidden)))
+    else:  # one `shared` tensor, three module names PEFT may each copy (modules_to_save)
+        names = ("encoder.embed_tokens", "decoder.embed_tokens", "lm_head")
+        aliases = [Tensor(f"{name}.weight", (vocab, hidden)) for name in names]
     layers = int(m.get("num_hidden_layers") or 0) or int(m.get("num_layers") or 0) + int(
         m.get("num_decoder_layers") or 0
     )
@@ -196,6 +215,7 @@ def built_shape(m: dict, labelled: bool, head_modules: list[str]) -> ModelShape 
         intermediate=int(m.get("intermediate_size") or m.get("d_ff") or 4 * hidden),
         vocab=vocab,
         recurrent=recurrent,
+        aliases=aliases,
     )
 
 

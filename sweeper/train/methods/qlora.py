@@ -2,11 +2,10 @@
 
 Where the base is quantised (`method.quantize_at`, sweeper.memory.quantizes_while_loading decides
 `auto`): *while loading* a pretrained folder, transformers' `BitsAndBytesConfig` quantises each
-weight as its shard is read, so the float32 model never exists (a 1B base: a fraction of the
-float32 path's peak, BENCHMARKS.md); or *after the build*, `wrap` swaps the float32 model's
-nn.Linear layers for bitsandbytes `Linear4bit` (weights packed two 4-bit codes per uint8 byte, one
-absmax per block of 64, `quant_state` on the weight): every model family (config-built too), and
-the lower peak for small bases, where the quantised loader's fixed cost decides. Both give the same
+weight as its shard is read, so the float32 model never exists (BENCHMARKS.md "Memory"); or *after
+the build*, `wrap` swaps the float32 model's nn.Linear layers for bitsandbytes `Linear4bit`
+(weights packed two 4-bit codes per uint8 byte, one absmax per block of 64, `quant_state` on the
+weight): a model built from a config (nothing to read) and `quantize: targets`. Both give the same
 4-bit codes (a test). Then PEFT's `prepare_model_for_kbit_training` and LoRA as the `lora` method.
 `is_loaded_in_4bit` is set by hand after the build because PEFT reads it to dispatch its 4-bit
 LoRA layer (a test pins that dispatch, and bitsandbytes' `support_avx512bf16_for_cpu` switch,
@@ -152,8 +151,7 @@ class QLoRA(LoRA):
     def loading(self, runtime) -> Loading:
         """4-bit while loading where that peaks lower (sweeper.memory.quantizes_while_loading), else
         the float32 build that `wrap` quantises."""
-        config = {"method": resolved(self.cfg), "model": resolved(self.model_cfg), "dataset": {"task": self.task.name}}
-        if not quantizes_while_loading(config):
+        if not quantizes_while_loading({"method": resolved(self.cfg), "model": resolved(self.model_cfg)}):
             return super().loading(runtime)
         from transformers import BitsAndBytesConfig
 
