@@ -61,7 +61,9 @@ def make_llama_1b() -> Path:
 
     from sweeper.train.models import build_tokenizer, smollm2_dir
 
-    tokenizer = build_tokenizer(type("M", (), {"tokenizer": "smollm2", "name_or_path": None, "trust_remote_code": False})())
+    tokenizer = build_tokenizer(
+        type("M", (), {"tokenizer": "smollm2", "name_or_path": None, "trust_remote_code": False})()
+    )
     config = LlamaConfig(vocab_size=len(tokenizer), tie_word_embeddings=False, **LLAMA_1B_SHAPE)
     torch.manual_seed(0)
     with torch.device("cpu"):
@@ -137,7 +139,9 @@ def loading_part(with_1b: bool) -> None:
     if with_1b:
         models.append(("Llama 1.1B, float32 checkpoint", model_1b_overrides(make_llama_1b())))
         models.append(("Llama 1.1B, bfloat16 checkpoint", model_1b_overrides(make_llama_1b_bf16())))
-    print("\n| model | load | peak RSS MB | above the imports | vs float32 | peak anonymous MB | above the imports | vs float32 |")
+    print(
+        "\n| model | load | peak RSS MB | above the imports | vs float32 | peak anonymous MB | above the imports | vs float32 |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, overrides in models:
         rows = {way: measure_load(way, overrides) for way in LOAD_WAYS}

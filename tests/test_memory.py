@@ -16,7 +16,7 @@ from sweeper.runs import make_run_id
 from sweeper.tasks import get as get_task
 from sweeper.train import run_point
 from sweeper.train.methods import build_method
-from sweeper.train.models import Loading, build_model, count_parameters
+from sweeper.train.models import build_model, count_parameters
 from sweeper.train.point import float32_trainable
 from sweeper.train.runtime import Runtime
 
@@ -49,7 +49,9 @@ def test_the_inventory_counts_what_the_model_holds(make_cfg, model, task, datase
     assert abs(shape.parameters - real) <= 0.001 * real, (shape.parameters, real)
     for method in ("lora", "full"):
         cfg = make_cfg(f"model={model}", f"dataset={dataset}", f"method={method}")
-        trainable = count_parameters(build_method(cfg.method, cfg.model, get_task(task)).wrap(build_model(cfg.model, get_task(task), 2)[0]))[0]
+        trainable = count_parameters(
+            build_method(cfg.method, cfg.model, get_task(task)).wrap(build_model(cfg.model, get_task(task), 2)[0])
+        )[0]
         estimated = estimate_point(plain(cfg)).trainable
         assert abs(estimated - trainable) <= 0.01 * trainable, (method, estimated, trainable)
 
@@ -74,7 +76,9 @@ def test_a_point_over_max_memory_is_refused_at_planning_in_one_line(tmp_path):
 
 
 def test_dry_run_prints_the_estimate_per_configuration(tmp_path):
-    proc = sweep(tmp_path, "dataset=glob(fortune_computers_vs_*)", "model=tiny_llama", "method=lora,full", "sweeper.dry_run=true")
+    proc = sweep(
+        tmp_path, "dataset=glob(fortune_computers_vs_*)", "model=tiny_llama", "method=lora,full", "sweeper.dry_run=true"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     start = lines.index("memory estimate per configuration (docs/memory.md):")
@@ -121,7 +125,9 @@ def test_quantising_while_loading_records_what_quantising_after_the_build_does(m
     folder = ("model.source=path", f"model.name_or_path={tmp_path / 'tiny'}", "method=qlora", "train.max_steps=3")
     records = {}
     for at in ("load", "build"):
-        cfg = make_cfg("model=tiny_llama", *SMALL, *folder, f"method.quantize_at={at}", f"sweeper.results_dir={tmp_path / at}")
+        cfg = make_cfg(
+            "model=tiny_llama", *SMALL, *folder, f"method.quantize_at={at}", f"sweeper.results_dir={tmp_path / at}"
+        )
         loading = build_method(cfg.method, cfg.model, task).loading(Runtime(torch.device("cpu"), nullcontext))
         assert (loading.quantization is not None) == (at == "load")
         records[at] = run_point(cfg)
@@ -150,6 +156,10 @@ def test_new_method_keys_keep_finished_points_run_ids(make_cfg):
     config = plain(make_cfg("model=tiny_llama"))
     before = {**config, "method": {k: v for k, v in config["method"].items() if k != "gradient_checkpointing"}}
     assert make_run_id(config) == make_run_id(before)
-    assert make_run_id({**config, "method": {**config["method"], "gradient_checkpointing": True}}) != make_run_id(config)
+    assert make_run_id({**config, "method": {**config["method"], "gradient_checkpointing": True}}) != make_run_id(
+        config
+    )
     full = plain(make_cfg("method=full"))
-    assert make_run_id(full) == make_run_id({**full, "method": {k: v for k, v in full["method"].items() if k != "trains_base"}})
+    assert make_run_id(full) == make_run_id(
+        {**full, "method": {k: v for k, v in full["method"].items() if k != "trains_base"}}
+    )
