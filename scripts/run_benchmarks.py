@@ -30,6 +30,7 @@ BENCHMARKS = {  # name -> script, or [script, its arguments] (in the order they 
     "report": "bench_report.py",  # ~1 min: the report over 30,000 records next to collect
     "slurm_submit": "bench_slurm_submit.py",
     "ray": "bench_ray.py",  # ~5 min, root (unshare -n): 200 tiny points through Ray vs the local queue
+    "memory": "bench_memory.py",  # ~25 min, ~20 GB: loading a 1.1B Llama 4 ways; the estimate vs 16 measured peaks
     "planner": "bench_planner.py",
     "recipe": "bench_recipe.py",  # ~1 h on 2 CPU cores: the default recipe vs tfidf on 40 datasets
     # ~25 min: MiniLM LoRA vs one-vs-rest tfidf on the 18 multilabel datasets

@@ -145,6 +145,7 @@ def config_table(summary: pd.DataFrame, tol: float = TIE_TOL) -> pd.DataFrame:
             train_seconds=("train_seconds", "mean"),
             seconds_per_step=("seconds_per_step", "mean"),
             peak_memory_mb=("peak_memory_mb", "mean"),
+            estimated_memory_mb=("estimated_memory_mb", "mean"),
         )
         .reset_index()
     )

@@ -64,10 +64,11 @@ COLUMNS = (
     + METRIC_FIELDS
     + list(VALIDATION_FIELDS.values())
     + [c for names in SECTION_FIELDS.values() for c in names.values()]
-    + ["record_path", "run_dir"]
+    + ["estimated_memory_mb", "record_path", "run_dir"]
 )
 NUMERIC = ["r", "alpha", "seed", "lr", "max_steps", "wall_seconds", *METRIC_FIELDS, *VALIDATION_FIELDS.values(),
-           *[c for names in SECTION_FIELDS.values() for c in names.values() if c != "peft_type"]]  # fmt: skip
+           *[c for names in SECTION_FIELDS.values() for c in names.values() if c != "peft_type"],
+           "estimated_memory_mb"]  # fmt: skip
 MISSING = "missing"  # cell text for a grid point without any record
 
 
@@ -100,6 +101,8 @@ def flatten_record(record: dict[str, Any], path: str) -> dict[str, Any]:
         values = _as_dict(record.get(section))
         for key, column in names.items():
             row[column] = values.get(key)
+    # The planner's estimate of the peak (sweeper.memory), beside the measured peak_memory_mb.
+    row["estimated_memory_mb"] = _as_dict(_as_dict(record.get("cost")).get("memory_estimate")).get("total_mb")
     if row["seconds_per_step"] is None and _number(row["train_seconds"]) and _number(row["steps"]):
         row["seconds_per_step"] = row["train_seconds"] / row["steps"]  # a record written before the field
     _flatten_into(row, "config", _as_dict(record.get("config")))

@@ -34,7 +34,13 @@ def display_configs(configs: pd.DataFrame) -> pd.DataFrame:
     out = configs.drop(columns=["model", "method", "r"], errors="ignore").copy()
     if "trainable_params" in out:
         out["trainable_params"] = out["trainable_params"].map(lambda v: "" if pd.isna(v) else f"{int(v):,}")
-    for column, digits in [("mean_score", 4), ("mean_rank", 2), ("train_seconds", 1), ("peak_memory_mb", 0)]:
+    for column, digits in [
+        ("mean_score", 4),
+        ("mean_rank", 2),
+        ("train_seconds", 1),
+        ("peak_memory_mb", 0),
+        ("estimated_memory_mb", 0),
+    ]:
         if column in out:
             out[column] = out[column].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
     return out

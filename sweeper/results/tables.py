@@ -28,7 +28,14 @@ from .collect import MISSING
 OK, FAILED = Status.OK.value, Status.FAILED.value
 TIE_TOL = 0.005  # the tolerance rule, for comparisons without predictions or seeds (lm, schema 1)
 _KEY = ["task", "dataset", "config"]
-COST_COLUMNS = ["trainable_params", "total_params", "train_seconds", "seconds_per_step", "peak_memory_mb"]
+COST_COLUMNS = [
+    "trainable_params",
+    "total_params",
+    "train_seconds",
+    "seconds_per_step",
+    "peak_memory_mb",
+    "estimated_memory_mb",
+]
 SUMMARY_COLUMNS = _KEY + [
     "metric",
     "family",
@@ -47,6 +54,7 @@ SUMMARY_COLUMNS = _KEY + [
     "train_seconds",
     "seconds_per_step",
     "peak_memory_mb",
+    "estimated_memory_mb",
     "errors",
     "status",
     "scores",
@@ -85,6 +93,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         train_seconds=("_train_seconds", "mean"),
         seconds_per_step=("_seconds_per_step", "mean"),
         peak_memory_mb=("_peak_memory_mb", "mean"),
+        estimated_memory_mb=("_estimated_memory_mb", "mean"),
         errors=("error", _first_error),
     )
     agg = agg.reset_index()
