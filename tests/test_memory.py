@@ -150,7 +150,9 @@ def test_gradient_checkpointing_changes_memory_not_results(make_cfg, tmp_path):
     assert estimate_point(plain(on)).parts["activations"] < estimate_point(plain(off)).parts["activations"]
     for record in (with_it, without):  # the estimate travels beside the measured peak, into the tables
         estimate = record["cost"]["memory_estimate"]
-        assert estimate["total_mb"] == estimate_point(record["config"]).total_mb and record["cost"]["peak_memory_mb"] > 0
+        assert (
+            estimate["total_mb"] == estimate_point(record["config"]).total_mb and record["cost"]["peak_memory_mb"] > 0
+        )
         assert flatten_record(record, "record.json")["estimated_memory_mb"] == estimate["total_mb"]
     lstm = run_point(make_cfg("model=lstm", *SMALL, "method.gradient_checkpointing=true"))
     assert lstm["status"] == "failed" and "has no gradient checkpointing" in lstm["error"]
