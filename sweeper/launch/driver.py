@@ -73,7 +73,7 @@ def launch(
         backend = None if sweep_cfg.dry_run else engine(sweep_dir / ".submitit" / "%j", params)
     except OptionError as error:
         _stop(error)
-    fits = Fits(*engine.memory_limit(params))
+    fits = Fits(*engine.memory_limit(params), table=bool(sweep_cfg.dry_run))
     chunk = job_size(engine, params, sweep_cfg, len(job_overrides))
     entry = new_launch(kind, sweep_cfg, str(sweep_dir), chunk)
     context = None if backend is None else JobContext.save(sweep_dir, hydra_context, task_function, config)

@@ -30,8 +30,9 @@ def configuration(config: dict[str, Any]) -> tuple[str, ...]:
 
 
 class Fits:
-    def __init__(self, limit_gb: float | None = None, limit_key: str = "train.max_memory_gb"):
-        self.limit_gb, self.limit_key = limit_gb, limit_key
+    def __init__(self, limit_gb: float | None = None, limit_key: str = "train.max_memory_gb", table: bool = False):
+        """`table`: estimate every point for the dry run's table, even without a limit to check."""
+        self.limit_gb, self.limit_key, self.keep_table = limit_gb, limit_key, table
         self.estimates: dict[tuple[str, ...], tuple[str, Estimate | None, int]] = {}
 
     def estimate(self, config: dict[str, Any]) -> Estimate | None:
@@ -58,8 +59,10 @@ class Fits:
             self.check_config(point.config, point.label)
 
     def check_config(self, config: dict[str, Any], name: str = "") -> None:
-        estimate = self.estimate(config)
         limit, key = self.limit(config)
+        if not limit and not self.keep_table:  # nothing to check: planning a big grid costs nothing more
+            return
+        estimate = self.estimate(config)
         if estimate is not None and limit and estimate.total > limit * GB:
             raise OptionError(refusal(config, estimate, limit, key, name))
 

@@ -31,7 +31,7 @@ from .errors import Interrupted
 from .evaluate import evaluate, evaluate_splits, record_metrics
 from .loop import train
 from .methods import build_method, plain
-from .models import build_model, count_parameters
+from .models import FLOAT32, build_model, count_parameters
 from .record import all_ranks_cost, outcome
 from .runtime import PeakMemory, Runtime, setup_runtime
 
@@ -128,7 +128,8 @@ def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop, sinks
 def build_trainee(cfg, method, splits, num_labels: int, runtime: Runtime, world):
     """(model wrapped by the method on the device (FSDP: this rank's shards of it), tokenizer,
     train token ids, {split: eval token ids})."""
-    loading = method.loading(runtime)
+    # FSDP shards a bf16 frozen base beside float32 adapters untested (no GPU here): float32 there.
+    loading = method.loading(runtime) if not world.sharded else FLOAT32
     model, tokenizer = build_model(cfg.model, method.task, num_labels, loading)
     model = method.wrap(method.prepare_base(model))
     if loading.dtype != torch.float32:

@@ -127,7 +127,6 @@ class QLoRA(LoRA):
         "double_quant": FLAG,
         "quantize": choice(*QUANTIZE_SCOPES),
         "compute_dtype": choice(*COMPUTE_DTYPES),
-        "gradient_checkpointing": FLAG,
         "quantize_at": choice(*QUANTIZE_AT),
     }
 
