@@ -57,9 +57,10 @@ BOOKKEEPING_TRAIN_KEYS = {
     "save_weights",
     "max_memory_gb",  # a limit the planner checks the estimate against (docs/memory.md)
 }
-# Method keys that declare or steer, never change a number: `trains_base` (what the memory estimate
-# reads: full trains every weight), `quantize_at` (where qlora quantises: the same 4-bit codes either way).
-BOOKKEEPING_METHOD_KEYS = {"trains_base", "quantize_at"}
+# Method keys that declare or steer, never change a number: `trains_base` / `frozen_base` (what the
+# memory estimate reads: full trains every weight, relora merges into its base), `quantize_at` (where
+# qlora quantises: the same 4-bit codes either way).
+BOOKKEEPING_METHOD_KEYS = {"trains_base", "frozen_base", "quantize_at"}
 # Keys added after run ids existed, left out of the id at their default so that finished points keep
 # theirs (a value other than the default is part of it). qlora's ids changed once when this was added.
 LATER_DEFAULTS = {"method": {"gradient_checkpointing": False}}

@@ -170,3 +170,34 @@ def test_new_method_keys_keep_finished_points_run_ids(make_cfg):
     assert make_run_id(full) == make_run_id(
         {**full, "method": {k: v for k, v in full["method"].items() if k != "trains_base"}}
     )
+
+
+def test_quantising_minilm_while_loading_leaves_what_trains_in_float32(make_cfg):
+    """transformers matches a skipped name as a path prefix or suffix; PEFT trains `pooler` at any
+    depth (bert.pooler.dense): the skip list names it by path, as quantising after the build does."""
+    import bitsandbytes as bnb
+
+    task = get_task("classification")
+    cfg = make_cfg("model=minilm", "method=qlora", *SMALL)
+    method = build_method(cfg.method, cfg.model, task)
+    loading = method.loading(Runtime(torch.device("cpu"), nullcontext))
+    assert loading.quantization is not None and "pooler.dense" in loading.quantization.llm_int8_skip_modules
+    model = method.wrap(build_model(cfg.model, task, 2, loading)[0])
+    quantized = {name for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)}
+    assert quantized and not any("pooler" in name or "classifier" in name for name in quantized)
+    assert all(".encoder.layer." in name for name in quantized)
+
+
+def test_the_estimate_is_float32_for_a_base_that_changes_and_unknown_for_bad_values(make_cfg):
+    on_gpu = ("train.dtype=bfloat16", "train.device=cuda")
+    assert estimate_point(plain(make_cfg("model=tiny_llama", *on_gpu))).weights_dtype == "bfloat16"
+    for method in ("relora", "full", "qlora"):  # merges into it, trains it, quantises it (the rest float32)
+        assert (
+            estimate_point(plain(make_cfg("model=tiny_llama", f"method={method}", *on_gpu))).weights_dtype == "float32"
+        )
+    assert (
+        estimate_point(plain(make_cfg("model=tiny_llama", "train.dtype=bfloat16"))).weights_dtype == "float32"
+    )  # auto
+    bad = plain(make_cfg("model=tiny_llama"))
+    bad["train"]["batch_size"] = "abc"  # the worker's setting check says so in one line; the estimate stays out of it
+    assert estimate_point(bad) is None

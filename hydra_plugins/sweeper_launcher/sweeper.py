@@ -75,18 +75,32 @@ class GridSweeper(BasicSweeper):
 
 
 def _check_memory(configs: list[dict | None], batch: list[Sequence[str]]) -> None:
-    """Each point's memory estimate within train.max_memory_gb, before Hydra's launcher runs any."""
+    """Each point that will run within train.max_memory_gb (its memory estimate), before Hydra's
+    launcher runs any; a point already recorded is skipped by the worker, whatever its estimate."""
     from sweeper.launch.fits import Fits
     from sweeper.launch.options import OptionError
 
     fits = Fits()
     try:
         for config, overrides in zip(configs, batch):
-            if config is not None:
+            if config is None or not config["train"].get("max_memory_gb"):
+                continue
+            if _will_run(config):
                 fits.check_config(config, " ".join(o for o in overrides if not o.startswith("hydra.")))
     except OptionError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def _will_run(config: dict) -> bool:
+    """The skip rule (sweeper.runs), as the worker will apply it."""
+    from sweeper.runs import decide, run_dir_of
+
+    try:
+        run_dir = run_dir_of(config)
+    except ValueError:  # a bad sweeper.name: the job says so in one line
+        return False
+    return decide(run_dir, bool(config["sweeper"].get("retry_failed")), config=config)[0].runs
 
 
 def _composed(composer, overrides) -> dict | None:

@@ -44,9 +44,16 @@ class Fits:
         return estimate
 
     def limit(self, config: dict[str, Any]) -> tuple[float | None, str]:
+        """train.max_memory_gb, else the launcher's host memory shared by the point's ranks (not for a
+        CUDA point: its estimate is GPU memory, which the planner does not know)."""
         own = config["train"].get("max_memory_gb")
         if own is None:
-            return self.limit_gb, self.limit_key
+            device = str(config["train"].get("device") or "auto")
+            if self.limit_gb is None or device.startswith("cuda"):
+                return None, self.limit_key
+            nproc = config["train"].get("nproc")
+            ranks = nproc if isinstance(nproc, int) and not isinstance(nproc, bool) and nproc > 1 else 1
+            return self.limit_gb / ranks, self.limit_key + (f" / train.nproc={ranks}" if ranks > 1 else "")
         try:
             check_values("train", {"max_memory_gb": own}, TRAIN_SETTINGS)
         except SettingError as error:

@@ -123,9 +123,14 @@ def _adapter_parameters(shape: ModelShape, method: dict, targets: list[str]) -> 
 
 
 def frozen_base_dtype_bytes(config: dict) -> int:
-    """2 when the point trains a frozen base in bfloat16 (its weights load in it), else 4."""
-    dtype, _ = precision(config["train"].get("device"), config["train"].get("dtype"))
-    return 2 if dtype == "bfloat16" and not trains_base(config["method"]) else 4
+    """2 when the point computes in bfloat16 on CUDA and its base stays frozen (its weights load in
+    it: train.Method.loading), else 4: float32 on the CPU or an unknown (auto) device, and for a
+    method that trains or changes its base (`frozen_base: false`: relora's merges) or quantises it
+    (the rest stays float32)."""
+    train, method = config["train"], config["method"]
+    dtype, device_type = precision(train.get("device"), train.get("dtype"))
+    frozen = not trains_base(method) and method.get("frozen_base", True) and not method.get("quantize")
+    return 2 if dtype == "bfloat16" and device_type == "cuda" and frozen else 4
 
 
 # ---------------------------------------------------------------- activations
@@ -166,7 +171,15 @@ def _loading(shape: ModelShape, weights: int, dtype_bytes: int, quantized_at: st
 # ---------------------------------------------------------------- the estimate
 def estimate_point(config: dict) -> Estimate | None:
     """The peak memory of a point (its resolved config), or None for a method without a model
-    (tfidf), an unknown task, or a model whose shape nothing on this machine says."""
+    (tfidf), an unknown task, a model whose shape nothing on this machine says, or values the
+    estimate cannot read (a bad setting fails in one line where the point is checked, not here)."""
+    try:
+        return _estimate(config)
+    except (KeyError, TypeError, ValueError, AttributeError, OSError):
+        return None
+
+
+def _estimate(config: dict) -> Estimate | None:
     method, model, train = config["method"], config.get("model") or {}, config["train"]
     task = tasks.find((config.get("dataset") or {}).get("task"))
     if not method.get("uses_model", True) or task is None:
@@ -218,13 +231,11 @@ def estimate_point(config: dict) -> Estimate | None:
 # ---------------------------------------------------------------- where QLoRA quantises
 def quantizes_while_loading(config: dict) -> bool:
     """Whether a 4-bit point quantises its base while the weights are read (transformers'
-    BitsAndBytesConfig) instead of after building it in float32. method.quantize_at: load | build |
-    auto: while loading when the model has a weights folder to read and every Linear is quantised
-    (quantize=all_linear: what transformers skips is a list of names, not a list to keep); it peaked
-    lower for SmolLM2 and the 1.1B Llama alike (BENCHMARKS.md "Memory"). After the build: a model
-    built from a config (nothing to read), quantize=targets."""
+    BitsAndBytesConfig) instead of after building it in float32: only where there are weights to
+    read (a pretrained folder, not a model built from a config) and every Linear is quantised
+    (quantize=all_linear: transformers takes a list of modules to skip, not one to quantise). There
+    `method.quantize_at: auto` (and `load`) quantises while loading: it peaked lower or equal for
+    SmolLM2 and the 1.1B Llama (BENCHMARKS.md "Memory"); `build` keeps the float32 build."""
     method, model = config["method"], config.get("model") or {}
-    at = method.get("quantize_at", "auto")
-    if at != "auto":
-        return at == "load"
-    return model.get("source") != "config" and model.get("arch") != "lstm" and method.get("quantize") == "all_linear"
+    readable = model.get("source") != "config" and model.get("arch") != "lstm"
+    return readable and method.get("quantize") == "all_linear" and method.get("quantize_at", "auto") != "build"

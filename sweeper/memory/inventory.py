@@ -100,10 +100,13 @@ def pretrained_shape(folder: Path, labelled: bool, head_modules: list[str]) -> M
         return None
     config = json.loads(config_file.read_text())
     hidden = _first(config, "hidden_size", "d_model", "n_embd")
+    layers = _first(config, "num_hidden_layers", "n_layer", "num_layers") + _first(config, "num_decoder_layers")
+    if not hidden or not layers:  # sizes under names not known here (DistilBERT's dim, BART's encoder_layers)
+        return None
     shape = ModelShape(
         tensors=tensors,
         hidden=hidden,
-        layers=_first(config, "num_hidden_layers", "n_layer", "num_layers") + _first(config, "num_decoder_layers"),
+        layers=layers,
         heads=_first(config, "num_attention_heads", "num_heads", "n_head", default=1),
         intermediate=_first(config, "intermediate_size", "d_ff", "n_inner", default=4 * hidden),
         vocab=_first(config, "vocab_size"),

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ...memory import quantizes_while_loading
+from ...memory.inventory import model_shape
 from ...runs import resolved
 from ...settings import FLAG, LORA_SETTINGS, choice
 from ..models import Loading
@@ -56,8 +57,7 @@ def linear_layers_to_quantize(model: nn.Module, scope: str, targets, keep_full) 
     for name, module in model.named_modules():
         if type(module) is not nn.Linear:  # exactly nn.Linear: not an already-quantised subclass
             continue
-        parts = name.split(".")
-        if any(_trains_in_full(".".join(parts[: i + 1]), keep_full) for i in range(len(parts))):
+        if _inside_any(name, keep_full):
             continue
         if scope == "targets" and not _name_matches(name, targets):
             continue
@@ -113,6 +113,20 @@ def quantize_model(model: nn.Module, names: list[str], quant_type: str, double_q
     return model
 
 
+def skipped_modules(model_cfg: dict, task, keep_full: list[str]) -> list[str]:
+    """What transformers must leave unquantised while loading: the modules that train, named as
+    PEFT matches them (any depth: `pooler` is `bert.pooler.dense` too). transformers matches a name as
+    a path prefix or suffix, so each Linear of the checkpoint inside one of them is listed by its path."""
+    shape = model_shape(model_cfg, task)
+    inside = [t.module for t in (shape.tensors if shape else []) if t.is_linear and _inside_any(t.module, keep_full)]
+    return sorted(set(keep_full) | set(inside))
+
+
+def _inside_any(module: str, names) -> bool:
+    parts = module.split(".")
+    return any(_trains_in_full(".".join(parts[: i + 1]), names) for i in range(len(parts)))
+
+
 def is_4bit(module: nn.Module) -> bool:
     import bitsandbytes as bnb
 
@@ -149,9 +163,11 @@ class QLoRA(LoRA):
 
     def loading(self, runtime) -> Loading:
         """4-bit while loading where that peaks lower (sweeper.memory.quantizes_while_loading), else
-        the float32 build that `wrap` quantises."""
-        if not quantizes_while_loading({"method": resolved(self.cfg), "model": resolved(self.model_cfg)}):
-            return super().loading(runtime)
+        the float32 build that `wrap` quantises (float32 either way: the same 4-bit codes; PEFT's
+        kbit preparation keeps the rest float32)."""
+        model_cfg = resolved(self.model_cfg)
+        if not quantizes_while_loading({"method": resolved(self.cfg), "model": model_cfg}):
+            return Loading(dtype=torch.float32)
         from transformers import BitsAndBytesConfig
 
         quantization = BitsAndBytesConfig(
@@ -159,7 +175,7 @@ class QLoRA(LoRA):
             bnb_4bit_quant_type=self.quant_type,
             bnb_4bit_use_double_quant=self.double_quant,
             bnb_4bit_compute_dtype=self.compute_dtype,
-            llm_int8_skip_modules=self.keep_full() or None,  # None: transformers' own (the output embeddings)
+            llm_int8_skip_modules=skipped_modules(model_cfg, self.task, self.keep_full()),
         )
         return Loading(dtype=torch.float32, quantization=quantization, device=str(runtime.device))
 

@@ -20,7 +20,7 @@ from ..evaluate import evaluate_splits, record_metrics
 from ..loop import MetricsLog, make_optimizer
 from ..methods import build_method
 from ..models import build_model, count_parameters
-from ..point import check_settings, load_point_data, run_point, saved_adapter, task_of
+from ..point import check_settings, float32_trainable, load_point_data, run_point, saved_adapter, task_of
 from ..record import outcome
 from ..runtime import PeakMemory, setup_runtime
 from .grouping import group_points
@@ -134,8 +134,8 @@ class Pack:
     def build_base(self, m: Member) -> None:
         """The shared frozen base, built as the first point's model would be (its seed), quantised for qlora."""
         torch.manual_seed(int(m.cfg.train.seed))
-        self.base, self.tokenizer = build_model(m.cfg.model, self.task, m.num_labels)
         method = build_method(m.cfg.method, m.cfg.model, self.task)
+        self.base, self.tokenizer = build_model(m.cfg.model, self.task, m.num_labels, method.loading(self.runtime))
         method.prepare_shared_base(self.base)  # qlora: quantised to 4-bit once, for all members
         self.base.requires_grad_(False)
         # On the device before any member shares it: a member then points at the device tensors,
@@ -149,9 +149,12 @@ class Pack:
         """Build the point's model + adapter exactly as run_point would, then hang its adapter on the base."""
         tr = m.cfg.train
         torch.manual_seed(int(tr.seed))  # run_point seeds here too (setup_runtime) before building
-        model, _ = build_model(m.cfg.model, self.task, m.num_labels)
         m.method = build_method(m.cfg.method, m.cfg.model, self.task)
+        loading = m.method.loading(self.runtime)  # as run_point loads it: bf16, or 4-bit while loading
+        model, _ = build_model(m.cfg.model, self.task, m.num_labels, loading)
         m.peft = m.method.wrap(model)
+        if loading.dtype != torch.float32:
+            float32_trainable(m.peft)
         m.generator = self.dropout_generator()
         share_frozen_weights(m.peft, self.base_params)
         m.peft.to(self.runtime.device)
