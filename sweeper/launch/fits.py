@@ -44,21 +44,24 @@ class Fits:
         return estimate
 
     def limit(self, config: dict[str, Any]) -> tuple[float | None, str]:
-        """train.max_memory_gb, else the launcher's host memory shared by the point's ranks (not for a
-        CUDA point: its estimate is GPU memory, which the planner does not know)."""
+        """(GB, the setting it comes from): train.max_memory_gb, else the launcher's host memory shared
+        by the point's ranks (not for a CUDA point: its estimate is GPU memory, unknown here)."""
         own = config["train"].get("max_memory_gb")
         if own is None:
             device = str(config["train"].get("device") or "auto")
             if self.limit_gb is None or device.startswith("cuda"):
-                return None, self.limit_key
+                return None, ""
             nproc = config["train"].get("nproc")
             ranks = nproc if isinstance(nproc, int) and not isinstance(nproc, bool) and nproc > 1 else 1
-            return self.limit_gb / ranks, self.limit_key + (f" / train.nproc={ranks}" if ranks > 1 else "")
+            setting = f"{self.limit_key}={self.limit_gb:g}"
+            if ranks > 1:
+                setting += f" shared by train.nproc={ranks} ranks ({self.limit_gb / ranks:g} GB a rank)"
+            return self.limit_gb / ranks, setting
         try:
             check_values("train", {"max_memory_gb": own}, TRAIN_SETTINGS)
         except SettingError as error:
             raise OptionError(str(error)) from None
-        return float(own), "train.max_memory_gb"
+        return float(own), f"train.max_memory_gb={float(own):g}"
 
     def check(self, point) -> None:
         """OptionError for a point that will run and whose estimate exceeds the memory it gets."""
@@ -66,12 +69,12 @@ class Fits:
             self.check_config(point.config, point.label)
 
     def check_config(self, config: dict[str, Any], name: str = "") -> None:
-        limit, key = self.limit(config)
+        limit, setting = self.limit(config)
         if not limit and not self.keep_table:  # nothing to check: planning a big grid costs nothing more
             return
         estimate = self.estimate(config)
         if estimate is not None and limit and estimate.total > limit * GB:
-            raise OptionError(refusal(config, estimate, limit, key, name))
+            raise OptionError(refusal(config, estimate, limit, setting, name))
 
     def table(self) -> str:
         """One line per distinct configuration: its estimate and how many points share it."""

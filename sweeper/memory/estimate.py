@@ -204,7 +204,8 @@ def _estimate(config: dict) -> Estimate | None:
         trainable = _adapter_parameters(shape, method, targets) + heads
         weights += heads * 4  # PEFT's modules_to_save: a float32 trainable copy beside the original
 
-    rows, length = int(train["batch_size"]), int(train["max_length"])
+    ranks = train.get("nproc") if isinstance(train.get("nproc"), int) and train.get("nproc", 1) > 1 else 1
+    rows, length = max(1, int(train["batch_size"]) // ranks), int(train["max_length"])  # a rank's share of a step
     act_bytes = 2 if base_bytes == 2 else 4
     checkpointing = bool(method.get("gradient_checkpointing"))
     four_bit_inputs = sum(t.shape[1] for t in shape.tensors if t.name in quantized)

@@ -1,6 +1,6 @@
 """What a point that does not fit could change to fit (torch-free): the refusal's one line.
 
-refusal(config, estimate, limit_gb, "train.max_memory_gb")
+refusal(config, estimate, limit_gb, "train.max_memory_gb=24")
 -> '<point>: estimated peak 31.2 GB (...) exceeds train.max_memory_gb=24; would fit: ...'
 """
 
@@ -24,13 +24,12 @@ def label(config: dict[str, Any]) -> str:
     return text + (" checkpointing" if method.get("gradient_checkpointing") else "")
 
 
-def refusal(config: dict[str, Any], estimate: Estimate, limit: float, key: str, name: str = "") -> str:
-    """The one line naming the point, its estimate, the limit (GB) and what would fit under it."""
+def refusal(config: dict[str, Any], estimate: Estimate, limit: float, setting: str, name: str = "") -> str:
+    """The one line naming the point, its estimate, the limit (`limit` GB, from `setting`: the key and
+    value it comes from) and what would fit under it."""
     fitting = would_fit(config, limit * GB)
     hint = f"; would fit: {', '.join(fitting)}" if fitting else "; nothing tried fits (a larger limit?)"
-    return (
-        f"{name or label(config)}: estimated peak {estimate.summary()} exceeds {key}={limit:g}{hint} (docs/memory.md)"
-    )
+    return f"{name or label(config)}: estimated peak {estimate.summary()} exceeds {setting}{hint} (docs/memory.md)"
 
 
 def would_fit(config: dict[str, Any], limit: float) -> list[str]:

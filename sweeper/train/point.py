@@ -64,7 +64,8 @@ def check_settings(cfg) -> None:
     estimate = estimate_point(OmegaConf.to_container(cfg, resolve=True)) if limit else None
     if estimate is not None and estimate.total > float(limit) * 2**30:
         config = OmegaConf.to_container(cfg, resolve=True)
-        raise SettingError(refusal(config, estimate, float(limit), "train.max_memory_gb"), "train.max_memory_gb")
+        line = refusal(config, estimate, float(limit), f"train.max_memory_gb={float(limit):g}")
+        raise SettingError(line, "train.max_memory_gb")
 
 
 def _train_and_evaluate(cfg, run_dir: Path, runtime: Runtime, should_stop, sinks) -> dict[str, Any]:
