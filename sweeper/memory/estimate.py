@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import tasks
 from ..runs import precision
-from .inventory import ModelShape, Tensor, model_shape
+from .inventory import ModelShape, Tensor, inside_trained, is_target, model_shape
 
 MB = 2**20
 CPU_RUNTIME_BYTES = 560 * MB  # RSS of a worker with torch, transformers, PEFT and datasets imported, data loaded
@@ -82,23 +82,13 @@ class Estimate:
 
 
 # ---------------------------------------------------------------- what the method does to the model
-def _matches(module: str, patterns) -> bool:
-    return any(module == p or module.endswith("." + p) for p in patterns)
-
-
-def _in_any(module: str, patterns) -> bool:
-    """PEFT's modules_to_save rule: a module path ending with one of the names (at any depth)."""
-    parts = module.split(".")
-    return any(".".join(parts[: i + 1]).endswith(p) for p in patterns for i in range(len(parts)))
-
-
 def _quantized(shape: ModelShape, method: dict, model: dict, targets: list[str]) -> list[Tensor]:
     """The tensors a 4-bit method (a method with a `quantize` scope: qlora) stores in 4 bits."""
     if not method.get("quantize"):
         return []
     keep = list(model.get("head_modules") or []) + list(model.get("lm_full_rank_modules") or []) + ["lm_head", "wo"]
-    linear = [t for t in shape.tensors if t.is_linear and not _in_any(t.module, keep)]
-    return linear if method["quantize"] == "all_linear" else [t for t in linear if _matches(t.module, targets)]
+    linear = [t for t in shape.tensors if t.is_linear and not inside_trained(t.module, keep)]
+    return linear if method["quantize"] == "all_linear" else [t for t in linear if is_target(t.module, targets)]
 
 
 def trains_base(method: dict) -> bool:
@@ -111,7 +101,7 @@ def _targets(shape: ModelShape, targets: list[str]) -> list[Tensor]:
     return [
         t
         for t in shape.tensors
-        if len(t.shape) == 2 and (_matches(t.module, targets) or t.name in targets or _matches(t.name, targets))
+        if len(t.shape) == 2 and (is_target(t.module, targets) or t.name in targets or is_target(t.name, targets))
     ]
 
 
@@ -200,7 +190,7 @@ def _estimate(config: dict) -> Estimate | None:
         trainable = shape.parameters
     else:
         target_inputs = sum(t.shape[1] for t in _targets(shape, targets))
-        heads = sum(t.numel for t in shape.tensors + shape.aliases if _in_any(t.module, shape.head_names))
+        heads = sum(t.numel for t in shape.tensors + shape.aliases if inside_trained(t.module, shape.head_names))
         trainable = _adapter_parameters(shape, method, targets) + heads
         weights += heads * 4  # PEFT's modules_to_save: a float32 trainable copy beside the original
 

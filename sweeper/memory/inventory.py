@@ -69,6 +69,24 @@ class ModelShape:
         return sum(t.numel for t in self.tensors)
 
 
+# ---------------------------------------------------------------- PEFT's module-name rules
+def is_target(module: str, patterns) -> bool:
+    """PEFT's rule for target_modules given as names: the module path is the name or ends with ".name"."""
+    return any(module == p or module.endswith("." + p) for p in patterns)
+
+
+def trains_in_full(module: str, patterns) -> bool:
+    """PEFT's rule for modules_to_save (peft.utils.other._set_trainable): the path ends with the name,
+    dot or not ("out_score" ends with "score"). Wider than is_target: when in doubt, float32."""
+    return any(module.endswith(p) for p in patterns)
+
+
+def inside_trained(module: str, patterns) -> bool:
+    """The module, or one it sits in, trains in full (`pooler` holds `bert.pooler.dense`)."""
+    parts = module.split(".")
+    return any(trains_in_full(".".join(parts[: i + 1]), patterns) for i in range(len(parts)))
+
+
 # ---------------------------------------------------------------- pretrained folders
 DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "U8": 1, "I8": 1, "BOOL": 1}
 

@@ -61,9 +61,11 @@ def check_settings(cfg) -> None:
     exceeds train.max_memory_gb fails here too (a launch refuses it at planning; a single run here)."""
     check_values("train", plain(cfg.train), TRAIN_SETTINGS, only=cfg.method.get("train_keys"))
     limit = cfg.train.get("max_memory_gb")
-    estimate = estimate_point(OmegaConf.to_container(cfg, resolve=True)) if limit else None
+    if not limit:
+        return
+    config = OmegaConf.to_container(cfg, resolve=True)
+    estimate = estimate_point(config)
     if estimate is not None and estimate.total > float(limit) * 2**30:
-        config = OmegaConf.to_container(cfg, resolve=True)
         line = refusal(config, estimate, float(limit), f"train.max_memory_gb={float(limit):g}")
         raise SettingError(line, "train.max_memory_gb")
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ...memory import quantizes_while_loading
-from ...memory.inventory import model_shape
+from ...memory.inventory import inside_trained, is_target, model_shape
 from ...runs import resolved
 from ...settings import FLAG, LORA_SETTINGS, choice
 from ..models import Loading
@@ -40,26 +40,15 @@ QUANTIZE_AT = ("auto", "load", "build")
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _name_matches(name: str, patterns) -> bool:
-    # PEFT's rule for target_modules given as names: the module path is the name or ends with ".name".
-    return any(name == p or name.endswith("." + p) for p in patterns)
-
-
-def _trains_in_full(name: str, patterns) -> bool:
-    # PEFT's rule for modules_to_save (peft.utils.other._set_trainable): the module path ends with the
-    # name, dot or not ("out_score" ends with "score"). Wider than _name_matches: when in doubt, float32.
-    return any(name.endswith(p) for p in patterns)
-
-
 def linear_layers_to_quantize(model: nn.Module, scope: str, targets, keep_full) -> list[str]:
     """Names of the nn.Linear modules to quantise; never a trainable head (or anything inside one)."""
     names = []
     for name, module in model.named_modules():
         if type(module) is not nn.Linear:  # exactly nn.Linear: not an already-quantised subclass
             continue
-        if _inside_any(name, keep_full):
+        if inside_trained(name, keep_full):
             continue
-        if scope == "targets" and not _name_matches(name, targets):
+        if scope == "targets" and not is_target(name, targets):
             continue
         names.append(name)
     return names
@@ -118,13 +107,8 @@ def skipped_modules(model_cfg: dict, task, keep_full: list[str]) -> list[str]:
     PEFT matches them (any depth: `pooler` is `bert.pooler.dense` too). transformers matches a name as
     a path prefix or suffix, so each Linear of the checkpoint inside one of them is listed by its path."""
     shape = model_shape(model_cfg, task)
-    inside = [t.module for t in (shape.tensors if shape else []) if t.is_linear and _inside_any(t.module, keep_full)]
+    inside = [t.module for t in (shape.tensors if shape else []) if t.is_linear and inside_trained(t.module, keep_full)]
     return sorted(set(keep_full) | set(inside))
-
-
-def _inside_any(module: str, names) -> bool:
-    parts = module.split(".")
-    return any(_trains_in_full(".".join(parts[: i + 1]), names) for i in range(len(parts)))
 
 
 def is_4bit(module: nn.Module) -> bool:
@@ -191,7 +175,7 @@ class QLoRA(LoRA):
         # What transformers itself keeps in float32 when it loads a model in 4-bit: T5's `wo` (its
         # forward casts activations to wo's weight dtype, which a packed 4-bit weight makes uint8).
         keep_fp32 = list(getattr(model, "_keep_in_fp32_modules", None) or [])
-        names = [name for name in names if not _name_matches(name, keep_fp32)]
+        names = [name for name in names if not is_target(name, keep_fp32)]
         if not names:
             raise MethodError(
                 f"model '{self.model_cfg.name}': no nn.Linear layers to quantise (method.quantize={self.scope})"
